@@ -1,0 +1,62 @@
+package cache
+
+import (
+	"fmt"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// sha256HexLen is the length of a sha256 digest in hex.
+const sha256HexLen = 64
+
+// ParseDigest parses s as "sha256:<64 lower-case hex digits>". Anything
+// else, including upper-case hex, other algorithms, and strings that could
+// escape a directory ("sha256:../../etc/passwd"), is an error wrapping
+// ErrInvalidDigest.
+func ParseDigest(s string) (v1.Hash, error) {
+	alg, hex, ok := strings.Cut(s, ":")
+	if !ok {
+		return v1.Hash{}, fmt.Errorf("%w %q: want sha256:<64 hex digits>", ErrInvalidDigest, clip(s))
+	}
+	h := v1.Hash{Algorithm: alg, Hex: hex}
+	if err := ValidateDigest(h); err != nil {
+		return v1.Hash{}, err
+	}
+	return h, nil
+}
+
+// ValidateDigest reports whether d is safe to use as a file name or object
+// key: algorithm "sha256" and exactly 64 lower-case hex digits. The error
+// wraps ErrInvalidDigest and says what was wrong.
+func ValidateDigest(d v1.Hash) error {
+	if d.Algorithm != "sha256" {
+		if d.Algorithm == "" && d.Hex == "" {
+			return fmt.Errorf("%w: empty digest", ErrInvalidDigest)
+		}
+		return fmt.Errorf("%w %q: algorithm %q is not supported, only sha256", ErrInvalidDigest, clip(d.String()), clip(d.Algorithm))
+	}
+	if len(d.Hex) != sha256HexLen {
+		return fmt.Errorf("%w %q: want 64 hex digits, got %d characters", ErrInvalidDigest, clip(d.String()), len(d.Hex))
+	}
+	for i := 0; i < len(d.Hex); i++ {
+		c := d.Hex[i]
+		if ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') {
+			continue
+		}
+		if 'A' <= c && c <= 'F' {
+			return fmt.Errorf("%w %q: hex digits must be lower-case", ErrInvalidDigest, clip(d.String()))
+		}
+		return fmt.Errorf("%w %q: character %q at %d is not a hex digit", ErrInvalidDigest, clip(d.String()), c, i)
+	}
+	return nil
+}
+
+// clip keeps error messages short when given hostile input.
+func clip(s string) string {
+	const max = 100
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
