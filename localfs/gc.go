@@ -1,0 +1,396 @@
+package localfs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/verify"
+)
+
+// Index reads index.json, the layout's list of roots.
+func (s *Store) Index(ctx context.Context) (*v1.IndexManifest, error) {
+	p := filepath.Join(s.root, indexFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("localfs: reading %s: %w", p, err)
+	}
+	var im v1.IndexManifest
+	if err := json.Unmarshal(b, &im); err != nil {
+		return nil, fmt.Errorf("localfs: %s is not an OCI index: %w", p, err)
+	}
+	return &im, nil
+}
+
+// UpdateIndex changes index.json under an exclusive lock shared by every
+// process using the directory: it reads the current index, lets fn change
+// it, and writes it back atomically. If fn fails, nothing is written.
+func (s *Store) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) error) error {
+	l, err := lockFile(ctx, s.indexLock, true)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	im := &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
+	if _, err := os.Stat(filepath.Join(s.root, indexFile)); err == nil {
+		if im, err = s.Index(ctx); err != nil {
+			return err
+		}
+	}
+	if err := fn(im); err != nil {
+		return err
+	}
+	if im.Manifests == nil {
+		im.Manifests = []v1.Descriptor{} // "manifests": [] as the spec requires
+	}
+	b, err := json.Marshal(im)
+	if err != nil {
+		return fmt.Errorf("localfs: encoding index.json: %w", err)
+	}
+	if err := writeFileAtomic(s.tmpDir, filepath.Join(s.root, indexFile), b); err != nil {
+		return fmt.Errorf("localfs: writing index.json: %w", noSpace(err))
+	}
+	return nil
+}
+
+// reachable returns the blobs that index.json's roots reach: the roots and,
+// recursively, the manifests, configs and layers that index and manifest
+// blobs reference. Missing or unreadable manifests end their branch.
+func (s *Store) reachable(ctx context.Context) (map[string]bool, error) {
+	im, err := s.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var visit func(desc v1.Descriptor) error
+	visit = func(desc v1.Descriptor) error {
+		if cache.ValidateDigest(desc.Digest) != nil || seen[desc.Digest.Hex] {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		seen[desc.Digest.Hex] = true
+		if !isManifest(desc.MediaType) {
+			return nil
+		}
+		var m struct {
+			Manifests []v1.Descriptor `json:"manifests"`
+			Config    *v1.Descriptor  `json:"config"`
+			Layers    []v1.Descriptor `json:"layers"`
+			Blobs     []v1.Descriptor `json:"blobs"`
+			Subject   *v1.Descriptor  `json:"subject"`
+		}
+		b, err := s.readSmallBlob(desc.Digest, maxManifestSize)
+		if err != nil || json.Unmarshal(b, &m) != nil {
+			return nil
+		}
+		children := append(append(append([]v1.Descriptor{}, m.Manifests...), m.Layers...), m.Blobs...)
+		if m.Config != nil {
+			children = append(children, *m.Config)
+		}
+		if m.Subject != nil {
+			children = append(children, *m.Subject)
+		}
+		for _, c := range children {
+			if err := visit(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, desc := range im.Manifests {
+		if err := visit(desc); err != nil {
+			return nil, err
+		}
+	}
+	return seen, nil
+}
+
+// maxManifestSize bounds what reachability parses; registries refuse
+// manifests over 4 MiB too.
+const maxManifestSize = 4 << 20
+
+func isManifest(mt types.MediaType) bool {
+	switch mt {
+	case types.OCIImageIndex, types.OCIManifestSchema1, types.DockerManifestList, types.DockerManifestSchema2,
+		"application/vnd.oci.artifact.manifest.v1+json":
+		return true
+	}
+	return false
+}
+
+// readSmallBlob reads and verifies a blob of at most limit bytes.
+func (s *Store) readSmallBlob(d v1.Hash, limit int64) ([]byte, error) {
+	f, err := os.Open(s.blobPath(d))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%s: %d bytes is too large for a manifest", d, info.Size())
+	}
+	return io.ReadAll(verify.NewReader(f, d, info.Size(), cache.ErrCorrupt))
+}
+
+type blobInfo struct {
+	hex     string
+	size    int64
+	lastUse time.Time
+}
+
+// scan lists every blob with its size and last use.
+func (s *Store) scan(ctx context.Context) ([]blobInfo, int64, error) {
+	var blobs []blobInfo
+	var total int64
+	entries, err := os.ReadDir(s.blobDir)
+	if err != nil {
+		return nil, 0, fmt.Errorf("localfs: scanning %s: %w", s.blobDir, err)
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		if !e.Type().IsRegular() || cache.ValidateDigest(v1.Hash{Algorithm: "sha256", Hex: e.Name()}) != nil {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed since ReadDir
+		}
+		blobs = append(blobs, blobInfo{hex: e.Name(), size: info.Size(), lastUse: info.ModTime()})
+		total += info.Size()
+	}
+	return blobs, total, nil
+}
+
+func (s *Store) countUsed() (int64, error) {
+	_, total, err := s.scan(context.Background())
+	if err == nil {
+		s.used.Store(total)
+	}
+	return total, err
+}
+
+// evict makes room for need more bytes within the byte budget and frees at
+// least freeAtLeast bytes of disk, removing the least recently used blobs
+// that no root reaches. It holds the exclusive GC lock, so no other process
+// commits or collects meanwhile. It returns the bytes freed.
+func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, error) {
+	l, err := lockFile(ctx, s.gcLock, true)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Unlock()
+	blobs, used, err := s.scan(ctx)
+	if err != nil {
+		return 0, err
+	}
+	keep, err := s.reachable(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
+	var freed int64
+	enough := func() bool {
+		withinBudget := s.opts.maxBytes == 0 || used-freed+need <= s.opts.maxBytes
+		return withinBudget && freed >= freeAtLeast
+	}
+	for _, b := range blobs {
+		if enough() {
+			break
+		}
+		if keep[b.hex] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.blobDir, b.hex)); err != nil {
+			continue
+		}
+		freed += b.size
+		s.stats.Evictions.Add(1)
+	}
+	s.used.Store(used - freed)
+	if !enough() {
+		return freed, fmt.Errorf("%d bytes needed, budget %d, %d in use by blobs that index.json roots reach or that could not be removed: %w",
+			need, s.opts.maxBytes, used-freed, cache.ErrNoSpace)
+	}
+	return freed, nil
+}
+
+// GCOption configures one GC run.
+type GCOption func(*gcOptions)
+
+type gcOptions struct {
+	maxBytes int64
+	ttl      time.Duration
+}
+
+// GCMaxBytes collects until the blobs fit in n bytes (default: the
+// store's WithMaxBytes).
+func GCMaxBytes(n int64) GCOption { return func(o *gcOptions) { o.maxBytes = n } }
+
+// GCTTL collects blobs unused for longer than d (default: the store's
+// WithTTL).
+func GCTTL(d time.Duration) GCOption { return func(o *gcOptions) { o.ttl = d } }
+
+// GCReport says what a GC run did.
+type GCReport struct {
+	Removed      int   // blobs removed
+	FreedBytes   int64 // their bytes
+	Kept         int   // blobs kept
+	KeptBytes    int64
+	Roots        int // blobs reachable from index.json, never collected
+	TempsRemoved int // abandoned temp files swept
+}
+
+// GC removes abandoned temp files, blobs that no root reaches and that
+// were unused for longer than the TTL, and then the least recently used
+// unreachable blobs until the rest fit the byte budget. Blobs reachable
+// from index.json are kept. It holds the exclusive GC lock: writers in
+// other processes wait to commit, readers are not disturbed (an open blob
+// stays readable after it is removed).
+func (s *Store) GC(ctx context.Context, opts ...GCOption) (GCReport, error) {
+	o := gcOptions{maxBytes: s.opts.maxBytes, ttl: s.opts.ttl}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var rep GCReport
+	rep.TempsRemoved = s.sweepTemps()
+	l, err := lockFile(ctx, s.gcLock, true)
+	if err != nil {
+		return rep, err
+	}
+	defer l.Unlock()
+	blobs, used, err := s.scan(ctx)
+	if err != nil {
+		return rep, err
+	}
+	keep, err := s.reachable(ctx)
+	if err != nil {
+		return rep, err
+	}
+	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
+	cutoff := s.opts.now().Add(-o.ttl)
+	for _, b := range blobs {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		if keep[b.hex] {
+			rep.Roots++
+			rep.Kept++
+			rep.KeptBytes += b.size
+			continue
+		}
+		expired := o.ttl > 0 && b.lastUse.Before(cutoff)
+		overBudget := o.maxBytes > 0 && used > o.maxBytes
+		if expired || overBudget {
+			err := os.Remove(filepath.Join(s.blobDir, b.hex))
+			if err == nil || errors.Is(err, fs.ErrNotExist) {
+				used -= b.size
+				rep.Removed++
+				rep.FreedBytes += b.size
+				s.stats.Evictions.Add(1)
+				continue
+			}
+		}
+		rep.Kept++
+		rep.KeptBytes += b.size
+	}
+	s.used.Store(used)
+	return rep, nil
+}
+
+// BadBlob is a blob that failed verification.
+type BadBlob struct {
+	Digest v1.Hash
+	Err    error
+}
+
+// VerifyReport says what Verify found.
+type VerifyReport struct {
+	Checked int       // blobs hashed
+	Bytes   int64     // bytes hashed
+	Bad     []BadBlob // blobs whose bytes do not match their name
+	Removed int       // bad blobs removed (VerifyRemove)
+	Missing []v1.Hash // blobs that index.json reaches but that are absent
+}
+
+// VerifyOption configures Verify.
+type VerifyOption func(*verifyOptions)
+
+type verifyOptions struct{ remove bool }
+
+// VerifyRemove removes the bad blobs Verify finds (default: only report).
+func VerifyRemove() VerifyOption { return func(o *verifyOptions) { o.remove = true } }
+
+// Verify hashes every blob and checks that index.json's roots and what
+// they reference are present. It reports bad blobs and, with
+// VerifyRemove, removes them.
+func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport, error) {
+	var o verifyOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var rep VerifyReport
+	blobs, _, err := s.scan(ctx)
+	if err != nil {
+		return rep, err
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for _, b := range blobs {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		d := v1.Hash{Algorithm: "sha256", Hex: b.hex}
+		f, err := os.Open(s.blobPath(d))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return rep, fmt.Errorf("localfs: verify %s: %w", d, err)
+		}
+		vr := verify.NewReader(f, d, b.size, cache.ErrCorrupt)
+		_, err = io.CopyBuffer(io.Discard, vr, *bp)
+		rep.Checked++
+		rep.Bytes += vr.N()
+		if err == nil && !vr.Verified() {
+			err = fmt.Errorf("%s: %w", d, cache.ErrCorrupt)
+		}
+		if err != nil {
+			rep.Bad = append(rep.Bad, BadBlob{Digest: d, Err: err})
+			if o.remove && errors.Is(err, cache.ErrCorrupt) {
+				s.stats.Corruptions.Add(1)
+				s.removeIfSame(d, f)
+				rep.Removed++
+			}
+		}
+		f.Close()
+	}
+	keep, err := s.reachable(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for hex := range keep {
+		if _, err := os.Stat(filepath.Join(s.blobDir, hex)); errors.Is(err, fs.ErrNotExist) {
+			rep.Missing = append(rep.Missing, v1.Hash{Algorithm: "sha256", Hex: hex})
+		}
+	}
+	sort.Slice(rep.Missing, func(i, j int) bool { return rep.Missing[i].Hex < rep.Missing[j].Hex })
+	return rep, nil
+}
