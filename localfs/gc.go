@@ -205,14 +205,26 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 	if err != nil {
 		return 0, err
 	}
-	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
-	var freed int64
-	enough := func() bool {
+	enough := func(freed int64) bool {
 		withinBudget := s.opts.maxBytes == 0 || used-freed+need <= s.opts.maxBytes
 		return withinBudget && freed >= freeAtLeast
 	}
+	var evictable int64
 	for _, b := range blobs {
-		if enough() {
+		if !keep[b.hex] {
+			evictable += b.size
+		}
+	}
+	if !enough(evictable) {
+		// Evicting cannot make room: keep every entry and refuse the write.
+		s.used.Store(used)
+		return 0, fmt.Errorf("%d bytes needed, budget %d, %d in use of which only %d may be evicted (the rest is reachable from index.json): %w",
+			need, s.opts.maxBytes, used, evictable, cache.ErrNoSpace)
+	}
+	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
+	var freed int64
+	for _, b := range blobs {
+		if enough(freed) {
 			break
 		}
 		if keep[b.hex] {
@@ -225,8 +237,8 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 		s.stats.Evictions.Add(1)
 	}
 	s.used.Store(used - freed)
-	if !enough() {
-		return freed, fmt.Errorf("%d bytes needed, budget %d, %d in use by blobs that index.json roots reach or that could not be removed: %w",
+	if !enough(freed) {
+		return freed, fmt.Errorf("%d bytes needed, budget %d, %d in use: blobs could not be removed: %w",
 			need, s.opts.maxBytes, used-freed, cache.ErrNoSpace)
 	}
 	return freed, nil

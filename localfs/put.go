@@ -106,6 +106,9 @@ func (s *Store) commit(ctx context.Context, tmp, final string) error {
 		return err
 	}
 	defer l.Unlock()
+	// The mtime is the LRU clock; stamp it from the store's clock.
+	now := s.opts.now()
+	_ = os.Chtimes(tmp, now, now)
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
