@@ -627,7 +627,7 @@ func (s *suite) testCorruption(t *testing.T) {
 // stream yields n deterministic pseudo-random bytes without holding them:
 // each 1 MiB chunk is a fixed random block with the chunk number mixed in.
 type stream struct {
-	block []byte
+	block  []byte
 	n, off int64
 }
 
