@@ -66,22 +66,29 @@ func (s *Store) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) erro
 
 // reachable returns the blobs that index.json's roots reach: the roots and,
 // recursively, the manifests, configs and layers that index and manifest
-// blobs reference. Missing or unreadable manifests end their branch.
+// blobs reference. Missing or unreadable manifests end their branch. The
+// value says whether the blob must be present: roots and what a manifest
+// references must, while an index's children may be absent (a resolver
+// fetches only the platforms it was asked for).
 func (s *Store) reachable(ctx context.Context) (map[string]bool, error) {
 	im, err := s.Index(ctx)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
-	var visit func(desc v1.Descriptor) error
-	visit = func(desc v1.Descriptor) error {
-		if cache.ValidateDigest(desc.Digest) != nil || seen[desc.Digest.Hex] {
+	var visit func(desc v1.Descriptor, required bool) error
+	visit = func(desc v1.Descriptor, required bool) error {
+		if cache.ValidateDigest(desc.Digest) != nil {
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		seen[desc.Digest.Hex] = true
+		if req, ok := seen[desc.Digest.Hex]; ok {
+			seen[desc.Digest.Hex] = req || required
+			return nil
+		}
+		seen[desc.Digest.Hex] = required
 		if !isManifest(desc.MediaType) {
 			return nil
 		}
@@ -96,22 +103,29 @@ func (s *Store) reachable(ctx context.Context) (map[string]bool, error) {
 		if err != nil || json.Unmarshal(b, &m) != nil {
 			return nil
 		}
-		children := append(append(append([]v1.Descriptor{}, m.Manifests...), m.Layers...), m.Blobs...)
+		for _, c := range m.Manifests {
+			if err := visit(c, false); err != nil {
+				return err
+			}
+		}
+		mustHave := append(append([]v1.Descriptor{}, m.Layers...), m.Blobs...)
 		if m.Config != nil {
-			children = append(children, *m.Config)
+			mustHave = append(mustHave, *m.Config)
 		}
-		if m.Subject != nil {
-			children = append(children, *m.Subject)
+		for _, c := range mustHave {
+			if err := visit(c, true); err != nil {
+				return err
+			}
 		}
-		for _, c := range children {
-			if err := visit(c); err != nil {
+		if m.Subject != nil { // the image an artifact describes may live elsewhere
+			if err := visit(*m.Subject, false); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	for _, desc := range im.Manifests {
-		if err := visit(desc); err != nil {
+		if err := visit(desc, true); err != nil {
 			return nil, err
 		}
 	}
@@ -211,7 +225,7 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 	}
 	var evictable int64
 	for _, b := range blobs {
-		if !keep[b.hex] {
+		if _, reached := keep[b.hex]; !reached {
 			evictable += b.size
 		}
 	}
@@ -227,7 +241,7 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 		if enough(freed) {
 			break
 		}
-		if keep[b.hex] {
+		if _, reached := keep[b.hex]; reached {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.blobDir, b.hex)); err != nil {
@@ -302,7 +316,7 @@ func (s *Store) GC(ctx context.Context, opts ...GCOption) (GCReport, error) {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		if keep[b.hex] {
+		if _, reached := keep[b.hex]; reached {
 			rep.Roots++
 			rep.Kept++
 			rep.KeptBytes += b.size
@@ -398,7 +412,10 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 	if err != nil {
 		return rep, err
 	}
-	for hex := range keep {
+	for hex, required := range keep {
+		if !required {
+			continue
+		}
 		if _, err := os.Stat(filepath.Join(s.blobDir, hex)); errors.Is(err, fs.ErrNotExist) {
 			rep.Missing = append(rep.Missing, v1.Hash{Algorithm: "sha256", Hex: hex})
 		}
