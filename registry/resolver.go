@@ -39,7 +39,17 @@ type Resolver struct {
 	resolves flight.Group[string, *cache.ResolvedImage]
 	blobs    flight.Group[string, struct{}]
 	stats    resolverCounters
+
+	// checked holds revalidation times newer than the index records: the
+	// index is rewritten (two fsyncs) at most every persistInterval per
+	// reference, so a revalidation costs one HEAD and no disk sync.
+	mu      sync.Mutex
+	checked map[string]time.Time
 }
+
+// persistInterval bounds how stale a revalidation time in the index may
+// be; after a crash or restart that costs at most one extra HEAD.
+const persistInterval = time.Minute
 
 var _ cache.BaseImageResolver = (*Resolver)(nil)
 
@@ -65,9 +75,10 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 		insecure[h] = true
 	}
 	return &Resolver{
-		store: store,
-		index: idx,
-		o:     o,
+		store:   store,
+		index:   idx,
+		o:       o,
+		checked: map[string]time.Time{},
 		client: &client{
 			base: o.transport, keychain: o.keychain, auth: o.auth, retry: o.retry,
 			insecure: insecure, agent: o.userAgent, authed: map[string]http.RoundTripper{},
@@ -141,7 +152,16 @@ func maps(m map[string]v1.Hash) map[string]v1.Hash {
 // record is what the store's index says about a reference.
 type record struct {
 	desc       v1.Descriptor
-	resolvedAt time.Time
+	resolvedAt time.Time // as the index records it
+	latest     time.Time // a later revalidation not yet written, if any
+}
+
+// lastChecked is when the reference was last known to point to desc.
+func (rec *record) lastChecked() time.Time {
+	if rec.latest.After(rec.resolvedAt) {
+		return rec.latest
+	}
+	return rec.resolvedAt
 }
 
 func (r *Resolver) lookup(ctx context.Context, refName string) (*record, error) {
@@ -152,10 +172,29 @@ func (r *Resolver) lookup(ctx context.Context, refName string) (*record, error) 
 	for _, d := range im.Manifests {
 		if d.Annotations[cache.AnnotationRefName] == refName {
 			at, _ := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt])
-			return &record{desc: d, resolvedAt: at}, nil
+			rec := &record{desc: d, resolvedAt: at}
+			r.mu.Lock()
+			if t, ok := r.checked[refName]; ok && t.After(at) {
+				rec.latest = t
+			}
+			r.mu.Unlock()
+			return rec, nil
 		}
 	}
 	return nil, nil
+}
+
+// revalidated notes that refName still points to rec's digest, writing the
+// index only when its recorded time is older than persistInterval.
+func (r *Resolver) revalidated(ctx context.Context, refName string, rec *record) error {
+	now := r.o.now()
+	if now.Sub(rec.resolvedAt) < persistInterval && !rec.resolvedAt.After(now) {
+		r.mu.Lock()
+		r.checked[refName] = now
+		r.mu.Unlock()
+		return nil
+	}
+	return r.remember(ctx, refName, rec.desc)
 }
 
 // remember records ref -> desc as a root, replacing an older record.
@@ -165,6 +204,9 @@ func (r *Resolver) remember(ctx context.Context, refName string, desc v1.Descrip
 		cache.AnnotationResolvedAt: r.o.now().UTC().Format(time.RFC3339Nano),
 	}
 	desc.Platform = nil
+	r.mu.Lock()
+	delete(r.checked, refName)
+	r.mu.Unlock()
 	return r.index.UpdateIndex(ctx, func(im *v1.IndexManifest) error {
 		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
 			return d.Annotations[cache.AnnotationRefName] == refName
@@ -225,7 +267,7 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		return r.pull(ctx, ref, nil, platforms, false)
 	}
 	// PullAlways.
-	if local != nil && ro.MaxAge > 0 && r.o.now().Sub(rec.resolvedAt) < ro.MaxAge {
+	if local != nil && ro.MaxAge > 0 && r.o.now().Sub(rec.lastChecked()) < ro.MaxAge {
 		return hit()
 	}
 	if local == nil {
@@ -237,7 +279,7 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		return r.staleOr(ctx, local, err)
 	}
 	if head.Digest == rec.desc.Digest {
-		if err := r.remember(ctx, refName, rec.desc); err != nil {
+		if err := r.revalidated(ctx, refName, rec); err != nil {
 			return nil, err
 		}
 		r.stats.revalidated.Add(1)

@@ -95,7 +95,7 @@ func (f *fakeRegistry) setFault(fn func(w http.ResponseWriter, r *http.Request) 
 
 // twoPlatformIndex makes a linux/amd64 + linux/arm64 index; shared layers
 // are added to both images.
-func twoPlatformIndex(t *testing.T, layerSize int64, shared ...v1.Layer) v1.ImageIndex {
+func twoPlatformIndex(t testing.TB, layerSize int64, shared ...v1.Layer) v1.ImageIndex {
 	t.Helper()
 	var idx v1.ImageIndex = empty.Index
 	for _, plat := range []string{"linux/amd64", "linux/arm64"} {
@@ -507,5 +507,51 @@ func TestOnePlatformOfAnIndexLeavesAValidStore(t *testing.T) {
 	}
 	if got := reg.count("GET blobs"); got != 3 {
 		t.Errorf("%d blob GETs for the second platform, want 3", got)
+	}
+}
+
+func TestRevalidationTimeIsPersistedLazily(t *testing.T) {
+	reg := newFakeRegistry(t)
+	ref := reg.host + "/app:1"
+	push(t, ref, twoPlatformIndex(t, 512))
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	store := openStore(t)
+	r := newResolver(t, store, registry.WithClock(clock))
+	if _, err := r.Resolve(t.Context(), ref, both); err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() string {
+		im, err := store.Index(t.Context())
+		if err != nil || len(im.Manifests) != 1 {
+			t.Fatalf("index: %v, %v", im, err)
+		}
+		return im.Manifests[0].Annotations[cache.AnnotationResolvedAt]
+	}
+	first := recorded()
+
+	now = now.Add(30 * time.Second)
+	if res, err := r.Resolve(t.Context(), ref, both); err != nil || res.Source != cache.Revalidated {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if recorded() != first {
+		t.Fatal("a revalidation within a minute of the recorded one rewrote index.json")
+	}
+	// MaxAge counts from the latest revalidation, even if not yet written.
+	now = now.Add(30 * time.Second)
+	reg.reset()
+	if res, err := r.Resolve(t.Context(), ref, both, cache.WithMaxAge(40*time.Second)); err != nil || res.Source != cache.Hit {
+		t.Fatalf("within MaxAge of the last revalidation: %+v, %v; want Hit", res, err)
+	}
+	if reg.total() != 0 {
+		t.Fatalf("a fresh enough answer made requests: %v", reg.counts)
+	}
+	// Past the interval, the index is brought up to date.
+	now = now.Add(2 * time.Minute)
+	if _, err := r.Resolve(t.Context(), ref, both); err != nil {
+		t.Fatal(err)
+	}
+	if recorded() == first {
+		t.Fatal("the revalidation time was never persisted")
 	}
 }
