@@ -1,0 +1,45 @@
+// Package registry connects buildcache to OCI registries: a
+// BaseImageResolver that keeps base images in a local store and
+// revalidates them with one HEAD, and a LayerCache whose blobs live in a
+// registry repository.
+//
+// # Resolving base images
+//
+// NewResolver(store) returns a cache.BaseImageResolver. Resolve turns
+// "flink:1.14.5-scala_2.11" into the digest the tag points to and the
+// manifest digest of each requested platform, downloading into store only
+// the manifests, configs and layers it lacks, verified. The tag's digest is
+// recorded as a root of the store's index (index.json for localfs, with the
+// annotation org.opencontainers.image.ref.name), so a restart remembers it
+// and GC keeps the image until Prune drops it.
+//
+// The pull policy decides when the network is used:
+//
+//   - cache.PullAlways (default): one HEAD; the same digest is Revalidated
+//     with no GET, a moved tag pulls what changed (Pulled).
+//   - cache.PullIfNotPresent: a cached image is a Hit with no request.
+//   - cache.PullNever: a cached image or cache.ErrOffline.
+//
+// cache.WithMaxAge(d) treats a revalidation younger than d as fresh. A
+// reference by digest that is cached never touches the network. When the
+// registry is unreachable or answers 5xx/429 and the image is cached, it is
+// served with Source Stale and the error in RemoteErr (WithStaleIfError
+// turns this off). Image(ctx, resolved, platform) serves a resolved image
+// from the store with no network.
+//
+// # Requests
+//
+// Requests go out without credentials and authenticate only when the
+// registry answers 401 (with credentials from the keychain, default
+// authn.DefaultKeychain), so anonymous registries cost no /v2/ ping. 429,
+// 5xx and broken connections are retried with backoff, honouring
+// Retry-After. localhost, 127.0.0.1 and private addresses use plain HTTP;
+// WithInsecureRegistries adds others. Concurrent identical resolves, and
+// concurrent downloads of one blob, share one request.
+//
+// # Errors
+//
+// A registry's failure is a *RemoteError (errors.As), with the status and
+// URL; bytes that do not match their digest wrap cache.ErrDigestMismatch,
+// and nothing of that image is recorded.
+package registry
