@@ -37,7 +37,7 @@ func ValidateDigest(d v1.Hash) error {
 		return fmt.Errorf("%w %q: algorithm %q is not supported, only sha256", ErrInvalidDigest, clip(d.String()), clip(d.Algorithm))
 	}
 	if len(d.Hex) != sha256HexLen {
-		return fmt.Errorf("%w %q: want 64 hex digits, got %d characters", ErrInvalidDigest, clip(d.String()), len(d.Hex))
+		return fmt.Errorf("%w %q: want 64 hex digits, got %d bytes", ErrInvalidDigest, clip(d.String()), len(d.Hex))
 	}
 	for i := 0; i < len(d.Hex); i++ {
 		c := d.Hex[i]
@@ -47,7 +47,11 @@ func ValidateDigest(d v1.Hash) error {
 		if 'A' <= c && c <= 'F' {
 			return fmt.Errorf("%w %q: hex digits must be lower-case", ErrInvalidDigest, clip(d.String()))
 		}
-		return fmt.Errorf("%w %q: character %q at %d is not a hex digit", ErrInvalidDigest, clip(d.String()), c, i)
+		what := fmt.Sprintf("byte 0x%02x", c) // not %q: one byte of UTF-8 would print as another character
+		if c >= 0x20 && c < 0x7f {
+			what = fmt.Sprintf("'%c'", c)
+		}
+		return fmt.Errorf("%w %q: %s at %d is not a hex digit", ErrInvalidDigest, clip(d.String()), what, i)
 	}
 	return nil
 }
