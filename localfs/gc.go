@@ -232,8 +232,12 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 	if !enough(evictable) {
 		// Evicting cannot make room: keep every entry and refuse the write.
 		s.used.Store(used)
-		return 0, fmt.Errorf("%d bytes needed, budget %d, %d in use of which only %d may be evicted (the rest is reachable from index.json): %w",
-			need, s.opts.maxBytes, used, evictable, cache.ErrNoSpace)
+		budget := "no byte budget"
+		if s.opts.maxBytes > 0 {
+			budget = fmt.Sprintf("budget %d bytes", s.opts.maxBytes)
+		}
+		return 0, fmt.Errorf("%d bytes needed (%s, %d to free on disk); blobs use %d bytes, of which only %d may be evicted (the rest is reachable from index.json): %w",
+			need, budget, freeAtLeast, used, evictable, cache.ErrNoSpace)
 	}
 	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
 	var freed int64

@@ -161,7 +161,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	}
 	for _, d := range []string{s.blobDir, s.tmpDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("localfs: Open %s: %w", root, err)
+			return nil, fmt.Errorf("localfs: Open %s: %w", root, noSpace(err))
 		}
 	}
 	if err := s.initLayout(); err != nil {
@@ -200,7 +200,7 @@ func (s *Store) initLayout() error {
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		if err := writeFileAtomic(s.tmpDir, lp, []byte(`{"imageLayoutVersion":"`+layoutVersion+`"}`)); err != nil {
-			return fmt.Errorf("localfs: creating %s: %w", lp, err)
+			return fmt.Errorf("localfs: creating %s: %w", lp, noSpace(err))
 		}
 	default:
 		return fmt.Errorf("localfs: reading %s: %w", lp, err)
@@ -224,10 +224,13 @@ func writeFileAtomic(tmpDir, path string, data []byte) error {
 	ok := false
 	defer func() {
 		if !ok {
-			f.Close()
 			os.Remove(tmp)
+			f.Close()
 		}
 	}()
+	if err := lockExclusive(f); err != nil { // so no sweep takes it for a dead writer's
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
