@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -39,10 +41,8 @@ func (s *Store) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) err
 	unlock := s.lockDigest(d.Hex)
 	defer unlock()
 
-	p := s.blobPath(d)
-	if info, err := os.Stat(p); err == nil && (size < 0 || info.Size() == size) {
-		s.touch(p, info.ModTime())
-		return nil
+	if stored, err := s.keepStored(ctx, d, size); err != nil || stored {
+		return err
 	}
 	if err := s.ensureSpace(ctx, max(size, 0)); err != nil {
 		return fmt.Errorf("localfs: put %s: %w", d, err)
@@ -76,25 +76,102 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (
 	if err := lockExclusive(f); err != nil {
 		return 0, fmt.Errorf("locking temp file: %w", err)
 	}
-	vr := verify.NewReader(ctxio.Reader(ctx, r), d, size, cache.ErrDigestMismatch)
+
+	// The bytes go into the temp file as fast as r yields them, and a
+	// second goroutine hashes them back out of it (from the page cache),
+	// trailing the writes. Hashing then overlaps the writing and, above
+	// all, the fsync, instead of adding to them: for a large blob, Put
+	// takes about as long as writing and syncing the bytes alone. It also
+	// verifies the bytes that were stored rather than the bytes given.
+	var (
+		written atomic.Int64             // bytes in the file, for the hasher
+		more    = make(chan struct{}, 1) // a write landed
+		wrote   = make(chan struct{})    // writing stopped; closed after failed is set
+		failed  bool                     // writing stopped early; the hasher should quit
+		hashed  = make(chan error, 1)    // the hasher's verdict
+	)
+	go func() {
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		buf := *bp
+		// Reads stay below what has been written, so the section never
+		// hits the end of the file until writing is over.
+		vr := verify.NewReader(io.NewSectionReader(f, 0, math.MaxInt64), d, size, cache.ErrDigestMismatch)
+		for {
+			select {
+			case <-more:
+				for vr.N() < written.Load() {
+					if _, err := vr.Read(buf[:min(int64(len(buf)), written.Load()-vr.N())]); err != nil {
+						hashed <- err
+						return
+					}
+				}
+			case <-wrote:
+				if failed {
+					hashed <- nil
+					return
+				}
+				// The file is complete: hash the rest, and let verify
+				// check digest and size at its end.
+				_, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, vr, buf)
+				if err == nil && !vr.Verified() {
+					err = fmt.Errorf("stream ended unverified: %w", cache.ErrDigestMismatch)
+				}
+				hashed <- err
+				return
+			}
+		}
+	}()
+
+	src := ctxio.Reader(ctx, r)
+	if size >= 0 {
+		// One byte past the size shows the stream is too long; the hasher
+		// reports it as a mismatch.
+		src = io.LimitReader(src, size+1)
+	}
 	bp := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(struct{ io.Writer }{f}, vr, *bp)
+	buf := *bp
+	var werr error
+	for werr == nil {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, err := f.Write(buf[:n]); err != nil {
+				werr = noSpace(err)
+				break
+			}
+			written.Add(int64(n))
+			select {
+			case more <- struct{}{}:
+			default:
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		werr = err
+	}
 	copyBufs.Put(bp)
-	if err != nil {
-		return 0, noSpace(err)
+	failed = werr != nil
+	close(wrote)
+	var serr error
+	if werr == nil {
+		serr = f.Sync() // while the hasher catches up
 	}
-	if !vr.Verified() {
-		return 0, fmt.Errorf("stream ended unverified: %w", cache.ErrDigestMismatch)
-	}
-	if err := f.Sync(); err != nil {
-		return 0, noSpace(err)
+	herr := <-hashed
+	switch {
+	case werr != nil:
+		return 0, werr
+	case herr != nil:
+		return 0, herr
+	case serr != nil:
+		return 0, noSpace(serr)
 	}
 	if err := s.commit(ctx, tmp, s.blobPath(d)); err != nil {
 		return 0, err
 	}
 	committed = true
 	f.Close()
-	return vr.N(), nil
+	return written.Load(), nil
 }
 
 // commit renames a complete temp file into blobs/ under the shared GC lock,
@@ -110,9 +187,30 @@ func (s *Store) commit(ctx context.Context, tmp, final string) error {
 	now := s.opts.now()
 	_ = os.Chtimes(tmp, now, now)
 	if err := os.Rename(tmp, final); err != nil {
-		return err
+		return noSpace(err) // a full directory block fails the rename with ENOSPC
 	}
-	return syncDir(s.blobDir)
+	return noSpace(syncDir(s.blobDir))
+}
+
+// keepStored reports whether d is already stored with the given size, and
+// if so marks it used. The shared GC lock keeps a collector in another
+// process from removing it between the check and the touch.
+func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, error) {
+	p := s.blobPath(d)
+	if _, err := os.Stat(p); err != nil {
+		return false, nil
+	}
+	l, err := lockFile(ctx, s.gcLock, false)
+	if err != nil {
+		return false, fmt.Errorf("localfs: put %s: %w", d, err)
+	}
+	defer l.Unlock()
+	info, err := os.Stat(p)
+	if err != nil || (size >= 0 && info.Size() != size) {
+		return false, nil
+	}
+	s.touch(p, info.ModTime())
+	return true, nil
 }
 
 // touch records a use of a blob in its mtime, the durable LRU clock that
@@ -140,7 +238,7 @@ func (s *Store) ensureSpace(ctx context.Context, need int64) error {
 	}
 	if short := need + s.opts.minFreeBytes - free; short > 0 {
 		if _, err := s.evict(ctx, need, short); err != nil {
-			return err
+			return fmt.Errorf("file system has %d bytes free, need %d plus %d kept free: %w", free, need, s.opts.minFreeBytes, err)
 		}
 		if free, err = freeBytes(s.root); err != nil {
 			return err
