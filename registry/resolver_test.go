@@ -555,3 +555,50 @@ func TestRevalidationTimeIsPersistedLazily(t *testing.T) {
 		t.Fatal("the revalidation time was never persisted")
 	}
 }
+
+func TestProgressAndBypass(t *testing.T) {
+	reg := newFakeRegistry(t)
+	ref := reg.host + "/app:1"
+	push(t, ref, twoPlatformIndex(t, 8192))
+	var mu sync.Mutex
+	var last registry.Progress
+	calls := 0
+	r := newResolver(t, openStore(t), registry.WithProgress(func(p registry.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p.BytesDone < last.BytesDone || p.BlobsDone < last.BlobsDone {
+			t.Errorf("progress went backwards: %+v after %+v", p, last)
+		}
+		last = p
+		calls++
+	}))
+	if _, err := r.Resolve(t.Context(), ref, both); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if calls == 0 || last.BlobsTotal != 6 || last.BlobsDone != 6 || last.BytesDone != last.BytesTotal || last.BytesTotal == 0 {
+		t.Errorf("final progress %+v after %d reports, want 6/6 blobs and all bytes", last, calls)
+	}
+	mu.Unlock()
+
+	// Bypass, per call: everything comes from the registry again.
+	mu.Lock()
+	last = registry.Progress{} // a new pull reports from zero
+	mu.Unlock()
+	reg.reset()
+	res, err := r.Resolve(t.Context(), ref, both, cache.WithBypass())
+	if err != nil || res.Source != cache.Pulled {
+		t.Fatalf("bypass: %+v, %v; want Pulled", res, err)
+	}
+	if got := reg.count("GET blobs"); got != 6 {
+		t.Errorf("bypass fetched %d blobs, want all 6", got)
+	}
+	// And per resolver.
+	always := newResolver(t, openStore(t), registry.WithCacheBypass())
+	for range 2 {
+		reg.reset()
+		if res, err := always.Resolve(t.Context(), ref, both); err != nil || res.Source != cache.Pulled || reg.count("GET blobs") != 6 {
+			t.Fatalf("resolver-wide bypass: %+v, %v, %d blob GETs", res, err, reg.count("GET blobs"))
+		}
+	}
+}
