@@ -315,10 +315,13 @@ func (r *Resolver) head(ctx context.Context, ref name.Reference) (*v1.Descriptor
 	resp.Body.Close()
 	d, err := v1.NewHash(resp.Header.Get("Docker-Content-Digest"))
 	if err != nil {
-		// A registry that does not say the digest cannot be revalidated
-		// with HEAD alone; the caller then pulls the manifest.
-		return nil, &RemoteError{Op: "HEAD manifest", URL: r.client.url(ref.Context(), "manifests", ref.Identifier()), Status: resp.StatusCode,
-			Err: fmt.Errorf("no valid Docker-Content-Digest header: %w", err)}
+		// Some registries and proxies omit the digest on HEAD: hash the
+		// manifest itself, at the cost of one GET.
+		desc, _, err := r.getManifest(ctx, ref.Context(), ref.Identifier())
+		if err != nil {
+			return nil, err
+		}
+		return &desc, nil
 	}
 	return &v1.Descriptor{Digest: d, Size: resp.ContentLength, MediaType: types.MediaType(resp.Header.Get("Content-Type"))}, nil
 }

@@ -602,3 +602,30 @@ func TestProgressAndBypass(t *testing.T) {
 		}
 	}
 }
+
+func TestRevalidatesWhenHEADHasNoDigest(t *testing.T) {
+	reg := newFakeRegistry(t)
+	ref := reg.host + "/app:1"
+	push(t, ref, twoPlatformIndex(t, 512))
+	r := newResolver(t, openStore(t))
+	if _, err := r.Resolve(t.Context(), ref, both); err != nil {
+		t.Fatal(err)
+	}
+	// A proxy that drops Docker-Content-Digest from HEAD answers.
+	reg.setFault(func(w http.ResponseWriter, req *http.Request) bool {
+		if req.Method != http.MethodHead {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		w.WriteHeader(http.StatusOK)
+		return true
+	})
+	reg.reset()
+	res, err := r.Resolve(t.Context(), ref, both)
+	if err != nil || res.Source != cache.Revalidated {
+		t.Fatalf("%+v, %v; want Revalidated through a GET", res, err)
+	}
+	if reg.count("HEAD manifests") != 1 || reg.count("GET manifests") != 1 || reg.count("GET blobs") != 0 {
+		t.Fatalf("requests %v, want 1 HEAD and 1 manifest GET", reg.counts)
+	}
+}
