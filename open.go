@@ -1,0 +1,206 @@
+package buildcache
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/units"
+	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/memory"
+	"github.com/buildcache/buildcache/tier"
+)
+
+// Opener opens a LayerCache from a URL of its scheme.
+type Opener func(ctx context.Context, u *url.URL) (cache.LayerCache, error)
+
+// URLMux opens LayerCaches by URL. Its zero value knows the built-in
+// schemes (see Open); Register adds others or replaces a built-in one for
+// this mux only. It is safe for concurrent use.
+type URLMux struct {
+	mu      sync.RWMutex
+	schemes map[string]Opener
+}
+
+// Register makes scheme open with o.
+func (m *URLMux) Register(scheme string, o Opener) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.schemes == nil {
+		m.schemes = map[string]Opener{}
+	}
+	m.schemes[strings.ToLower(scheme)] = o
+}
+
+func (m *URLMux) opener(scheme string) (Opener, bool) {
+	m.mu.RLock()
+	o, ok := m.schemes[scheme]
+	m.mu.RUnlock()
+	if ok {
+		return o, true
+	}
+	switch scheme {
+	case "file":
+		return openFile, true
+	case "mem":
+		return openMem, true
+	case "tier":
+		return m.openTier, true
+	}
+	return nil, false
+}
+
+// builtinSchemes are the schemes every URLMux knows.
+var builtinSchemes = []string{"file", "mem", "tier"}
+
+// Open opens the LayerCache a URL names, with the built-in schemes:
+//
+//	file:///var/cache/buildcache?max_bytes=20GiB&min_free_bytes=1GiB&ttl=7d
+//	mem://?max_bytes=512MiB
+//	tier://?near=<url>&far=<url>[&async_far=<max pending bytes>]
+//
+// (near and far are URL-escaped URLs.) Unknown query parameters are an
+// error, so a typo is never silently ignored.
+func Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
+	var m URLMux
+	return m.Open(ctx, rawURL)
+}
+
+// Open opens the LayerCache rawURL names.
+func (m *URLMux) Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("buildcache: invalid cache URL %q: %w", rawURL, err)
+	}
+	if u.Scheme == "" {
+		return nil, fmt.Errorf("buildcache: cache URL %q has no scheme (want file://, mem://, tier://, ...)", rawURL)
+	}
+	o, ok := m.opener(strings.ToLower(u.Scheme))
+	if !ok {
+		return nil, fmt.Errorf("buildcache: cache URL %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(m.known(), ", "))
+	}
+	c, err := o(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("buildcache: opening %s: %w", redact(u), err)
+	}
+	return c, nil
+}
+
+func (m *URLMux) known() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := slices.Clone(builtinSchemes)
+	for s := range m.schemes {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// redact drops a password from a URL before it appears in an error.
+func redact(u *url.URL) string { return u.Redacted() }
+
+// query checks that u has only the allowed parameters, each once.
+func query(u *url.URL, allowed ...string) (url.Values, error) {
+	q := u.Query()
+	for k, v := range q {
+		if !slices.Contains(allowed, k) {
+			return nil, fmt.Errorf("unknown query parameter %q (allowed: %s)", k, strings.Join(allowed, ", "))
+		}
+		if len(v) != 1 {
+			return nil, fmt.Errorf("query parameter %q given %d times", k, len(v))
+		}
+	}
+	return q, nil
+}
+
+func sizeParam(q url.Values, key string) (int64, bool, error) {
+	v := q.Get(key)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := units.ParseSize(v)
+	if err != nil {
+		return 0, false, fmt.Errorf("%s: %w", key, err)
+	}
+	return n, true, nil
+}
+
+func openFile(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+	if u.Host != "" && u.Host != "localhost" {
+		return nil, fmt.Errorf("file URL with host %q: want file:///absolute/path", u.Host)
+	}
+	if u.Path == "" {
+		return nil, fmt.Errorf("file URL has no path: want file:///absolute/path")
+	}
+	q, err := query(u, "max_bytes", "min_free_bytes", "ttl")
+	if err != nil {
+		return nil, err
+	}
+	var opts []localfs.Option
+	if n, ok, err := sizeParam(q, "max_bytes"); err != nil {
+		return nil, err
+	} else if ok {
+		opts = append(opts, localfs.WithMaxBytes(n))
+	}
+	if n, ok, err := sizeParam(q, "min_free_bytes"); err != nil {
+		return nil, err
+	} else if ok {
+		opts = append(opts, localfs.WithMinFreeBytes(n))
+	}
+	if v := q.Get("ttl"); v != "" {
+		d, err := units.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("ttl: %w", err)
+		}
+		opts = append(opts, localfs.WithTTL(d))
+	}
+	return localfs.Open(u.Path, opts...)
+}
+
+func openMem(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+	if u.Host != "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("mem URL takes no host or path: want mem://?max_bytes=N")
+	}
+	q, err := query(u, "max_bytes")
+	if err != nil {
+		return nil, err
+	}
+	n, _, err := sizeParam(q, "max_bytes")
+	if err != nil {
+		return nil, err
+	}
+	return memory.NewLayerCache(n), nil
+}
+
+func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+	q, err := query(u, "near", "far", "async_far")
+	if err != nil {
+		return nil, err
+	}
+	if q.Get("near") == "" || q.Get("far") == "" {
+		return nil, fmt.Errorf("tier URL needs near=<url> and far=<url>")
+	}
+	var opts []tier.Option
+	if n, ok, err := sizeParam(q, "async_far"); err != nil {
+		return nil, err
+	} else if ok {
+		opts = append(opts, tier.WithAsyncFar(n))
+	}
+	near, err := m.Open(ctx, q.Get("near"))
+	if err != nil {
+		return nil, fmt.Errorf("near tier: %w", err)
+	}
+	far, err := m.Open(ctx, q.Get("far"))
+	if err != nil {
+		return nil, fmt.Errorf("far tier: %w", err)
+	}
+	return tier.New(near, far, opts...)
+}

@@ -1,0 +1,101 @@
+package buildcache_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/buildcache/buildcache"
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/cache/cachetest"
+	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/memory"
+	"github.com/buildcache/buildcache/tier"
+)
+
+func TestOpen(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	fileURL := "file://" + filepath.Join(dir, "near") + "?max_bytes=1MiB&ttl=7d"
+	for _, tc := range []struct {
+		url  string
+		want any
+	}{
+		{fileURL, (*localfs.Store)(nil)},
+		{"mem://?max_bytes=64MiB", (*memory.LayerCache)(nil)},
+		{"mem://", (*memory.LayerCache)(nil)},
+		{"tier://?near=" + url.QueryEscape(fileURL) + "&far=" + url.QueryEscape("mem://") + "&async_far=8MiB", (*tier.Cache)(nil)},
+	} {
+		c, err := buildcache.Open(ctx, tc.url)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", tc.url, err)
+		}
+		switch tc.want.(type) {
+		case *localfs.Store:
+			_, ok := c.(*localfs.Store)
+			if !ok {
+				t.Fatalf("Open(%q) = %T", tc.url, c)
+			}
+		case *memory.LayerCache:
+			if _, ok := c.(*memory.LayerCache); !ok {
+				t.Fatalf("Open(%q) = %T", tc.url, c)
+			}
+		case *tier.Cache:
+			if _, ok := c.(*tier.Cache); !ok {
+				t.Fatalf("Open(%q) = %T", tc.url, c)
+			}
+		}
+	}
+	// The budget from the URL is enforced.
+	c, _ := buildcache.Open(ctx, fileURL)
+	b := cachetest.NewBlob(1, 2<<20)
+	if err := c.Put(ctx, b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)); !errors.Is(err, cache.ErrNoSpace) {
+		t.Fatalf("2 MiB Put into a max_bytes=1MiB store = %v, want ErrNoSpace", err)
+	}
+}
+
+func TestOpenRejectsBadURLs(t *testing.T) {
+	for _, tc := range []struct{ url, wantMsg string }{
+		{"", "no scheme"},
+		{"/var/cache", "no scheme"},
+		{"ftp://x/y", `unknown scheme "ftp"`},
+		{"file:///tmp/x?max_byte=1GiB", `unknown query parameter "max_byte"`},
+		{"file:///tmp/x?max_bytes=lots", "invalid size"},
+		{"file:///tmp/x?ttl=forever", "invalid duration"},
+		{"file:///tmp/x?max_bytes=1&max_bytes=2", "given 2 times"},
+		{"file://host/tmp/x", "want file:///absolute/path"},
+		{"mem:///path", "takes no host or path"},
+		{"tier://?near=mem://", "needs near=<url> and far=<url>"},
+		{"tier://?near=mem://&far=ftp://x", "far tier"},
+		{"mem://?max_bytes=1&password=hunter2", `unknown query parameter "password"`},
+	} {
+		_, err := buildcache.Open(context.Background(), tc.url)
+		if err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
+			t.Errorf("Open(%q) = %v, want an error saying %q", tc.url, err, tc.wantMsg)
+		}
+	}
+}
+
+func TestURLMuxRegister(t *testing.T) {
+	var m buildcache.URLMux
+	shared := memory.NewLayerCache(0)
+	m.Register("team", func(context.Context, *url.URL) (cache.LayerCache, error) { return shared, nil })
+	c, err := m.Open(t.Context(), "tier://?near=mem://&far=team://bucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cachetest.NewBlob(2, 100)
+	if err := c.Put(t.Context(), b.Digest, 100, bytes.NewReader(b.Data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shared.Stat(t.Context(), b.Digest); err != nil {
+		t.Fatalf("a registered scheme as far tier did not get the write: %v", err)
+	}
+	if _, err := buildcache.Open(t.Context(), "team://x"); err == nil {
+		t.Fatal("a scheme registered on one mux leaked into Open")
+	}
+}
