@@ -22,6 +22,10 @@ import (
 // next to the bytes moved.
 const copyBufSize = 1 << 20
 
+// writebackChunk is how much a Put writes before it starts that part's
+// writeback, so disk writes overlap the rest of the download.
+const writebackChunk = 8 << 20
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
 // Put implements cache.Putter. The bytes are hashed while they are written
@@ -132,6 +136,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (
 	bp := copyBufs.Get().(*[]byte)
 	buf := *bp
 	var werr error
+	var flushed int64 // bytes already handed to the disk by startWriteback
 	for werr == nil {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -139,7 +144,10 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (
 				werr = noSpace(err)
 				break
 			}
-			written.Add(int64(n))
+			if w := written.Add(int64(n)); w-flushed >= writebackChunk {
+				startWriteback(f, flushed, w-flushed)
+				flushed = w
+			}
 			select {
 			case more <- struct{}{}:
 			default:
