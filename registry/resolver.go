@@ -366,9 +366,8 @@ func (r *Resolver) complete(ctx context.Context, top v1.Descriptor, platforms []
 	if err != nil {
 		return nil, err
 	}
-	manifests, err := r.platformManifests(ctx, top.Digest, b, platforms, func(d v1.Hash) ([]byte, error) {
-		return r.readBlob(ctx, d, maxManifestBytes)
-	})
+	local := func(d v1.Hash) ([]byte, error) { return r.readBlob(ctx, d, maxManifestBytes) }
+	manifests, err := r.platformManifests(ctx, top.Digest, b, platforms, local, local)
 	if err != nil {
 		return nil, err
 	}
@@ -400,7 +399,7 @@ func manifestMap(pms []platformManifest) map[string]v1.Hash {
 
 // platformManifests interprets raw, the manifest or index top, and returns
 // the requested platforms' manifests, reading children with get.
-func (r *Resolver) platformManifests(ctx context.Context, top v1.Hash, raw []byte, platforms []string, get func(v1.Hash) ([]byte, error)) ([]platformManifest, error) {
+func (r *Resolver) platformManifests(ctx context.Context, top v1.Hash, raw []byte, platforms []string, getManifest, getConfig func(v1.Hash) ([]byte, error)) ([]platformManifest, error) {
 	var probe struct {
 		MediaType types.MediaType `json:"mediaType"`
 		Manifests json.RawMessage `json:"manifests"`
@@ -419,7 +418,7 @@ func (r *Resolver) platformManifests(ctx context.Context, top v1.Hash, raw []byt
 			if err != nil {
 				return nil, fmt.Errorf("registry: %s: %w", top, err)
 			}
-			b, err := get(desc.Digest)
+			b, err := getManifest(desc.Digest)
 			if err != nil {
 				return nil, err
 			}
@@ -437,7 +436,7 @@ func (r *Resolver) platformManifests(ctx context.Context, top v1.Hash, raw []byt
 		return nil, err
 	}
 	// A single-platform image: its config says which platform it is.
-	cfg, err := get(pm.blobs[0].Digest)
+	cfg, err := getConfig(pm.blobs[0].Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -490,9 +489,7 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	if dref, ok := ref.(name.Digest); ok && top.Digest.String() != dref.DigestStr() {
 		return nil, fmt.Errorf("registry: %s served a manifest with digest %s: %w", ref, top.Digest, cache.ErrDigestMismatch)
 	}
-	children := map[v1.Hash][]byte{}
-	var mu sync.Mutex
-	manifests, err := r.platformManifests(ctx, top.Digest, topRaw, platforms, func(d v1.Hash) ([]byte, error) {
+	getManifest := func(d v1.Hash) ([]byte, error) {
 		if !force {
 			if b, err := r.readBlob(ctx, d, maxManifestBytes); err == nil {
 				return b, nil
@@ -502,15 +499,10 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 		if err == nil && desc.Digest != d {
 			err = fmt.Errorf("registry: %s served %s for %s: %w", repo, desc.Digest, d, cache.ErrDigestMismatch)
 		}
-		if err != nil {
-			// For a single-platform image the child is its config, a blob.
-			return r.fetchSmallBlob(ctx, repo, d, force)
-		}
-		mu.Lock()
-		children[d] = b
-		mu.Unlock()
-		return b, nil
-	})
+		return b, err
+	}
+	getConfig := func(d v1.Hash) ([]byte, error) { return r.fetchSmallBlob(ctx, repo, d, force) }
+	manifests, err := r.platformManifests(ctx, top.Digest, topRaw, platforms, getManifest, getConfig)
 	if err != nil {
 		return nil, err
 	}
