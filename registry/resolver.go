@@ -264,15 +264,14 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		if local != nil {
 			return hit()
 		}
-		return r.pull(ctx, ref, nil, platforms, false)
+		return r.offlineIfUnreachable(r.pull(ctx, ref, nil, platforms, false))
 	}
 	// PullAlways.
 	if local != nil && ro.MaxAge > 0 && r.o.now().Sub(rec.lastChecked()) < ro.MaxAge {
 		return hit()
 	}
 	if local == nil {
-		res, err := r.pull(ctx, ref, nil, platforms, false)
-		return res, err
+		return r.offlineIfUnreachable(r.pull(ctx, ref, nil, platforms, false))
 	}
 	head, err := r.head(ctx, ref)
 	if err != nil {
@@ -291,6 +290,17 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		return r.staleOr(ctx, local, err)
 	}
 	return res, nil
+}
+
+// offlineIfUnreachable marks "no answer from the registry, nothing cached"
+// as cache.ErrOffline, as the contract says; the *RemoteError stays in the
+// chain.
+func (r *Resolver) offlineIfUnreachable(res *cache.ResolvedImage, err error) (*cache.ResolvedImage, error) {
+	var re *RemoteError
+	if err != nil && errors.As(err, &re) && re.Status == 0 && re.Op != "authenticate" {
+		return nil, fmt.Errorf("%w: %w", cache.ErrOffline, err)
+	}
+	return res, err
 }
 
 // staleOr serves local as Stale when err is the registry's failure and

@@ -629,3 +629,12 @@ func TestRevalidatesWhenHEADHasNoDigest(t *testing.T) {
 		t.Fatalf("requests %v, want 1 HEAD and 1 manifest GET", reg.counts)
 	}
 }
+
+func TestUnreachableAndUncachedIsOffline(t *testing.T) {
+	r := newResolver(t, openStore(t))
+	_, err := r.Resolve(t.Context(), "127.0.0.1:1/nothing:here")
+	var re *registry.RemoteError
+	if !errors.Is(err, cache.ErrOffline) || !errors.As(err, &re) {
+		t.Fatalf("unreachable registry, nothing cached = %v; want ErrOffline with the RemoteError in the chain", err)
+	}
+}
