@@ -231,6 +231,9 @@ func writeFileAtomic(tmpDir, path string, data []byte) error {
 	if err := lockExclusive(f); err != nil { // so no sweep takes it for a dead writer's
 		return err
 	}
+	if err := f.Chmod(0o644); err != nil {
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		return err
 	}

@@ -80,6 +80,11 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (
 	if err := lockExclusive(f); err != nil {
 		return 0, fmt.Errorf("locking temp file: %w", err)
 	}
+	// CreateTemp makes 0600 files; blobs are content, readable by every
+	// user and tool sharing the cache (the umask still applies to dirs).
+	if err := f.Chmod(0o644); err != nil {
+		return 0, err
+	}
 
 	// The bytes go into the temp file as fast as r yields them, and a
 	// second goroutine hashes them back out of it (from the page cache),

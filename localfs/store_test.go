@@ -473,3 +473,18 @@ func ExampleOpen() {
 	// miss: downloading once
 	// hit: 41 bytes from blobs/sha256/e198d503352f…
 }
+
+func TestFilesAreReadableBySharingUsers(t *testing.T) {
+	s := newStore(t)
+	b := cachetest.NewBlob(1, 10)
+	putBlob(t, s, b)
+	for _, p := range []string{filepath.Join(s.Dir(), "blobs", "sha256", b.Digest.Hex), filepath.Join(s.Dir(), "index.json"), filepath.Join(s.Dir(), "oci-layout")} {
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm()&0o044 != 0o044 {
+			t.Errorf("%s has mode %v: other users of a shared cache cannot read it", filepath.Base(p), info.Mode().Perm())
+		}
+	}
+}

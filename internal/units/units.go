@@ -40,7 +40,7 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q: want a non-negative number with an optional unit such as MiB or GB", s)
 	}
 	v := f * mult
-	if v > math.MaxInt64 {
+	if v >= math.MaxInt64 { // float64(MaxInt64) is 2^63, one past the largest int64
 		return 0, fmt.Errorf("invalid size %q: too large", s)
 	}
 	return int64(v), nil

@@ -14,7 +14,7 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "-1", "ten", "1XB", "NaN", "1e30GiB", "GiB"} {
+	for _, in := range []string{"", "-1", "ten", "1XB", "NaN", "1e30GiB", "GiB", "8388608TiB"} {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
 		}
