@@ -1,0 +1,60 @@
+// Command buildcache warms, inspects and cleans a buildcache directory: the
+// local store (an OCI image layout) in which base images are kept, resolved
+// to digests per platform and revalidated against their registry with one
+// HEAD request.
+//
+// # Usage
+//
+//	buildcache [--cache DIR] [--json] [--insecure-registry HOST:PORT]... COMMAND
+//
+//	warm IMAGE... [--platform P,P] [--policy always|if-not-present|never]
+//	    Make sure each image's requested platforms are stored, pulling what
+//	    is missing, with progress bars on a terminal and log lines otherwise.
+//	    Prints per image its digest, where it came from (hit, revalidated,
+//	    pulled, stale), the blobs and bytes stored and those downloaded.
+//	resolve IMAGE... [--platform P,P] [--policy ...]
+//	    The same resolution, printing the digest each tag points to and the
+//	    manifest digest of each platform:
+//	        IMAGE DIGEST SOURCE
+//	          PLATFORM MANIFEST-DIGEST
+//	ls
+//	    The recorded images: reference, digest, when last resolved,
+//	    platforms stored, blob count and bytes.
+//	verify [--remove]
+//	    Hash every blob; report (or remove) the bad ones and list the blobs
+//	    recorded images need that are missing.
+//	gc [--prune-older-than D] [--ttl D] [--max-bytes N]
+//	    Drop the records of images not resolved for D, then remove blobs no
+//	    recorded image reaches: unused for longer than --ttl, or least
+//	    recently used beyond --max-bytes (0 for either: all of them).
+//	stats
+//	    Blob count, bytes, recorded images and the store's counters.
+//
+// --cache defaults to $XDG_CACHE_HOME/buildcache, or ~/.cache/buildcache.
+// --json makes every command print one JSON document on stdout, also when
+// it fails ({"error": "...", "exit_code": N}); messages and progress go to
+// stderr. --insecure-registry talks plain HTTP to a registry (localhost and
+// private addresses already use it). --policy always revalidates a cached
+// image with one HEAD and pulls only when the tag moved; if-not-present
+// makes no request for a cached image; never makes none at all. Sizes take
+// units (500MB = 500*10^6 bytes, 10GiB = 10*2^30); durations take Go's
+// syntax plus d for days (90m, 36h, 7d, 1.5d).
+//
+// # Exit codes
+//
+// Scripts can rely on them:
+//
+//	0  ok; a stale answer (the registry failed and the cached copy was
+//	   served) is ok too, with a warning on stderr naming the registry's error
+//	1  any other failure
+//	2  usage error: bad flag, size, duration, platform or image reference
+//	3  offline and not cached: cache.ErrOffline or cache.ErrNotFound, e.g.
+//	   --policy never for an image that is not (completely) stored, or a
+//	   registry that does not answer at all (connection refused, timeout)
+//	4  corrupt: verify found bad blobs (without --remove), or a download
+//	   did not match its digest (cache.ErrCorrupt, cache.ErrDigestMismatch)
+//	5  not enough space in the cache (cache.ErrNoSpace)
+//
+// warm and resolve go on after an image fails; the exit code is then that
+// of the first failure.
+package main

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/registry"
+)
+
+// resolveFlags are the flags warm and resolve share.
+type resolveFlags struct {
+	platforms []string
+	policy    string
+}
+
+func (f *resolveFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.platforms, "platform", nil, "resolve these `platforms` (os/arch[/variant]), comma-separated or repeated (default: this machine's)")
+	fl.StringVar(&f.policy, "policy", "always", "pull policy: always (revalidate with one HEAD, pull what changed), if-not-present (no request when cached) or never (offline)")
+}
+
+// options checks the flags and the references before anything runs, so a
+// typo is a usage error and not a half-done warm.
+func (f *resolveFlags) options(refs []string) ([]cache.ResolveOption, error) {
+	for _, ref := range refs {
+		if _, err := name.ParseReference(ref); err != nil {
+			return nil, &usageError{fmt.Errorf("invalid image reference %q: %w", ref, err)}
+		}
+	}
+	policy, err := cache.ParsePullPolicy(f.policy)
+	if err != nil {
+		return nil, &usageError{fmt.Errorf("--policy: %w", err)}
+	}
+	opts := []cache.ResolveOption{cache.WithPolicy(policy)}
+	if len(f.platforms) > 0 {
+		for _, p := range f.platforms {
+			pp, err := v1.ParsePlatform(p)
+			if err != nil || pp.OS == "" || pp.Architecture == "" {
+				return nil, usagef("--platform: invalid platform %q: want os/arch[/variant], such as linux/arm64", p)
+			}
+		}
+		opts = append(opts, cache.WithPlatforms(f.platforms...))
+	}
+	return opts, nil
+}
+
+// imageResult is what resolve prints for one image, and the first part of
+// what warm prints.
+type imageResult struct {
+	Ref       string            `json:"ref"`
+	Digest    string            `json:"digest,omitempty"`
+	Source    string            `json:"source,omitempty"`
+	Manifests map[string]string `json:"manifests,omitempty"` // platform -> manifest digest
+	// RemoteError is the registry's failure that made Source "stale".
+	RemoteError string `json:"remote_error,omitempty"`
+	Error       string `json:"error,omitempty"`
+	ExitCode    int    `json:"exit_code,omitempty"`
+}
+
+// warmResult adds what warm checked in the store and what it downloaded.
+type warmResult struct {
+	imageResult
+	Blobs        int    `json:"blobs"`         // blobs of the image's platforms in the store
+	Bytes        int64  `json:"bytes"`         // their size
+	FetchedBlobs uint64 `json:"fetched_blobs"` // downloaded by this run, manifests included
+	FetchedBytes uint64 `json:"fetched_bytes"`
+}
+
+func (a *app) resolveCommand() *cobra.Command {
+	var f resolveFlags
+	cmd := &cobra.Command{
+		Use:   "resolve IMAGE...",
+		Short: "Resolve images to digests, pulling what the cache lacks, and print the digests",
+		Long: `Resolve each IMAGE to the digest its tag points to and the manifest digest
+of each platform, and print them:
+
+  IMAGE DIGEST SOURCE
+    PLATFORM MANIFEST-DIGEST
+
+SOURCE is hit (no request), revalidated (one HEAD), pulled or stale. Like
+warm, it stores whatever it has to pull; it shows progress bars only on a
+terminal. With --json: {"images": [{"ref", "digest", "source",
+"manifests": {platform: digest}, "remote_error", "error", "exit_code"}]}.
+
+` + exitCodesHelp,
+		Args: cobra.MinimumNArgs(1),
+	}
+	f.add(cmd)
+	cmd.RunE = a.runE(func(cmd *cobra.Command, refs []string) error {
+		opts, err := f.options(refs)
+		if err != nil {
+			return err
+		}
+		b, err := a.newBatch(false)
+		if err != nil {
+			return err
+		}
+		out := []imageResult{}
+		for _, ref := range refs {
+			if cmd.Context().Err() != nil {
+				break // interrupted: the failure is reported, skip the rest
+			}
+			r := b.resolve(cmd.Context(), ref, opts)
+			out = append(out, r.imageResult)
+			if !a.json && r.Error == "" {
+				fmt.Fprintf(a.stdout, "%s %s %s\n", r.Ref, r.Digest, r.Source)
+				for _, p := range sortedKeys(r.Manifests) {
+					fmt.Fprintf(a.stdout, "  %s %s\n", p, r.Manifests[p])
+				}
+			}
+		}
+		if a.json {
+			if err := a.printJSON(struct {
+				Images []imageResult `json:"images"`
+			}{out}); err != nil {
+				return err
+			}
+		}
+		return b.result()
+	})
+	return cmd
+}
+
+func (a *app) warmCommand() *cobra.Command {
+	var f resolveFlags
+	cmd := &cobra.Command{
+		Use:   "warm IMAGE...",
+		Short: "Make sure images are in the cache, pulling with progress what is missing",
+		Long: `Resolve each IMAGE as resolve does, make sure every manifest, config and
+layer of the requested platforms is in the cache, and report what is stored
+and what was downloaded:
+
+  IMAGE DIGEST SOURCE: N platforms, N blobs, SIZE stored; fetched N blobs, SIZE
+
+Progress shows as bars when stderr is a terminal and as log lines otherwise.
+With --json: {"images": [{"ref", "digest", "source", "manifests",
+"remote_error", "blobs", "bytes", "fetched_blobs", "fetched_bytes", "error",
+"exit_code"}]}.
+
+` + exitCodesHelp,
+		Args: cobra.MinimumNArgs(1),
+	}
+	f.add(cmd)
+	cmd.RunE = a.runE(func(cmd *cobra.Command, refs []string) error {
+		opts, err := f.options(refs)
+		if err != nil {
+			return err
+		}
+		b, err := a.newBatch(true)
+		if err != nil {
+			return err
+		}
+		out := []warmResult{}
+		for _, ref := range refs {
+			if cmd.Context().Err() != nil {
+				break // interrupted: the failure is reported, skip the rest
+			}
+			r := b.resolve(cmd.Context(), ref, opts)
+			w := warmResult{imageResult: r.imageResult, FetchedBlobs: r.fetched.BlobsFetched, FetchedBytes: r.fetched.BytesFetched}
+			if r.img != nil {
+				// Resolve has checked the image is complete; count it, and
+				// catch what went missing since (a gc in another process).
+				fp := footprintOf(cmd.Context(), b.store, r.img.Digest, r.img.Manifests)
+				w.Blobs, w.Bytes = fp.Blobs, fp.Bytes
+				if err := fp.err(ref); err != nil {
+					b.fail(&w.imageResult, err)
+				}
+			}
+			out = append(out, w)
+			if !a.json && w.Error == "" {
+				fmt.Fprintf(a.stdout, "%s %s %s: %s, %s, %s stored; fetched %s, %s\n",
+					w.Ref, w.Digest, w.Source, plural(len(w.Manifests), "platform"), plural(w.Blobs, "blob"), humanize.IBytes(uint64(w.Bytes)),
+					plural(int(w.FetchedBlobs), "blob"), humanize.IBytes(w.FetchedBytes))
+			}
+		}
+		if a.json {
+			if err := a.printJSON(struct {
+				Images []warmResult `json:"images"`
+			}{out}); err != nil {
+				return err
+			}
+		}
+		return b.result()
+	})
+	return cmd
+}
+
+// resolved is one image's outcome in a batch.
+type resolved struct {
+	imageResult
+	img     *cache.ResolvedImage // nil when it failed
+	fetched registry.ResolverStats
+}
+
+// batch resolves images one after the other and remembers the exit code
+// of the first failure.
+type batch struct {
+	a     *app
+	store *localfs.Store
+	res   *registry.Resolver
+	prog  *progress
+	first int
+}
+
+func (a *app) newBatch(logProgress bool) (*batch, error) {
+	store, err := a.openStore()
+	if err != nil {
+		return nil, err
+	}
+	prog := newProgress(a.stderr, isTerminal(a.stderr), logProgress)
+	var ropts []registry.Option
+	if prog != nil {
+		ropts = append(ropts, registry.WithProgress(prog.update))
+	}
+	res, err := a.newResolver(store, ropts...)
+	if err != nil {
+		return nil, err
+	}
+	return &batch{a: a, store: store, res: res, prog: prog}, nil
+}
+
+// resolve resolves one reference. A failure is reported on stderr and in
+// the result; a stale answer is a warning.
+func (b *batch) resolve(ctx context.Context, ref string, opts []cache.ResolveOption) resolved {
+	before := b.res.Stats()
+	b.prog.start(ref)
+	img, err := b.res.Resolve(ctx, ref, opts...)
+	b.prog.finish(err)
+	r := resolved{imageResult: imageResult{Ref: ref}, fetched: statsDelta(b.res.Stats(), before)}
+	if err != nil {
+		b.fail(&r.imageResult, err)
+		return r
+	}
+	r.img = img
+	r.Digest, r.Source, r.Manifests = img.Digest.String(), img.Source.String(), digestStrings(img.Manifests)
+	if img.Source == cache.Stale {
+		r.RemoteError = fmt.Sprint(img.RemoteErr)
+		b.a.warnf("%s: the registry failed, serving the cached %s (stale): %v", ref, img.Digest, img.RemoteErr)
+	}
+	return r
+}
+
+// fail records err as r's outcome.
+func (b *batch) fail(r *imageResult, err error) {
+	code := exitCode(err)
+	fmt.Fprintf(b.a.stderr, "buildcache: %s: %v\n", r.Ref, err)
+	if b.first == exitOK {
+		b.first = code
+	}
+	*r = imageResult{Ref: r.Ref, Error: err.Error(), ExitCode: code}
+}
+
+// result is the batch's outcome: nil, or the first failure's exit code,
+// already reported.
+func (b *batch) result() error {
+	if b.first == exitOK {
+		return nil
+	}
+	return &reportedError{b.first}
+}
+
+func statsDelta(after, before registry.ResolverStats) registry.ResolverStats {
+	return registry.ResolverStats{
+		BlobsFetched: after.BlobsFetched - before.BlobsFetched,
+		BytesFetched: after.BytesFetched - before.BytesFetched,
+	}
+}
+
+func digestStrings(m map[string]v1.Hash) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v.String()
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// plural is "1 blob", "2 blobs".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// shortDigest is "sha256:" and the first 12 hex digits, for tables.
+func shortDigest(d string) string {
+	alg, hex, ok := strings.Cut(d, ":")
+	if !ok || len(hex) <= 12 {
+		return d
+	}
+	return alg + ":" + hex[:12]
+}

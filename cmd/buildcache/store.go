@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/localfs"
+)
+
+// recordedImages returns the store's roots that a resolver recorded: those
+// with a reference name, sorted by it.
+func recordedImages(ctx context.Context, store *localfs.Store) ([]v1.Descriptor, error) {
+	im, err := store.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []v1.Descriptor
+	for _, d := range im.Manifests {
+		if d.Annotations[cache.AnnotationRefName] != "" {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b v1.Descriptor) int {
+		return strings.Compare(a.Annotations[cache.AnnotationRefName], b.Annotations[cache.AnnotationRefName])
+	})
+	return out, nil
+}
+
+type lsImage struct {
+	Ref        string     `json:"ref"`
+	Digest     string     `json:"digest"`
+	ResolvedAt *time.Time `json:"resolved_at,omitempty"`
+	Platforms  []string   `json:"platforms"`
+	Blobs      int        `json:"blobs"`
+	Bytes      int64      `json:"bytes"`
+	Missing    int        `json:"missing,omitempty"`
+	Error      string     `json:"error,omitempty"`
+}
+
+func (a *app) lsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls",
+		Short: "List the images recorded in the cache",
+		Long: `List the images recorded in the cache: the reference, the digest it
+pointed to when last resolved, when that was, the platforms stored, and the
+blobs and bytes the image occupies (blobs shared by several images count for
+each). With --json: {"images": [{"ref", "digest", "resolved_at",
+"platforms", "blobs", "bytes", "missing", "error"}]}.
+
+` + seeExitCodes,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			roots, err := recordedImages(ctx, store)
+			if err != nil {
+				return err
+			}
+			images := []lsImage{}
+			for _, d := range roots {
+				img := lsImage{Ref: d.Annotations[cache.AnnotationRefName], Digest: d.Digest.String(), Platforms: []string{}}
+				if t, err := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt]); err == nil {
+					img.ResolvedAt = &t
+				}
+				fp := footprintOf(ctx, store, d.Digest, nil)
+				img.Blobs, img.Bytes, img.Missing = fp.Blobs, fp.Bytes, fp.Missing
+				if fp.Platforms != nil {
+					img.Platforms = fp.Platforms
+				}
+				if fp.Err != nil {
+					img.Error = fp.Err.Error()
+				}
+				images = append(images, img)
+			}
+			if a.json {
+				return a.printJSON(struct {
+					Images []lsImage `json:"images"`
+				}{images})
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "REF\tDIGEST\tPLATFORMS\tRESOLVED\tBLOBS\tSIZE")
+			for _, img := range images {
+				resolved := "-"
+				if img.ResolvedAt != nil {
+					resolved = humanize.Time(*img.ResolvedAt)
+				}
+				blobs := fmt.Sprint(img.Blobs)
+				if img.Missing > 0 {
+					blobs += fmt.Sprintf(" (%d missing)", img.Missing)
+				}
+				platforms := strings.Join(img.Platforms, ",")
+				if platforms == "" {
+					platforms = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", img.Ref, shortDigest(img.Digest), platforms, resolved, blobs, humanize.IBytes(uint64(img.Bytes)))
+				if img.Error != "" {
+					a.warnf("%s: %s", img.Ref, img.Error)
+				}
+			}
+			return tw.Flush()
+		}),
+	}
+}
+
+type badBlob struct {
+	Digest string `json:"digest"`
+	Error  string `json:"error"`
+}
+
+func (a *app) verifyCommand() *cobra.Command {
+	var remove bool
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Hash every blob in the cache and report the bad ones",
+		Long: `Hash every blob in the cache and check that the recorded images' blobs are
+present. A bad blob (its bytes do not hash to its name) makes verify exit 4,
+unless --remove removed it; an image that lost a blob is pulled again by the
+next warm or resolve. Missing blobs are reported but are not an error. With
+--json: {"checked", "bytes", "bad": [{"digest", "error"}], "removed",
+"missing": [digest]}.
+
+` + exitCodesHelp,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			store, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			var opts []localfs.VerifyOption
+			if remove {
+				opts = append(opts, localfs.VerifyRemove())
+			}
+			rep, err := store.Verify(cmd.Context(), opts...)
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Checked int       `json:"checked"`
+				Bytes   int64     `json:"bytes"`
+				Bad     []badBlob `json:"bad"`
+				Removed int       `json:"removed"`
+				Missing []string  `json:"missing"`
+			}{Checked: rep.Checked, Bytes: rep.Bytes, Bad: []badBlob{}, Removed: rep.Removed, Missing: []string{}}
+			for _, b := range rep.Bad {
+				out.Bad = append(out.Bad, badBlob{b.Digest.String(), b.Err.Error()})
+			}
+			for _, d := range rep.Missing {
+				out.Missing = append(out.Missing, d.String())
+			}
+			if a.json {
+				if err := a.printJSON(out); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.stdout, "checked %d blobs, %s\n", rep.Checked, humanize.IBytes(uint64(rep.Bytes)))
+				for _, b := range out.Bad {
+					fmt.Fprintf(a.stdout, "bad %s: %s\n", b.Digest, b.Error)
+				}
+				if len(rep.Bad) > 0 {
+					fmt.Fprintf(a.stdout, "removed %d of %d bad blobs\n", rep.Removed, len(rep.Bad))
+				}
+				for _, d := range out.Missing {
+					fmt.Fprintf(a.stdout, "missing %s (warm pulls it again)\n", d)
+				}
+			}
+			if left := len(rep.Bad) - rep.Removed; left > 0 {
+				hint := ""
+				if !remove {
+					hint = "; verify --remove removes them"
+				}
+				return fmt.Errorf("%d bad blobs in %s%s: %w", left, store.Dir(), hint, cache.ErrCorrupt)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVar(&remove, "remove", false, "remove the bad blobs")
+	return cmd
+}
+
+func (a *app) gcCommand() *cobra.Command {
+	var (
+		maxBytes    int64
+		ttl, olders time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Drop old image records and remove blobs no recorded image needs",
+		Long: `Collect garbage in the cache, in two steps:
+
+ 1. With --prune-older-than D, drop the records of images not resolved for
+    longer than D (0s drops them all), so their blobs are no longer kept.
+ 2. Remove blobs that no recorded image reaches: with --ttl D, those unused
+    for longer than D; with --max-bytes N, the least recently used until the
+    blobs fit in N bytes. 0 for either removes every such blob, so do not
+    use 0 while another process is warming the same cache: it may remove
+    blobs of an image that is being pulled. Without either flag, only
+    abandoned temp files are removed.
+
+Blobs of recorded images are never removed. Sizes take units (500MB, 10GiB);
+durations take Go's units and d for days (7d, 36h). With --json:
+{"pruned": [ref], "removed", "freed_bytes", "kept", "kept_bytes",
+"reachable", "temps_removed"}.
+
+` + seeExitCodes,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			pruned := []string{}
+			if cmd.Flags().Changed("prune-older-than") {
+				res, err := a.newResolver(store)
+				if err != nil {
+					return err
+				}
+				dropped, err := res.Prune(ctx, olders)
+				if err != nil {
+					return err
+				}
+				if dropped != nil {
+					pruned = dropped
+				}
+			}
+			var opts []localfs.GCOption
+			collect := false
+			if cmd.Flags().Changed("ttl") {
+				collect = true
+				// localfs reads a TTL of 0 as "no expiry"; here it means
+				// "expired now", which one nanosecond is.
+				opts = append(opts, localfs.GCTTL(max(ttl, time.Nanosecond)))
+			}
+			if cmd.Flags().Changed("max-bytes") {
+				collect = true
+				// Likewise a budget of 0 is "no budget" to localfs.
+				opts = append(opts, localfs.GCMaxBytes(max(maxBytes, 1)))
+			}
+			rep, err := store.GC(ctx, opts...)
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Pruned       []string `json:"pruned"`
+				Removed      int      `json:"removed"`
+				FreedBytes   int64    `json:"freed_bytes"`
+				Kept         int      `json:"kept"`
+				KeptBytes    int64    `json:"kept_bytes"`
+				Reachable    int      `json:"reachable"`
+				TempsRemoved int      `json:"temps_removed"`
+			}{pruned, rep.Removed, rep.FreedBytes, rep.Kept, rep.KeptBytes, rep.Roots, rep.TempsRemoved}
+			if a.json {
+				return a.printJSON(out)
+			}
+			for _, ref := range pruned {
+				fmt.Fprintf(a.stdout, "pruned %s\n", ref)
+			}
+			fmt.Fprintf(a.stdout, "removed %d blobs, %s; kept %d blobs, %s (%d of recorded images)",
+				rep.Removed, humanize.IBytes(uint64(rep.FreedBytes)), rep.Kept, humanize.IBytes(uint64(rep.KeptBytes)), rep.Roots)
+			if rep.TempsRemoved > 0 {
+				fmt.Fprintf(a.stdout, "; removed %d abandoned temp files", rep.TempsRemoved)
+			}
+			fmt.Fprintln(a.stdout)
+			if unneeded := rep.Kept - rep.Roots; !collect && unneeded > 0 {
+				fmt.Fprintf(a.stderr, "%d blobs no recorded image needs were kept: --ttl or --max-bytes removes them\n", unneeded)
+			}
+			return nil
+		}),
+	}
+	fl := cmd.Flags()
+	fl.Var(durationValue{&olders}, "prune-older-than", "drop records of images not resolved for longer than this (e.g. 7d)")
+	fl.Var(durationValue{&ttl}, "ttl", "remove unneeded blobs unused for longer than this (e.g. 14d)")
+	fl.Var(sizeValue{&maxBytes}, "max-bytes", "remove least recently used unneeded blobs until all blobs fit in this (e.g. 10GiB)")
+	return cmd
+}
+
+func (a *app) statsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Show the cache's size and counters",
+		Long: `Show the cache directory, its blob count and bytes, the images recorded,
+and the store's counters. The counters count what this process did since it
+opened the store, so they are mostly zero here; they are the same ones a
+program using the library reports. With --json: {"dir", "blobs", "bytes",
+"images", "counters": {"hits", "misses", "bytes_in", "bytes_out",
+"evictions", "corruptions", "errors", "hit_ratio"}}.
+
+` + seeExitCodes,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, err := a.openStore()
+			if err != nil {
+				return err
+			}
+			var blobs int
+			var size int64
+			if err := store.Walk(ctx, func(_ v1.Hash, n int64) error {
+				blobs++
+				size += n
+				return nil
+			}); err != nil {
+				return err
+			}
+			roots, err := recordedImages(ctx, store)
+			if err != nil {
+				return err
+			}
+			s := store.Stats()
+			type counters struct {
+				Hits        uint64  `json:"hits"`
+				Misses      uint64  `json:"misses"`
+				BytesIn     uint64  `json:"bytes_in"`
+				BytesOut    uint64  `json:"bytes_out"`
+				Evictions   uint64  `json:"evictions"`
+				Corruptions uint64  `json:"corruptions"`
+				Errors      uint64  `json:"errors"`
+				HitRatio    float64 `json:"hit_ratio"`
+			}
+			out := struct {
+				Dir      string   `json:"dir"`
+				Blobs    int      `json:"blobs"`
+				Bytes    int64    `json:"bytes"`
+				Images   int      `json:"images"`
+				Counters counters `json:"counters"`
+			}{store.Dir(), blobs, size, len(roots),
+				counters{s.Hits, s.Misses, s.BytesIn, s.BytesOut, s.Evictions, s.Corruptions, s.Errors, s.HitRatio()}}
+			if a.json {
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "dir\t%s\n", out.Dir)
+			fmt.Fprintf(tw, "blobs\t%d\n", out.Blobs)
+			fmt.Fprintf(tw, "bytes\t%d (%s)\n", out.Bytes, humanize.IBytes(uint64(out.Bytes)))
+			fmt.Fprintf(tw, "images\t%d\n", out.Images)
+			c := out.Counters
+			fmt.Fprintf(tw, "hits\t%d\nmisses\t%d\nhit ratio\t%.2f\nbytes in\t%d\nbytes out\t%d\nevictions\t%d\ncorruptions\t%d\nerrors\t%d\n",
+				c.Hits, c.Misses, c.HitRatio, c.BytesIn, c.BytesOut, c.Evictions, c.Corruptions, c.Errors)
+			return tw.Flush()
+		}),
+	}
+}
