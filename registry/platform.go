@@ -63,5 +63,8 @@ func pickPlatform(im *v1.IndexManifest, want string) (v1.Descriptor, error) {
 	if fallback != nil {
 		return *fallback, nil
 	}
+	if len(have) == 0 {
+		return v1.Descriptor{}, fmt.Errorf("no manifest for platform %s: the index lists %d manifests, none with a platform", want, len(im.Manifests))
+	}
 	return v1.Descriptor{}, fmt.Errorf("no manifest for platform %s (the index has %s)", want, strings.Join(have, ", "))
 }
