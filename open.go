@@ -6,13 +6,19 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/units"
+
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
+	bcs3 "github.com/buildcache/buildcache/s3"
 	"github.com/buildcache/buildcache/tier"
 )
 
@@ -51,20 +57,26 @@ func (m *URLMux) opener(scheme string) (Opener, bool) {
 		return openMem, true
 	case "tier":
 		return m.openTier, true
+	case "s3":
+		return openS3, true
 	}
 	return nil, false
 }
 
 // builtinSchemes are the schemes every URLMux knows.
-var builtinSchemes = []string{"file", "mem", "tier"}
+var builtinSchemes = []string{"file", "mem", "s3", "tier"}
 
 // Open opens the LayerCache a URL names, with the built-in schemes:
 //
 //	file:///var/cache/buildcache?max_bytes=20GiB&min_free_bytes=1GiB&ttl=7d
 //	mem://?max_bytes=512MiB
+//	s3://bucket/prefix/?region=us-east-1&endpoint=http://127.0.0.1:7070&use_path_style=true
 //	tier://?near=<url>&far=<url>[&async_far=<max pending bytes>]
 //
-// (near and far are URL-escaped URLs.) Unknown query parameters are an
+// (near and far are URL-escaped URLs.) S3 credentials come from the AWS
+// SDK's default chain (environment, shared config, instance roles), never
+// from the URL; blobs_prefix, manifests_prefix and touch_refresh set the
+// BuildKit-compatible layout options of package s3. Unknown query parameters are an
 // error, so a typo is never silently ignored.
 func Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
 	var m URLMux
@@ -75,14 +87,14 @@ func Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
 func (m *URLMux) Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("buildcache: invalid cache URL %q: %w", rawURL, err)
+		return nil, fmt.Errorf("buildcache: invalid cache URL: %w", err)
 	}
 	if u.Scheme == "" {
-		return nil, fmt.Errorf("buildcache: cache URL %q has no scheme (want file://, mem://, tier://, ...)", rawURL)
+		return nil, fmt.Errorf("buildcache: cache URL %s has no scheme (want file://, mem://, s3://, tier://, ...)", redact(u))
 	}
 	o, ok := m.opener(strings.ToLower(u.Scheme))
 	if !ok {
-		return nil, fmt.Errorf("buildcache: cache URL %q: unknown scheme %q (known: %s)", rawURL, u.Scheme, strings.Join(m.known(), ", "))
+		return nil, fmt.Errorf("buildcache: cache URL %s: unknown scheme %q (known: %s)", redact(u), u.Scheme, strings.Join(m.known(), ", "))
 	}
 	c, err := o(ctx, u)
 	if err != nil {
@@ -104,8 +116,13 @@ func (m *URLMux) known() []string {
 	return out
 }
 
-// redact drops a password from a URL before it appears in an error.
-func redact(u *url.URL) string { return u.Redacted() }
+// redact names a URL in an error without its password or query values,
+// where a misplaced secret would otherwise be echoed.
+func redact(u *url.URL) string {
+	c := *u
+	c.RawQuery, c.Fragment = "", ""
+	return c.Redacted()
+}
 
 // query checks that u has only the allowed parameters, each once.
 func query(u *url.URL, allowed ...string) (url.Values, error) {
@@ -203,4 +220,55 @@ func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCache, er
 		return nil, fmt.Errorf("far tier: %w", err)
 	}
 	return tier.New(near, far, opts...)
+}
+
+func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+	if u.Host == "" {
+		return nil, fmt.Errorf("s3 URL has no bucket: want s3://bucket/prefix")
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("s3 URL must not carry credentials: they come from the AWS SDK's default chain")
+	}
+	q, err := query(u, "region", "endpoint", "use_path_style", "blobs_prefix", "manifests_prefix", "touch_refresh")
+	if err != nil {
+		return nil, err
+	}
+	var cfgOpts []func(*awsconfig.LoadOptions) error
+	if r := q.Get("region"); r != "" {
+		cfgOpts = append(cfgOpts, awsconfig.WithRegion(r))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, cfgOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1" // S3-compatible servers rarely care; AWS needs one
+	}
+	pathStyle := false
+	if v := q.Get("use_path_style"); v != "" {
+		if pathStyle, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("use_path_style=%q: want true or false", v)
+		}
+	}
+	client := awss3.NewFromConfig(cfg, func(o *awss3.Options) {
+		if e := q.Get("endpoint"); e != "" {
+			o.BaseEndpoint = aws.String(e)
+		}
+		o.UsePathStyle = pathStyle
+	})
+	var opts []bcs3.Option
+	if v := q.Get("blobs_prefix"); v != "" {
+		opts = append(opts, bcs3.WithBlobsPrefix(v))
+	}
+	if v := q.Get("manifests_prefix"); v != "" {
+		opts = append(opts, bcs3.WithManifestsPrefix(v))
+	}
+	if v := q.Get("touch_refresh"); v != "" {
+		d, err := units.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("touch_refresh: %w", err)
+		}
+		opts = append(opts, bcs3.WithTouchRefresh(d))
+	}
+	return bcs3.New(client, u.Host, strings.TrimPrefix(u.Path, "/"), opts...)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/buildcache/buildcache"
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/tier"
@@ -97,5 +98,46 @@ func TestURLMuxRegister(t *testing.T) {
 	}
 	if _, err := buildcache.Open(t.Context(), "team://x"); err == nil {
 		t.Fatal("a scheme registered on one mux leaked into Open")
+	}
+}
+
+// TestOpenS3 opens a bucket on a real S3 server by URL, with credentials
+// from the environment as the SDK's default chain reads them, and stacks
+// it behind a local near tier.
+func TestOpenS3(t *testing.T) {
+	srv := testserver.StartS3(t)
+	bucket := srv.NewBucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	s3URL := "s3://" + bucket + "/ci/?region=" + srv.Region + "&endpoint=" + url.QueryEscape(srv.Endpoint) + "&use_path_style=true"
+	far, err := buildcache.Open(t.Context(), s3URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nearURL := "file://" + t.TempDir()
+	c, err := buildcache.Open(t.Context(), "tier://?near="+url.QueryEscape(nearURL)+"&far="+url.QueryEscape(s3URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cachetest.NewBlob(3, 300000)
+	if err := c.Put(t.Context(), b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := far.Stat(t.Context(), b.Digest); err != nil || size != int64(len(b.Data)) {
+		t.Fatalf("the bucket did not get the blob: %d, %v", size, err)
+	}
+	for _, bad := range []string{
+		"s3://" + bucket + "?region=x&secret=hunter2",
+		"s3://user:pass@" + bucket + "/p",
+		"s3:///nobucket",
+		"s3://" + bucket + "?use_path_style=maybe",
+	} {
+		if _, err := buildcache.Open(t.Context(), bad); err == nil {
+			t.Errorf("Open(%q) succeeded", bad)
+		} else if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "pass@") {
+			t.Errorf("Open(%q) error leaks a secret: %v", bad, err)
+		}
 	}
 }
