@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache"
 	"github.com/buildcache/buildcache/cache"
@@ -128,6 +131,22 @@ func TestOpenS3(t *testing.T) {
 	if size, err := far.Stat(t.Context(), b.Digest); err != nil || size != int64(len(b.Data)) {
 		t.Fatalf("the bucket did not get the blob: %d, %v", size, err)
 	}
+	// The bucket's server goes away: the near tier keeps serving, misses
+	// say why, and nothing fails outright.
+	srv.Stop()
+	if got, err := readAll(t, c, b.Digest); err != nil || !bytes.Equal(got, b.Data) {
+		t.Fatalf("near read with the S3 server down: %v", err)
+	}
+	other := cachetest.NewBlob(4, 1000)
+	if _, err := readAll(t, c, other.Digest); !errors.Is(err, cache.ErrNotFound) || !strings.Contains(err.Error(), srv.Endpoint) {
+		t.Fatalf("miss with the S3 server down = %v, want ErrNotFound naming the endpoint", err)
+	}
+	if err := c.Put(t.Context(), other.Digest, 1000, bytes.NewReader(other.Data)); err != nil {
+		t.Fatalf("Put with the S3 server down = %v, want success on the near tier", err)
+	}
+	if st := c.(*tier.Cache).TierStats(); st.FarErrors == 0 {
+		t.Fatal("far failures were not counted")
+	}
 	for _, bad := range []string{
 		"s3://" + bucket + "?region=x&secret=hunter2",
 		"s3://user:pass@" + bucket + "/p",
@@ -140,4 +159,14 @@ func TestOpenS3(t *testing.T) {
 			t.Errorf("Open(%q) error leaks a secret: %v", bad, err)
 		}
 	}
+}
+
+func readAll(t *testing.T, c cache.LayerCache, d v1.Hash) ([]byte, error) {
+	t.Helper()
+	rc, err := c.Get(t.Context(), d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
 }
