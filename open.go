@@ -18,6 +18,7 @@ import (
 
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
+	"github.com/buildcache/buildcache/registry"
 	bcs3 "github.com/buildcache/buildcache/s3"
 	"github.com/buildcache/buildcache/tier"
 )
@@ -59,18 +60,21 @@ func (m *URLMux) opener(scheme string) (Opener, bool) {
 		return m.openTier, true
 	case "s3":
 		return openS3, true
+	case "oci":
+		return openOCI, true
 	}
 	return nil, false
 }
 
 // builtinSchemes are the schemes every URLMux knows.
-var builtinSchemes = []string{"file", "mem", "s3", "tier"}
+var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 
 // Open opens the LayerCache a URL names, with the built-in schemes:
 //
 //	file:///var/cache/buildcache?max_bytes=20GiB&min_free_bytes=1GiB&ttl=7d
 //	mem://?max_bytes=512MiB
 //	s3://bucket/prefix/?region=us-east-1&endpoint=http://127.0.0.1:7070&use_path_style=true
+//	oci://registry.example.com/team/cache?index_tag=buildcache-index[&insecure=true]
 //	tier://?near=<url>&far=<url>[&async_far=<max pending bytes>]
 //
 // (near and far are URL-escaped URLs.) S3 credentials come from the AWS
@@ -271,4 +275,31 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 		opts = append(opts, bcs3.WithTouchRefresh(d))
 	}
 	return bcs3.New(client, u.Host, strings.TrimPrefix(u.Path, "/"), opts...)
+}
+
+func openOCI(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+	if u.Host == "" || strings.Trim(u.Path, "/") == "" {
+		return nil, fmt.Errorf("oci URL needs a registry and a repository: want oci://host/repo")
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("oci URL must not carry credentials: they come from the Docker keychain")
+	}
+	q, err := query(u, "index_tag", "insecure")
+	if err != nil {
+		return nil, err
+	}
+	var opts []registry.LayerCacheOption
+	if v := q.Get("index_tag"); v != "" {
+		opts = append(opts, registry.WithIndexTag(v))
+	}
+	if v := q.Get("insecure"); v != "" {
+		insecure, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("insecure=%q: want true or false", v)
+		}
+		if insecure {
+			opts = append(opts, registry.WithLayerCacheInsecure())
+		}
+	}
+	return registry.NewLayerCache(u.Host+"/"+strings.Trim(u.Path, "/"), opts...)
 }

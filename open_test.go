@@ -170,3 +170,23 @@ func readAll(t *testing.T, c cache.LayerCache, d v1.Hash) ([]byte, error) {
 	defer rc.Close()
 	return io.ReadAll(rc)
 }
+
+func TestOpenOCI(t *testing.T) {
+	srv := testserver.StartRegistry(t)
+	c, err := buildcache.Open(t.Context(), "oci://"+srv.Host+"/team/cache?index_tag=ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cachetest.NewBlob(5, 5000)
+	if err := c.Put(t.Context(), b.Digest, 5000, bytes.NewReader(b.Data)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(t, c, b.Digest); err != nil || !bytes.Equal(got, b.Data) {
+		t.Fatalf("round trip through a real registry: %v", err)
+	}
+	for _, bad := range []string{"oci://" + srv.Host, "oci://u:p@" + srv.Host + "/r", "oci://" + srv.Host + "/r?insecure=perhaps", "oci://" + srv.Host + "/r?tag=x"} {
+		if _, err := buildcache.Open(t.Context(), bad); err == nil {
+			t.Errorf("Open(%q) succeeded", bad)
+		}
+	}
+}
