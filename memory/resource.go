@@ -339,27 +339,38 @@ func (c *Cache[K, V]) rcCountEviction() {
 // allocates it in the caller if it captures variables; a function that
 // captures nothing, or one made once and reused, costs nothing.
 func (c *Cache[K, V]) Get(ctx context.Context, key K, load func(context.Context) (V, error)) (V, error) {
-	h := c.hash(key)
-	if e, ok := c.rc.Get(h); ok && e.key == key && c.rcFresh(e.expires) {
-		if e.err != nil {
-			c.stats.negativeHits.Add(1)
-			var zero V
-			return zero, e.err
-		}
-		c.stats.rcHit()
-		return e.val, nil
+	if v, ok, err := c.Peek(key); ok {
+		return v, err
 	}
 	c.stats.misses.Add(1)
 	return c.rcDo(ctx, key, load, false)
 }
 
+// Peek returns what Get would return without loading: ok is true if key
+// holds a fresh value (err nil) or a fresh negative error (err that
+// error), and counts as Get's hit or negative hit; ok false counts
+// nothing. Callers whose load is a closure call Peek first, so that a hit
+// does not pay for making the closure.
+func (c *Cache[K, V]) Peek(key K) (v V, ok bool, err error) {
+	e, ok := c.rc.Get(c.hash(key))
+	if !ok || e.key != key || !c.rcFresh(e.expires) {
+		return v, false, nil
+	}
+	if e.err != nil {
+		c.stats.negativeHits.Add(1)
+		return v, true, e.err
+	}
+	c.stats.rcHit()
+	return e.val, true, nil
+}
+
 // rcFresh reports whether an entry that expires at exp is still fresh.
 func (c *Cache[K, V]) rcFresh(exp time.Time) bool {
 	if c.realClock {
-		// The same test as time.Now().Before(exp), but it reads only the
-		// monotonic clock, not the wall clock too: half the cost on
-		// machines where reading the clock is slow.
-		return time.Until(exp) > 0
+		// Entries are stored with ristretto's TTL set to what is left of
+		// theirs (rcFinish), and ristretto's Get does not return expired
+		// ones: reading the clock again would only cost time.
+		return true
 	}
 	return c.now().Before(exp)
 }
