@@ -23,6 +23,7 @@ func fuzzValidDigest(alg, hex string) bool {
 
 // fuzzCheckTree fails if anything exists under base other than the store in
 // base/store and its expected tree: oci-layout, index.json,
+// index.json.lock (BuildKit's index lock, which localfs takes too),
 // blobs/sha256/<64 hex> and .buildcache/{tmp/*.tmp,gc.lock,index.lock}.
 // With noTemps, temp files are unexpected too.
 func fuzzCheckTree(t *testing.T, base string, noTemps bool) {
@@ -32,6 +33,7 @@ func fuzzCheckTree(t *testing.T, base string, noTemps bool) {
 		"store":                        true,
 		"store/oci-layout":             true,
 		"store/index.json":             true,
+		"store/index.json.lock":        true,
 		"store/blobs":                  true,
 		"store/blobs/sha256":           true,
 		"store/.buildcache":            true,

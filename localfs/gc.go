@@ -1,6 +1,7 @@
 package localfs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/verify"
@@ -21,47 +23,234 @@ import (
 
 // Index reads index.json, the layout's list of roots.
 func (s *Store) Index(ctx context.Context) (*v1.IndexManifest, error) {
+	_, im, err := s.readIndex(ctx)
+	return im, err
+}
+
+// readIndex reads and parses index.json; raw is nil if there is none.
+// BuildKit's client rewrites index.json in place (client/ociindex: WriteAt,
+// then Truncate) under its lock, so a read without the lock may see half
+// of each version: a file that does not parse is read again holding the
+// lock, which waits the writer out.
+func (s *Store) readIndex(ctx context.Context) (raw []byte, im *v1.IndexManifest, err error) {
 	p := filepath.Join(s.root, indexFile)
+	raw, im, err = parseIndexFile(p)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return raw, im, err
+	}
+	l, lerr := lockOCIIndex(ctx, p+ociIndexLockSuffix, false)
+	if lerr != nil {
+		return nil, nil, lerr
+	}
+	defer l.Unlock()
+	return parseIndexFile(p)
+}
+
+func parseIndexFile(p string) ([]byte, *v1.IndexManifest, error) {
 	b, err := os.ReadFile(p)
 	if err != nil {
-		return nil, fmt.Errorf("localfs: reading %s: %w", p, err)
+		return nil, nil, fmt.Errorf("localfs: reading %s: %w", p, err)
 	}
 	var im v1.IndexManifest
 	if err := json.Unmarshal(b, &im); err != nil {
-		return nil, fmt.Errorf("localfs: %s is not an OCI index: %w", p, err)
+		return nil, nil, fmt.Errorf("localfs: %s is not an OCI index: %w", p, err)
 	}
-	return &im, nil
+	return b, &im, nil
 }
+
+// maxIndexAttempts bounds how often UpdateIndex starts over because
+// BuildKit changed index.json while fn ran.
+const maxIndexAttempts = 100
 
 // UpdateIndex changes index.json under an exclusive lock shared by every
 // process using the directory: it reads the current index, lets fn change
 // it, and writes it back atomically. If fn fails, nothing is written.
+//
+// BuildKit's client, exporting a type=local cache into the directory,
+// changes index.json too, under its own lock (index.json.lock, see
+// client/ociindex). UpdateIndex prepares the new index outside that lock
+// and takes it only to check that index.json is still what fn saw and to
+// rename the new one into place: BuildKit does not wait for the lock (a
+// Put that finds it taken fails), so it is held for microseconds. If
+// BuildKit changed the index meanwhile, UpdateIndex starts over: fn may
+// run more than once, each time on the index as it then is, and should do
+// nothing but edit it.
 func (s *Store) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) error) error {
 	l, err := lockFile(ctx, s.indexLock, true)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
-	im := &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
-	if _, err := os.Stat(filepath.Join(s.root, indexFile)); err == nil {
-		if im, err = s.Index(ctx); err != nil {
+	p := filepath.Join(s.root, indexFile)
+	for attempt := 1; ; attempt++ {
+		before, im, err := s.readIndex(ctx)
+		if errors.Is(err, fs.ErrNotExist) {
+			before, im, err = nil, &v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}, nil
+		}
+		if err != nil {
 			return err
 		}
+		if err := fn(im); err != nil {
+			return err
+		}
+		if im.Manifests == nil {
+			im.Manifests = []v1.Descriptor{} // "manifests": [] as the spec requires
+		}
+		b, err := json.Marshal(im)
+		if err != nil {
+			return fmt.Errorf("localfs: encoding index.json: %w", err)
+		}
+		tmp, err := writeTemp(s.tmpDir, indexFile, b)
+		if err != nil {
+			return fmt.Errorf("localfs: writing index.json: %w", noSpace(err))
+		}
+		done, err := commitIndex(ctx, tmp, p, before)
+		if err != nil || !done {
+			os.Remove(tmp)
+		}
+		if err != nil {
+			return fmt.Errorf("localfs: writing index.json: %w", err)
+		}
+		if done {
+			return syncDir(s.root)
+		}
+		if attempt == maxIndexAttempts {
+			return fmt.Errorf("localfs: index.json kept changing during %d attempts to update it", attempt)
+		}
 	}
-	if err := fn(im); err != nil {
-		return err
+}
+
+// commitIndex renames tmp to p if p still holds before, under BuildKit's
+// index lock. It reports whether it did.
+func commitIndex(ctx context.Context, tmp, p string, before []byte) (bool, error) {
+	lockPath := p + ociIndexLockSuffix
+	for {
+		l, err := lockOCIIndex(ctx, lockPath, true)
+		if err != nil {
+			return false, err
+		}
+		now, err := os.ReadFile(p)
+		switch {
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			l.Unlock()
+			return false, err
+		case !bytes.Equal(now, before):
+			l.Unlock()
+			return false, nil // BuildKit changed it: start over
+		case !l.stillAt(lockPath):
+			l.Unlock()
+			continue // the lock file was removed since it was locked: see lockOCIIndex
+		}
+		err = os.Rename(tmp, p)
+		l.Unlock()
+		return err == nil, err
 	}
-	if im.Manifests == nil {
-		im.Manifests = []v1.Descriptor{} // "manifests": [] as the spec requires
-	}
-	b, err := json.Marshal(im)
+}
+
+// writeTemp writes data to a synced temp file in tmpDir, locked while it
+// is written so that no sweep takes it for a dead writer's, and returns
+// its name.
+func writeTemp(tmpDir, base string, data []byte) (string, error) {
+	f, err := os.CreateTemp(tmpDir, base+"-*"+tmpSuffix)
 	if err != nil {
-		return fmt.Errorf("localfs: encoding index.json: %w", err)
+		return "", err
 	}
-	if err := writeFileAtomic(s.tmpDir, filepath.Join(s.root, indexFile), b); err != nil {
-		return fmt.Errorf("localfs: writing index.json: %w", noSpace(err))
+	tmp := f.Name()
+	err = lockExclusive(f)
+	if err == nil {
+		err = f.Chmod(0o644)
 	}
-	return nil
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
+}
+
+// ociIndexLockSuffix makes BuildKit's index lock file from index.json's
+// path, as client/ociindex does.
+const ociIndexLockSuffix = ".lock"
+
+// ociIndexLock is a flock(2) on BuildKit's index.json.lock, the lock
+// gofrs/flock takes for client/ociindex. f is nil when the lock file could
+// not be opened for lack of permission (BuildKit's client, run by another
+// user, made it 0600): then there is nothing to exclude it with, as
+// ociindex itself skips the lock for reading in that case.
+type ociIndexLock struct{ f *os.File }
+
+// lockOCIIndex takes BuildKit's index lock, shared or exclusive, waiting
+// until ctx is done. ociindex removes the lock file after every use
+// (os.RemoveAll after Unlock), so the file locked may already be unlinked,
+// and whoever opens the path next creates and locks another one: a lock
+// counts only if, once taken, its file is still the one at the path.
+// Otherwise it is dropped and taken again. commitIndex checks again just
+// before it renames, for an unlink that comes after the lock was taken.
+func lockOCIIndex(ctx context.Context, path string, exclusive bool) (*ociIndexLock, error) {
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	wait := 50 * time.Microsecond
+	for {
+		f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+		if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
+			return &ociIndexLock{}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("localfs: opening lock %s: %w", path, err)
+		}
+		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			l := &ociIndexLock{f: f}
+			if l.stillAt(path) {
+				return l, nil
+			}
+			f.Close()
+			continue // removed under us: lock the file now at the path
+		}
+		f.Close()
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return nil, fmt.Errorf("localfs: locking %s: %w", path, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("localfs: waiting for lock %s: %w", path, context.Cause(ctx))
+		case <-t.C:
+		}
+		wait = min(wait*2, 5*time.Millisecond) // BuildKit holds it briefly
+	}
+}
+
+// stillAt reports whether the locked file is the one at path.
+func (l *ociIndexLock) stillAt(path string) bool {
+	if l.f == nil {
+		return true
+	}
+	var held, now unix.Stat_t
+	if unix.Fstat(int(l.f.Fd()), &held) != nil || unix.Stat(path, &now) != nil {
+		return false
+	}
+	return held.Dev == now.Dev && held.Ino == now.Ino
+}
+
+// Unlock releases the lock. The lock file stays: removing it is what
+// makes ociindex's lock unreliable.
+func (l *ociIndexLock) Unlock() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
 }
 
 // reachable returns the blobs that index.json's roots reach: the roots and,
