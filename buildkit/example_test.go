@@ -1,0 +1,163 @@
+package buildkit_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"maps"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/buildcache/buildcache/buildkit"
+	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/s3"
+)
+
+// pushBase starts a registry on loopback holding a small two-platform
+// image and returns its reference and a function that stops the registry.
+func pushBase() (string, func()) {
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/library/base:1"
+	var adds []mutate.IndexAddendum
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := mutate.AppendLayers(empty.Image, static.NewLayer([]byte("rootfs for "+arch), types.OCILayer))
+		if err != nil {
+			panic(err)
+		}
+		cf, _ := img.ConfigFile()
+		cf.OS, cf.Architecture = "linux", arch
+		img, _ = mutate.ConfigFile(img, cf)
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	tag, _ := name.ParseReference(ref)
+	if err := remote.WriteIndex(tag, mutate.AppendManifests(empty.Index, adds...)); err != nil {
+		panic(err)
+	}
+	return ref, srv.Close
+}
+
+func ExamplePinBaseImages() {
+	ref, stop := pushBase()
+	defer stop()
+	dir, _ := os.MkdirTemp("", "buildcache")
+	defer os.RemoveAll(dir)
+	store, _ := localfs.Open(dir)
+	resolver, _ := registry.NewResolver(store)
+
+	dockerfile := "ARG BASE=" + ref + `
+FROM --platform=$BUILDPLATFORM ${BASE} AS build
+RUN make
+FROM ${BASE}
+COPY --from=build /out /bin/app
+`
+	pinned, err := buildkit.PinBaseImages(context.Background(), []byte(dockerfile), resolver, store,
+		buildkit.WithPlatforms("linux/amd64", "linux/arm64"), buildkit.WithBuildPlatform("linux/amd64"))
+	if err != nil {
+		panic(err)
+	}
+	for _, img := range pinned.Images {
+		fmt.Printf("%s %s for stages %v\n", img.Platform, img.Source, img.Stages)
+	}
+	host := strings.TrimSuffix(ref, "/library/base:1")
+	for _, k := range slices.Sorted(maps.Keys(pinned.FrontendAttrs)) {
+		v := pinned.FrontendAttrs[k]
+		fmt.Printf("%s = %s...\n", strings.ReplaceAll(k, host, "<registry>"), v[:len("oci-layout://buildcache@sha256:")])
+	}
+	// A build takes them in its client.SolveOpt, with
+	// FrontendAttrs["platform"] = "linux/amd64,linux/arm64":
+	//   maps.Copy(opt.FrontendAttrs, pinned.FrontendAttrs)
+	//   opt.OCIStores = pinned.OCIStores
+	fmt.Println(slices.Collect(maps.Keys(pinned.OCIStores)))
+	// Output:
+	// linux/amd64 pulled for stages [build 1]
+	// linux/arm64 pulled for stages [1]
+	// context:<registry>/library/base:1::linux/amd64 = oci-layout://buildcache@sha256:...
+	// context:<registry>/library/base:1::linux/arm64 = oci-layout://buildcache@sha256:...
+	// [buildcache]
+}
+
+func ExamplePinBaseImages_rewriteFrom() {
+	ref, stop := pushBase()
+	defer stop()
+	dir, _ := os.MkdirTemp("", "buildcache")
+	defer os.RemoveAll(dir)
+	store, _ := localfs.Open(dir)
+	resolver, _ := registry.NewResolver(store)
+
+	dockerfile := "FROM " + ref + " AS base\nCOPY --from=" + ref + " /etc /etc\n"
+	pinned, err := buildkit.PinBaseImages(context.Background(), []byte(dockerfile), resolver, nil,
+		buildkit.WithMode(buildkit.RewriteFrom), buildkit.WithPlatforms("linux/amd64", "linux/arm64"))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Print(strings.ReplaceAll(string(pinned.Dockerfile), strings.TrimSuffix(ref, "/library/base:1"), "<registry>"))
+	// Output:
+	// FROM <registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 AS base
+	// COPY --from=<registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 /etc /etc
+}
+
+func ExampleCacheFor() {
+	// A bucket on MinIO, shared by every CI runner.
+	client := awss3.New(awss3.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://minio:9000"), UsePathStyle: true})
+	bucket, _ := s3.New(client, "ci-cache", "myapp/")
+
+	entries, err := buildkit.CacheFor(bucket, buildkit.WithCacheName("main"))
+	if err != nil {
+		panic(err)
+	}
+	// opt.CacheImports, opt.CacheExports = entries.Imports, entries.Exports
+	for _, e := range entries.Exports {
+		fmt.Println(e.Type)
+		for _, k := range slices.Sorted(maps.Keys(e.Attrs)) {
+			fmt.Printf("  %s=%s\n", k, e.Attrs[k])
+		}
+	}
+	// Output:
+	// s3
+	//   blobs_prefix=blobs/
+	//   bucket=ci-cache
+	//   endpoint_url=http://minio:9000
+	//   manifests_prefix=manifests/
+	//   mode=max
+	//   name=main
+	//   prefix=myapp/
+	//   region=us-east-1
+	//   use_path_style=true
+}
+
+func ExampleCacheEntries_Append() {
+	dir, _ := os.MkdirTemp("", "buildcache")
+	defer os.RemoveAll(dir)
+	store, _ := localfs.Open(dir)
+
+	// Import from the local store and the shared registry cache; export to
+	// the local store only, everything (mode=max).
+	local, _ := buildkit.CacheFor(store)
+	shared, _ := buildkit.RegistryCache("registry.example.com/ci/cache:main", buildkit.WithImportOnly())
+	entries := local.Append(shared)
+	for _, e := range entries.Imports {
+		fmt.Println("import", e.Type)
+	}
+	for _, e := range entries.Exports {
+		fmt.Println("export", e.Type, e.Attrs["mode"])
+	}
+	// Output:
+	// import local
+	// import registry
+	// export local max
+}
