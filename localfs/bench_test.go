@@ -144,6 +144,56 @@ func BenchmarkPut(b *testing.B) {
 	})
 }
 
+// BenchmarkPutGroup stores a group of small blobs (an image's configs and
+// manifests, small layers) one durable Put at a time, against PutDeferred
+// for each and one SyncBlobs: one directory fsync for the group instead of
+// one per blob.
+//
+//	go test -run '^$' -bench PutGroup -count 3 ./localfs/
+func BenchmarkPutGroup(b *testing.B) {
+	const n, size = 16, 64 << 10
+	blobs := make([]cachetest.Blob, n)
+	for i := range blobs {
+		blobs[i] = cachetest.NewBlob(uint64(100+i), size)
+	}
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name     string
+		deferred bool
+	}{{"put", false}, {"deferred+sync", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := localfs.Open(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(n * size)
+			for b.Loop() {
+				for _, bl := range blobs {
+					put := s.Put
+					if bc.deferred {
+						put = s.PutDeferred
+					}
+					if err := put(ctx, bl.Digest, size, bytes.NewReader(bl.Data)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if bc.deferred {
+					if err := s.SyncBlobs(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				for _, bl := range blobs {
+					if err := s.Delete(ctx, bl.Digest); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
+
 // TestPutPipelineEndsCleanly checks the paths out of Put's pipeline (a
 // writer and a goroutine hashing behind it) on a blob of several buffers:
 // each verdict is right, a failure stores nothing, and no goroutine

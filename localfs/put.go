@@ -30,9 +30,42 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 
 // Put implements cache.Putter. The bytes are hashed while they are written
 // to a temp file beside the blobs; the file is synced and renamed into
-// place only if digest and size match, so a crash, a full disk or a
-// cancellation leaves the previous state and no partial blob.
+// place only if digest and size match, and the rename is synced too, so a
+// crash, a full disk or a cancellation leaves the previous state and no
+// partial blob, and a Put that returned survives a crash.
 func (s *Store) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) error {
+	return s.put(ctx, d, size, r, true)
+}
+
+// PutDeferred is Put except that the blob's directory entry is not synced:
+// SyncBlobs does that, once for a group of blobs, instead of one directory
+// fsync per blob. The bytes are synced before the rename as in Put, so
+// after a crash a blob is there complete or not at all; what a crash
+// before SyncBlobs can lose is the rename, i.e. the whole blob.
+//
+// Call SyncBlobs before recording anything that must find the blobs after
+// a crash, such as a root in index.json. A resolver pulling an image does:
+// its layers, configs and manifests with PutDeferred, one SyncBlobs, then
+// the root.
+func (s *Store) PutDeferred(ctx context.Context, d v1.Hash, size int64, r io.Reader) error {
+	return s.put(ctx, d, size, r, false)
+}
+
+// SyncBlobs makes every blob renamed into place so far durable, whoever
+// wrote it: one fsync of the blobs directory. It ends a group of
+// PutDeferred calls.
+func (s *Store) SyncBlobs(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("localfs: syncing blobs: %w", err)
+	}
+	if err := syncDir(s.blobDir); err != nil {
+		s.stats.Errors.Add(1)
+		return fmt.Errorf("localfs: syncing blobs: %w", noSpace(err))
+	}
+	return nil
+}
+
+func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syncRename bool) error {
 	if err := cache.ValidateDigest(d); err != nil {
 		return err
 	}
@@ -51,7 +84,7 @@ func (s *Store) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) err
 	if err := s.ensureSpace(ctx, max(size, 0)); err != nil {
 		return fmt.Errorf("localfs: put %s: %w", d, err)
 	}
-	n, err := s.write(ctx, d, size, r)
+	n, err := s.write(ctx, d, size, r, syncRename)
 	if err != nil {
 		if !errors.Is(err, cache.ErrDigestMismatch) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			s.stats.Errors.Add(1)
@@ -63,8 +96,9 @@ func (s *Store) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) err
 	return nil
 }
 
-// write streams r into a locked temp file and renames it into place.
-func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (int64, error) {
+// write streams r into a locked temp file and renames it into place,
+// syncing the rename if syncRename.
+func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, syncRename bool) (int64, error) {
 	f, err := os.CreateTemp(s.tmpDir, d.Hex[:16]+"-*"+tmpSuffix)
 	if err != nil {
 		return 0, noSpace(err)
@@ -179,7 +213,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (
 	case serr != nil:
 		return 0, noSpace(serr)
 	}
-	if err := s.commit(ctx, tmp, s.blobPath(d)); err != nil {
+	if err := s.commit(ctx, tmp, s.blobPath(d), syncRename); err != nil {
 		return 0, err
 	}
 	committed = true
@@ -189,8 +223,9 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader) (
 
 // commit renames a complete temp file into blobs/ under the shared GC lock,
 // so a collector in another process never removes a blob between our
-// decision to keep it and its arrival.
-func (s *Store) commit(ctx context.Context, tmp, final string) error {
+// decision to keep it and its arrival; with syncRename, it syncs the
+// directory so the rename survives a crash.
+func (s *Store) commit(ctx context.Context, tmp, final string, syncRename bool) error {
 	l, err := lockFile(ctx, s.gcLock, false)
 	if err != nil {
 		return err
@@ -201,6 +236,9 @@ func (s *Store) commit(ctx context.Context, tmp, final string) error {
 	_ = os.Chtimes(tmp, now, now)
 	if err := os.Rename(tmp, final); err != nil {
 		return noSpace(err) // a full directory block fails the rename with ENOSPC
+	}
+	if !syncRename {
+		return nil
 	}
 	return noSpace(syncDir(s.blobDir))
 }
