@@ -35,7 +35,17 @@
 // 5xx and broken connections are retried with backoff, honouring
 // Retry-After. localhost, 127.0.0.1 and private addresses use plain HTTP;
 // WithInsecureRegistries adds others. Concurrent identical resolves, and
-// concurrent downloads of one blob, share one request.
+// concurrent downloads of one blob, share one request. A pull fetches the
+// platforms' manifests at once and then the blobs in parallel (WithJobs).
+//
+// # Durability
+//
+// A pulled image's root is recorded only once its blobs are durable. A
+// store with PutDeferred and SyncBlobs methods (localfs) is asked to sync
+// each blob's bytes but not its directory entry, and the pull ends with one
+// SyncBlobs before the root is written: one directory fsync per pull
+// instead of one per blob. A crash before then can lose blobs of that pull
+// but never leaves a root pointing to missing ones.
 //
 // # Errors
 //

@@ -112,7 +112,10 @@ func WithInsecureRegistries(hosts ...string) Option {
 	}
 }
 
-// WithJobs bounds parallel blob downloads per Resolve (default 4).
+// WithJobs bounds parallel blob downloads per Resolve (default 4): at most
+// n blobs over 1 MiB at a time, largest first, and alongside them at most
+// n smaller ones (configs, small layers), which are more round trip than
+// transfer.
 func WithJobs(n int) Option {
 	return func(o *options) error {
 		if n < 1 {

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -422,22 +423,40 @@ func (r *Resolver) platformManifests(ctx context.Context, top v1.Hash, raw []byt
 		if err != nil {
 			return nil, fmt.Errorf("registry: index %s: %w", top, err)
 		}
-		var out []platformManifest
-		for _, want := range platforms {
-			desc, err := pickPlatform(im, want)
-			if err != nil {
+		descs := make([]v1.Descriptor, len(platforms))
+		for i, want := range platforms {
+			if descs[i], err = pickPlatform(im, want); err != nil {
 				return nil, fmt.Errorf("registry: %s: %w", top, err)
 			}
-			b, err := getManifest(desc.Digest)
+		}
+		// The platforms' manifests are fetched at once: one round trip,
+		// not one per platform. Two platforms that resolve to one
+		// manifest fetch it once.
+		var digests []v1.Hash
+		for _, desc := range descs {
+			if !slices.Contains(digests, desc.Digest) {
+				digests = append(digests, desc.Digest)
+			}
+		}
+		raws := make([][]byte, len(digests))
+		var g errgroup.Group
+		for i, d := range digests {
+			g.Go(func() (err error) {
+				raws[i], err = getManifest(d)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		out := make([]platformManifest, len(platforms))
+		for i, desc := range descs {
+			pm, err := parseManifest(desc, raws[slices.Index(digests, desc.Digest)])
 			if err != nil {
 				return nil, err
 			}
-			pm, err := parseManifest(desc, b)
-			if err != nil {
-				return nil, err
-			}
-			pm.platform = want
-			out = append(out, pm)
+			pm.platform = platforms[i]
+			out[i] = pm
 		}
 		return out, nil
 	}
@@ -519,14 +538,23 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	if err := r.fetchBlobs(ctx, ref, manifests, force); err != nil {
 		return nil, err
 	}
-	// Manifests go in last, so a stored manifest means its blobs are stored.
+	// Manifests go in after their blobs, so a stored manifest means its
+	// blobs are stored (and complete() checks them all anyway, as a crash
+	// may keep a manifest and lose a blob whose rename was not synced).
+	// Then, before the root is recorded, one sync makes every rename
+	// durable: the root never points to blobs a crash could take back.
+	var g errgroup.Group
 	for _, pm := range manifests {
-		if err := r.putBytes(ctx, pm.desc.Digest, pm.raw); err != nil {
+		g.Go(func() error { return r.putBytes(ctx, pm.desc.Digest, pm.raw) })
+	}
+	g.Go(func() error { return r.putBytes(ctx, top.Digest, topRaw) })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if ds, ok := r.store.(deferredSyncer); ok {
+		if err := ds.SyncBlobs(ctx); err != nil {
 			return nil, err
 		}
-	}
-	if err := r.putBytes(ctx, top.Digest, topRaw); err != nil {
-		return nil, err
 	}
 	if err := r.remember(ctx, ref.Name(), top); err != nil {
 		return nil, err
@@ -535,8 +563,26 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	return &cache.ResolvedImage{Digest: top.Digest, Manifests: manifestMap(manifests), Source: cache.Pulled}, nil
 }
 
+// deferredSyncer is a store that can make a group of new blobs durable
+// with one sync instead of one each (localfs.Store: a directory fsync per
+// blob otherwise). PutDeferred's blob may vanish in a crash until
+// SyncBlobs returns; a pull calls SyncBlobs before recording its root.
+type deferredSyncer interface {
+	PutDeferred(ctx context.Context, d v1.Hash, size int64, r io.Reader) error
+	SyncBlobs(ctx context.Context) error
+}
+
+// put stores a blob for a pull, deferring its sync to the pull's
+// SyncBlobs when the store can.
+func (r *Resolver) put(ctx context.Context, d v1.Hash, size int64, body io.Reader) error {
+	if ds, ok := r.store.(deferredSyncer); ok {
+		return ds.PutDeferred(ctx, d, size, body)
+	}
+	return r.store.Put(ctx, d, size, body)
+}
+
 func (r *Resolver) putBytes(ctx context.Context, d v1.Hash, b []byte) error {
-	return r.store.Put(ctx, d, int64(len(b)), bytes.NewReader(b))
+	return r.put(ctx, d, int64(len(b)), bytes.NewReader(b))
 }
 
 // getManifest GETs a manifest and checks it against the digest the
@@ -584,8 +630,17 @@ func (r *Resolver) fetchSmallBlob(ctx context.Context, repo name.Repository, d v
 	return r.readBlob(ctx, d, maxManifestBytes)
 }
 
+// smallBlob is the size up to which a blob (a config, a tiny layer) is
+// fetched in a lane of its own: such a download is a round trip more than
+// a transfer, and should neither wait for a slot behind large layers nor
+// hold one.
+const smallBlob = 1 << 20
+
 // fetchBlobs downloads the blobs of manifests that the store lacks, in
-// parallel, and reports progress.
+// parallel, and reports progress. Large blobs go largest first, at most
+// jobs at a time, so the longest download starts at once and the pull ends
+// with the short ones; small blobs go alongside, also at most jobs at a
+// time.
 func (r *Resolver) fetchBlobs(ctx context.Context, ref name.Reference, manifests []platformManifest, force bool) error {
 	var todo []v1.Descriptor
 	seen := map[v1.Hash]bool{}
@@ -603,18 +658,33 @@ func (r *Resolver) fetchBlobs(ctx context.Context, ref name.Reference, manifests
 			todo = append(todo, b)
 		}
 	}
+	slices.SortStableFunc(todo, func(a, b v1.Descriptor) int { return cmp.Compare(b.Size, a.Size) })
 	prog := newProgressReporter(ref.Name(), todo, r.o.progress)
+	split, _ := slices.BinarySearchFunc(todo, smallBlob, func(d v1.Descriptor, n int64) int { return cmp.Compare(n, d.Size) })
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.o.jobs)
-	for _, b := range todo {
-		g.Go(func() error {
-			if err := r.fetchBlob(gctx, ref.Context(), b, force, prog); err != nil {
-				return err
+	lane := func(blobs []v1.Descriptor) error {
+		l, lctx := errgroup.WithContext(gctx)
+		l.SetLimit(r.o.jobs)
+		var skipped error // why blobs were left out, if they were
+		for _, b := range blobs {
+			if skipped = context.Cause(lctx); skipped != nil {
+				break
 			}
-			prog.blobDone()
-			return nil
-		})
+			l.Go(func() error {
+				if err := r.fetchBlob(lctx, ref.Context(), b, force, prog); err != nil {
+					return err
+				}
+				prog.blobDone()
+				return nil
+			})
+		}
+		if err := l.Wait(); err != nil {
+			return err
+		}
+		return skipped
 	}
+	g.Go(func() error { return lane(todo[:split]) })
+	g.Go(func() error { return lane(todo[split:]) })
 	return g.Wait()
 }
 
@@ -656,7 +726,7 @@ func (r *Resolver) downloadBlob(ctx context.Context, repo name.Repository, desc 
 		_ = r.store.Delete(ctx, desc.Digest) // bypass: replace what is there
 	}
 	body := &countingBody{r: resp.Body, prog: prog, total: &r.stats.bytes}
-	err = r.store.Put(ctx, desc.Digest, desc.Size, body)
+	err = r.put(ctx, desc.Digest, desc.Size, body)
 	if err != nil {
 		var re *RemoteError
 		if !errors.Is(err, cache.ErrDigestMismatch) && !errors.As(err, &re) && body.readErr != nil && ctx.Err() == nil {
