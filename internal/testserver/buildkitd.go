@@ -433,3 +433,7 @@ func (h binfmtHandler) aarch64() bool {
 }
 
 func isArm64Host() bool { return runtime.GOOS == "linux" && runtime.GOARCH == "arm64" }
+
+// LaunchBuildkitd starts a buildkitd as StartBuildkitd does, for programs
+// that are not tests (examples); the caller stops it with Stop.
+func LaunchBuildkitd() (*Buildkitd, error) { return launchBuildkitd() }
