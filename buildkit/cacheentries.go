@@ -199,9 +199,9 @@ func WithAttr(key, value string) CacheOption {
 	}
 }
 
-// WithRepository names the repository of a *registry.LayerCache
-// ("harbor.example.com/ci/cache"), which the LayerCache does not tell.
-// Required by CacheFor for a *registry.LayerCache.
+// WithRepository names the repository BuildKit's cache goes to for a
+// *registry.LayerCache ("harbor.example.com/ci/cache"); by default it is
+// the LayerCache's own (LayerCache.Repository).
 func WithRepository(repo string) CacheOption {
 	return func(o *cacheOptions) error {
 		o.repository = repo
@@ -306,9 +306,10 @@ func (o *cacheOptions) nameOr(def string) string {
 //   - *localfs.Store: type=local on the store's directory (an OCI image
 //     layout: BuildKit's cache blobs land in blobs/sha256 beside ours and
 //     its cache manifest is tagged in index.json, so localfs GC keeps it).
-//   - *registry.LayerCache: type=registry on its repository, which
-//     WithRepository must name. BuildKit's blobs go in the same repository
-//     but are not in the LayerCache's index.
+//   - *registry.LayerCache: type=registry on its repository (or the one
+//     WithRepository names), plain HTTP when the LayerCache uses it, at a
+//     tag other than the LayerCache's index tag. BuildKit's blobs go in
+//     the same repository but are not in the LayerCache's index.
 //   - *s3.Cache: type=s3 with the bucket, region, endpoint and the key
 //     prefixes of the Cache, so BuildKit's blobs are at the Cache's BlobKey.
 //
@@ -332,7 +333,13 @@ func CacheFor(c cache.LayerCache, opts ...CacheOption) (CacheEntries, error) {
 			break
 		}
 		if o.repository == "" {
-			return CacheEntries{}, errors.New("buildkit: CacheFor: a *registry.LayerCache does not tell its repository; pass WithRepository")
+			o.repository = c.Repository()
+		}
+		if c.Insecure() {
+			o.insecure = true
+		}
+		if o.nameOr(DefaultRegistryTag) == c.IndexTag() {
+			return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: cache name %q is the tag where the registry.LayerCache keeps its index; BuildKit would overwrite it", c.IndexTag())
 		}
 		return registryEntries(o.repository, o)
 	case *s3.Cache:

@@ -39,6 +39,10 @@ func TestCacheFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loopbackLC, err := registry.NewLayerCache("127.0.0.1:5000/cache")
+	if err != nil {
+		t.Fatal(err)
+	}
 	minio := awss3.Options{Region: "eu-west-1", BaseEndpoint: aws.String("http://127.0.0.1:9000"), UsePathStyle: true}
 	aws := awss3.Options{Region: "us-east-2"}
 	tests := []struct {
@@ -77,12 +81,19 @@ func TestCacheFor(t *testing.T) {
 			want:  CacheEntries{Exports: entry("local", attrs{"dest": dir, "tag": "latest", "mode": "min", "oci-mediatypes": "false"})},
 		},
 		{
-			name:  "registry layer cache",
+			name:  "registry layer cache: its own repository",
 			cache: lc,
-			opts:  []CacheOption{WithRepository("harbor.example.com/ci/cache")},
 			want: CacheEntries{
 				Imports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache"}),
 				Exports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache", "mode": "max"}),
+			},
+		},
+		{
+			name:  "registry layer cache on loopback: plain HTTP",
+			cache: loopbackLC,
+			want: CacheEntries{
+				Imports: entry("registry", attrs{"ref": "127.0.0.1:5000/cache:buildcache", "registry.insecure": "true"}),
+				Exports: entry("registry", attrs{"ref": "127.0.0.1:5000/cache:buildcache", "registry.insecure": "true", "mode": "max"}),
 			},
 		},
 		{
@@ -226,17 +237,17 @@ func TestCacheEntriesErrors(t *testing.T) {
 		is     error
 		substr string
 	}{
-		"memory cache":         {func() (CacheEntries, error) { return CacheFor(memory.NewLayerCache(1 << 20)) }, ErrUnsupportedCache, "*memory.LayerCache"},
-		"wrapped cache":        {func() (CacheEntries, error) { return CacheFor(struct{ cache.LayerCache }{store}) }, ErrUnsupportedCache, "struct"},
-		"nil":                  {func() (CacheEntries, error) { return CacheFor(nil) }, ErrUnsupportedCache, "nil cache"},
-		"nil pointer":          {func() (CacheEntries, error) { return CacheFor(nilStore) }, ErrUnsupportedCache, ""},
-		"layer cache w/o repo": {func() (CacheEntries, error) { return CacheFor(lc) }, nil, "WithRepository"},
-		"reset on localfs":     {func() (CacheEntries, error) { return CacheFor(store, WithAttr("reset", "true")) }, nil, "reset is refused"},
-		"both only":            {func() (CacheEntries, error) { return CacheFor(store, WithImportOnly(), WithExportOnly()) }, nil, "not both"},
-		"bad mode":             {func() (CacheEntries, error) { return CacheFor(store, WithCacheMode(9)) }, nil, "unknown mode"},
-		"bad compression":      {func() (CacheEntries, error) { return CacheFor(store, WithCompression("lz4")) }, nil, "lz4"},
-		"compression on s3":    {func() (CacheEntries, error) { return CacheFor(s3c, WithCompression("zstd")) }, nil, "always compresses with gzip"},
-		"empty name":           {func() (CacheEntries, error) { return CacheFor(store, WithCacheName("")) }, nil, "empty name"},
+		"memory cache":            {func() (CacheEntries, error) { return CacheFor(memory.NewLayerCache(1 << 20)) }, ErrUnsupportedCache, "*memory.LayerCache"},
+		"wrapped cache":           {func() (CacheEntries, error) { return CacheFor(struct{ cache.LayerCache }{store}) }, ErrUnsupportedCache, "struct"},
+		"nil":                     {func() (CacheEntries, error) { return CacheFor(nil) }, ErrUnsupportedCache, "nil cache"},
+		"nil pointer":             {func() (CacheEntries, error) { return CacheFor(nilStore) }, ErrUnsupportedCache, ""},
+		"layer cache's index tag": {func() (CacheEntries, error) { return CacheFor(lc, WithCacheName(lc.IndexTag())) }, nil, "keeps its index"},
+		"reset on localfs":        {func() (CacheEntries, error) { return CacheFor(store, WithAttr("reset", "true")) }, nil, "reset is refused"},
+		"both only":               {func() (CacheEntries, error) { return CacheFor(store, WithImportOnly(), WithExportOnly()) }, nil, "not both"},
+		"bad mode":                {func() (CacheEntries, error) { return CacheFor(store, WithCacheMode(9)) }, nil, "unknown mode"},
+		"bad compression":         {func() (CacheEntries, error) { return CacheFor(store, WithCompression("lz4")) }, nil, "lz4"},
+		"compression on s3":       {func() (CacheEntries, error) { return CacheFor(s3c, WithCompression("zstd")) }, nil, "always compresses with gzip"},
+		"empty name":              {func() (CacheEntries, error) { return CacheFor(store, WithCacheName("")) }, nil, "empty name"},
 		"registry index tag": {func() (CacheEntries, error) {
 			return CacheFor(lc, WithRepository("localhost:5000/cache"), WithCacheName(registry.DefaultIndexTag))
 		}, nil, "BuildKit would overwrite it"},

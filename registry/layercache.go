@@ -313,6 +313,19 @@ func NewLayerCache(repo string, opts ...LayerCacheOption) (*LayerCache, error) {
 	}, nil
 }
 
+// Repository is the repository the blobs live in ("host:port/ci/cache"),
+// for tools that share it, such as BuildKit's type=registry cache.
+func (c *LayerCache) Repository() string { return c.repo.Name() }
+
+// IndexTag is the tag of the manifest listing the cached blobs. Nothing
+// else may write to it.
+func (c *LayerCache) IndexTag() string { return c.tag.TagStr() }
+
+// Insecure reports whether the registry is spoken to over plain HTTP
+// (WithLayerCacheInsecure, or a loopback or private-network address, as
+// go-containerregistry decides).
+func (c *LayerCache) Insecure() bool { return c.repo.Scheme() == "http" }
+
 // Stats reports what the cache has done since it was created. Evictions
 // counts entries dropped because their blob was gone from the registry.
 func (c *LayerCache) Stats() cache.Stats { return c.stats.Snapshot() }
