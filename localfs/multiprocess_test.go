@@ -363,7 +363,18 @@ func samePutRole(t *testing.T, c *helperChild) {
 	overlapped := false
 	r := &hookReader{r: genStream(32, samePutSize), before: func(n int64) error {
 		if n >= samePutSize/2 && !overlapped {
-			overlapped = pollUntil(helperTimeout, func() bool { return len(tempFiles(t, c.dir, d.Hex[:16])) >= 2 })
+			// The other writer's temp file is there now, or it was: a
+			// writer gets past this point only once it has seen ours, so
+			// a committed blob means it overlapped with us and finished
+			// first (as it may when this process is slow to get here).
+			blob := filepath.Join(c.dir, "blobs", "sha256", d.Hex)
+			overlapped = pollUntil(helperTimeout, func() bool {
+				if len(tempFiles(t, c.dir, d.Hex[:16])) >= 2 {
+					return true
+				}
+				_, err := os.Stat(blob)
+				return err == nil
+			})
 			if !overlapped {
 				return errors.New("the other writer's temp file never appeared")
 			}
