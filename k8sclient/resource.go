@@ -130,13 +130,8 @@ func (e *notFoundError) Is(target error) bool { return target == cache.ErrNotFou
 
 func (r *resource[T, L]) get(ctx context.Context, ns, name string, ro readOptions) (T, error) {
 	k := key{ns: ns, name: name}
-	if !ro.fresh {
-		if e, ok, err := r.cache.Peek(k); ok {
-			if err != nil || ro.shared {
-				return e.obj, err
-			}
-			return r.be.copyObj(e.obj), nil
-		}
+	if e, ok, err := r.peek(k, ro); ok {
+		return r.objOut(e, ro, err)
 	}
 	load := func(ctx context.Context) (entry[T, L], error) {
 		r.requests.Add(1)
@@ -149,18 +144,8 @@ func (r *resource[T, L]) get(ctx context.Context, ns, name string, ro readOption
 		}
 		return entry[T, L]{obj: obj, cost: r.be.prepObj(obj)}, nil
 	}
-	var e entry[T, L]
-	var err error
-	if ro.fresh {
-		r.fresh.Add(1)
-		e, err = r.cache.Refresh(ctx, k, load)
-	} else {
-		e, err = r.cache.Get(ctx, k, load)
-	}
-	if err != nil || ro.shared {
-		return e.obj, err
-	}
-	return r.be.copyObj(e.obj), nil
+	e, err := r.fetch(ctx, k, ro, load)
+	return r.objOut(e, ro, err)
 }
 
 func (r *resource[T, L]) exists(ctx context.Context, ns, name string, ro readOptions) (bool, error) {
@@ -188,13 +173,8 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 		return l, err
 	}
 	k := key{list: true, ns: ns, name: listName(labelSel, fieldSel), gen: r.gen(ns)}
-	if !ro.fresh {
-		if e, ok, err := r.cache.Peek(k); ok {
-			if err != nil || ro.shared {
-				return e.list, err
-			}
-			return r.be.copyList(e.list), nil
-		}
+	if e, ok, err := r.peek(k, ro); ok {
+		return r.listOut(e, ro, err)
 	}
 	load := func(ctx context.Context) (entry[T, L], error) {
 		r.requests.Add(1)
@@ -208,14 +188,40 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 		}
 		return entry[T, L]{list: l, cost: r.be.prepList(l)}, nil
 	}
-	var e entry[T, L]
-	var err error
+	e, err := r.fetch(ctx, k, ro, load)
+	return r.listOut(e, ro, err)
+}
+
+// peek answers k from the cache alone, unless ro asks for a fresh read.
+// Get and List call it before making their load closures, so that a hit
+// does not pay for one.
+func (r *resource[T, L]) peek(k key, ro readOptions) (entry[T, L], bool, error) {
+	if ro.fresh {
+		return entry[T, L]{}, false, nil
+	}
+	return r.cache.Peek(k)
+}
+
+// fetch answers k with load, through the cache or, for a fresh read,
+// around it.
+func (r *resource[T, L]) fetch(ctx context.Context, k key, ro readOptions, load func(context.Context) (entry[T, L], error)) (entry[T, L], error) {
 	if ro.fresh {
 		r.fresh.Add(1)
-		e, err = r.cache.Refresh(ctx, k, load)
-	} else {
-		e, err = r.cache.Get(ctx, k, load)
+		return r.cache.Refresh(ctx, k, load)
 	}
+	return r.cache.Get(ctx, k, load)
+}
+
+// objOut and listOut hand out what was read: the cached value itself if
+// ro says Shared, a deep copy otherwise.
+func (r *resource[T, L]) objOut(e entry[T, L], ro readOptions, err error) (T, error) {
+	if err != nil || ro.shared {
+		return e.obj, err
+	}
+	return r.be.copyObj(e.obj), nil
+}
+
+func (r *resource[T, L]) listOut(e entry[T, L], ro readOptions, err error) (L, error) {
 	if err != nil || ro.shared {
 		return e.list, err
 	}
