@@ -34,6 +34,7 @@ type Client struct {
 	o   options
 
 	res    atomic.Pointer[map[schema.GroupVersionResource]*dynResource] // copy on write
+	last   atomic.Pointer[lastResource]                                 // the type used last
 	mu     sync.Mutex                                                   // serialises writers of res
 	closed atomic.Bool
 
@@ -42,6 +43,11 @@ type Client struct {
 }
 
 type dynResource = resource[*unstructured.Unstructured, *unstructured.UnstructuredList]
+
+type lastResource struct {
+	gvr schema.GroupVersionResource
+	r   *dynResource
+}
 
 // New returns a Client reading through dyn, configured by opts. Without
 // options, objects and Lists live for 30s, 404s for 5s, each resource type
@@ -81,7 +87,13 @@ func (c *Client) resource(gvr schema.GroupVersionResource) (*dynResource, error)
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
+	// Most programs read one or two types over and over: checking the last
+	// one used first saves hashing the GroupVersionResource on a hit.
+	if l := c.last.Load(); l != nil && l.gvr == gvr {
+		return l.r, nil
+	}
 	if r := (*c.res.Load())[gvr]; r != nil {
+		c.last.Store(&lastResource{gvr, r})
 		return r, nil
 	}
 	c.mu.Lock()
