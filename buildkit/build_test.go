@@ -254,7 +254,7 @@ func TestBuildPushOnlyReadsManifestsFromRegistry(t *testing.T) {
 // platforms (arm64 under qemu) and records the architecture it ran on.
 func TestBuildBaseFromStoreOnly(t *testing.T) {
 	testserver.RequireArm64Emulation(t)
-	_, c := daemon(t)
+	d, c := daemon(t)
 	reg := testserver.StartRegistry(t)
 	image := reg.Host + "/base/prog:v1"
 	pushedDigest := testimage.Push(t, image, testimage.Index(t, bothPlatforms...))
@@ -313,6 +313,46 @@ func TestBuildBaseFromStoreOnly(t *testing.T) {
 	}
 	if s := stepsNamed(res, "load metadata for "+image+":"); len(s) > 0 {
 		t.Errorf("the daemon looked the image up by tag: %v", s)
+	}
+
+	// The same through PinBaseImages, with the registry still down: the
+	// resolver answers from the store (stale-if-error) and pins each
+	// platform's manifest.
+	d.PruneAll(t)
+	dockerfile, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, err = buildkit.PinBaseImages(context.Background(), dockerfile, resolver, store, buildkit.WithPlatforms(bothPlatforms...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pinned.Images) != 2 {
+		t.Fatalf("pinned %+v, want the image for 2 platforms", pinned.Images)
+	}
+	for _, im := range pinned.Images {
+		if im.Source != cache.Stale || im.Digest != pushedDigest {
+			t.Errorf("pinned %s for %s: source %v digest %s, want stale %s", im.Ref, im.Platform, im.Source, im.Digest, pushedDigest)
+		}
+	}
+	out = t.TempDir()
+	res, err = buildkit.Build(buildCtx(t), c, dir,
+		buildkit.WithPinned(pinned),
+		buildkit.WithOutput(buildkit.LocalDir(out)),
+		progress(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := slices.Sorted(maps.Keys(res.Manifests)); len(got) != 0 && !slices.Equal(got, bothPlatforms) {
+		t.Errorf("built for %v, want %v", got, bothPlatforms)
+	}
+	for _, p := range bothPlatforms {
+		if _, err := os.Stat(filepath.Join(out, strings.ReplaceAll(p, "/", "_"), "out", "arch")); err != nil {
+			t.Errorf("PinBaseImages build, %s: %v", p, err)
+		}
+	}
+	if len(stepsNamed(res, "OCI load from client")) == 0 {
+		t.Errorf("PinBaseImages build: no step loaded the base from the client's OCI store; steps: %v", stepNames(res))
 	}
 }
 
