@@ -119,6 +119,58 @@ func TestResourceGetHitMiss(t *testing.T) {
 	}
 }
 
+// Peek answers from the cache only: never loads, counts a miss as nothing,
+// returns cached negative errors, and stops answering when the TTL ends,
+// with the real clock (ristretto's expiry) as with a fake one.
+func TestResourcePeek(t *testing.T) {
+	ctx := t.Context()
+	clock := rcNewClock()
+	for _, tc := range []struct {
+		name    string
+		opts    []Option
+		advance func(time.Duration)
+	}{
+		{"fake clock", []Option{WithClock(clock.Now)}, clock.Advance},
+		{"real clock", nil, time.Sleep},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const ttl = 50 * time.Millisecond
+			isNotFound := func(err error) bool { return errors.Is(err, cache.ErrNotFound) }
+			c := rcNew[string, string](t, append(tc.opts, WithTTL(ttl), WithNegativeTTL(ttl, isNotFound))...)
+			if v, ok, err := c.Peek("a"); ok || err != nil || v != "" {
+				t.Fatalf("Peek of an empty cache = %q, %v, %v; want a miss", v, ok, err)
+			}
+			if s := c.Stats(); s.Misses != 0 || s.Hits != 0 {
+				t.Fatalf("a Peek miss was counted: %+v", s)
+			}
+			a := &rcLoader[string]{val: "A"}
+			gone := &rcLoader[string]{err: fmt.Errorf("no such thing: %w", cache.ErrNotFound)}
+			if _, err := c.Get(ctx, "a", a.load); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Get(ctx, "gone", gone.load); !isNotFound(err) {
+				t.Fatalf("Get(gone) = %v, want the not-found error", err)
+			}
+			if v, ok, err := c.Peek("a"); !ok || err != nil || v != "A" {
+				t.Errorf("Peek(a) = %q, %v, %v; want A, true, nil", v, ok, err)
+			}
+			if _, ok, err := c.Peek("gone"); !ok || !isNotFound(err) {
+				t.Errorf("Peek(gone) = %v, %v; want the cached not-found error", ok, err)
+			}
+			if s := c.Stats(); s.Hits != 1 || s.NegativeHits != 1 || a.calls.Load() != 1 {
+				t.Errorf("after two Peeks: %+v, %d loads; want 1 hit, 1 negative hit, 1 load", s, a.calls.Load())
+			}
+			tc.advance(2 * ttl)
+			if _, ok, _ := c.Peek("a"); ok {
+				t.Error("Peek(a) answered after the TTL")
+			}
+			if _, ok, _ := c.Peek("gone"); ok {
+				t.Error("Peek(gone) answered after the negative TTL")
+			}
+		})
+	}
+}
+
 func TestResourceTTL(t *testing.T) {
 	const ttl = time.Minute
 	for _, tc := range []struct {

@@ -57,6 +57,9 @@ func main() {
 	filler := flag.Int("base-mib", 32, "size of the base image's filler layer, MiB")
 	flag.Parse()
 	log.SetFlags(0)
+	if *filler < 1 || *filler > 1024 {
+		log.Fatalf("multiarch: -base-mib %d: want 1 to 1024", *filler)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if *addr == "" {
