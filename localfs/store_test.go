@@ -22,27 +22,13 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
+	"github.com/buildcache/buildcache/internal/testclock"
 	"github.com/buildcache/buildcache/localfs"
 )
 
-// fakeClock is a settable clock for LRU and TTL tests.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newClock is the manual clock of the LRU and TTL tests.
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 func putBlob(t *testing.T, s cache.LayerCache, b cachetest.Blob) {
@@ -200,7 +186,7 @@ func TestOpenRefusesWhatIsNotALayout(t *testing.T) {
 
 func TestBudgetEvictsLeastRecentlyUsedAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	clk := newFakeClock()
+	clk := newClock()
 	open := func() *localfs.Store {
 		s, err := localfs.Open(dir, localfs.WithMaxBytes(3000), localfs.WithClock(clk.Now))
 		if err != nil {
@@ -307,7 +293,7 @@ func TestMinFreeBytesRefusesBeforeWriting(t *testing.T) {
 }
 
 func TestGCExpiresUnusedBlobsButKeepsRoots(t *testing.T) {
-	clk := newFakeClock()
+	clk := newClock()
 	s := newStore(t, localfs.WithTTL(time.Hour), localfs.WithClock(clk.Now))
 	img, err := random.Image(1000, 1)
 	if err != nil {
