@@ -216,38 +216,44 @@ func (s *Store) initLayout() error {
 // writeFileAtomic writes data to path through a synced temp file in
 // tmpDir and a rename, so readers see the old or the new file, never half.
 func writeFileAtomic(tmpDir, path string, data []byte) error {
-	f, err := os.CreateTemp(tmpDir, filepath.Base(path)+"-*"+tmpSuffix)
+	tmp, err := writeTemp(tmpDir, filepath.Base(path), data)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			os.Remove(tmp)
-			f.Close()
-		}
-	}()
-	if err := lockExclusive(f); err != nil { // so no sweep takes it for a dead writer's
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	ok = true
 	return syncDir(filepath.Dir(path))
+}
+
+// writeTemp writes data to a synced temp file in tmpDir, locked while it
+// is written so that no sweep takes it for a dead writer's, and returns
+// its name.
+func writeTemp(tmpDir, base string, data []byte) (string, error) {
+	f, err := os.CreateTemp(tmpDir, base+"-*"+tmpSuffix)
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	err = lockExclusive(f)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
 }
 
 // syncDir makes a rename into dir durable.

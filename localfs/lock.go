@@ -4,53 +4,97 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// fileLock is an flock(2) lock on its own open file description, so it
-// excludes other goroutines of this process exactly as it excludes other
-// processes.
-type fileLock struct{ f *os.File }
+// A store takes two kinds of flock(2) lock, each on its own open file
+// description, so that it excludes other goroutines of this process
+// exactly as it excludes other processes, and a killed process never
+// leaves one behind:
+//
+//   - its own, in .buildcache (gc.lock, index.lock): fileLock;
+//   - BuildKit's index.json.lock, which client/ociindex takes with
+//     gofrs/flock and removes after use: ociIndexLock.
+//
+// Both wait by polling a non-blocking flock, so that the wait ends when
+// the context does; a blocking flock could not be interrupted.
 
-// lockFile takes a shared or exclusive lock on path, waiting until ctx is
-// done. Polling with LOCK_NB keeps the wait cancellable; a blocking flock
-// could not be interrupted.
-func lockFile(ctx context.Context, path string, exclusive bool) (*fileLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("localfs: opening lock %s: %w", path, err)
-	}
-	how := unix.LOCK_SH
-	if exclusive {
-		how = unix.LOCK_EX
-	}
-	wait := 500 * time.Microsecond
+// backoff is how long pollFlock sleeps after the first busy attempt, and
+// the most it sleeps once the sleeps have doubled.
+type backoff struct{ first, max time.Duration }
+
+var (
+	// fileLockBackoff: our own locks may be held for a whole GC.
+	fileLockBackoff = backoff{first: 500 * time.Microsecond, max: 50 * time.Millisecond}
+	// ociIndexBackoff: BuildKit holds its index lock briefly.
+	ociIndexBackoff = backoff{first: 50 * time.Microsecond, max: 5 * time.Millisecond}
+)
+
+// pollFlock calls try until it returns anything but a busy lock (a
+// LOCK_NB flock failing with EWOULDBLOCK or EINTR), sleeping between
+// attempts, and gives up when ctx is done. try reports a busy lock by
+// returning flockNB's error unchanged.
+func pollFlock(ctx context.Context, path string, b backoff, try func() error) error {
+	wait := b.first
 	for {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-		if err == nil {
-			return &fileLock{f: f}, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("localfs: locking %s: %w", path, err)
+		err := try()
+		if !isBusy(err) {
+			return err
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			f.Close()
-			return nil, fmt.Errorf("localfs: waiting for lock %s: %w", path, context.Cause(ctx))
+			return fmt.Errorf("localfs: waiting for lock %s: %w", path, context.Cause(ctx))
 		case <-t.C:
 		}
-		wait = min(wait*2, 50*time.Millisecond)
+		wait = min(wait*2, b.max)
 	}
 }
 
-// Unlock releases the lock. Closing the descriptor releases it too, which
-// is why a killed process never leaves a lock behind.
+// flockNB tries once to lock f, shared or exclusive. A busy lock is
+// returned as the bare errno, for pollFlock; any other failure is wrapped
+// with path.
+func flockNB(f *os.File, path string, exclusive bool) error {
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+	if err == nil || isBusy(err) {
+		return err
+	}
+	return fmt.Errorf("localfs: locking %s: %w", path, err)
+}
+
+func isBusy(err error) bool {
+	return errors.Is(err, unix.EWOULDBLOCK) || errors.Is(err, unix.EINTR)
+}
+
+// fileLock is a lock on one of the store's own lock files.
+type fileLock struct{ f *os.File }
+
+// lockFile takes a shared or exclusive lock on path, waiting until ctx is
+// done.
+func lockFile(ctx context.Context, path string, exclusive bool) (*fileLock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("localfs: opening lock %s: %w", path, err)
+	}
+	if err := pollFlock(ctx, path, fileLockBackoff, func() error { return flockNB(f, path, exclusive) }); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fileLock{f: f}, nil
+}
+
+// Unlock releases the lock by closing its descriptor, which is also why a
+// killed process never leaves a lock behind. The lock file stays: removing
+// it is what makes ociindex's lock unreliable.
 func (l *fileLock) Unlock() {
 	if l != nil && l.f != nil {
 		l.f.Close()
@@ -58,27 +102,71 @@ func (l *fileLock) Unlock() {
 	}
 }
 
+// ociIndexLockSuffix makes BuildKit's index lock file from index.json's
+// path, as client/ociindex does.
+const ociIndexLockSuffix = ".lock"
+
+// ociIndexLock is a flock(2) on BuildKit's index.json.lock, the lock
+// gofrs/flock takes for client/ociindex. f is nil when the lock file could
+// not be opened for lack of permission (BuildKit's client, run by another
+// user, made it 0600): then there is nothing to exclude it with, as
+// ociindex itself skips the lock for reading in that case.
+type ociIndexLock struct{ fileLock }
+
+// lockOCIIndex takes BuildKit's index lock, shared or exclusive, waiting
+// until ctx is done. ociindex removes the lock file after every use
+// (os.RemoveAll after Unlock), so the file locked may already be unlinked,
+// and whoever opens the path next creates and locks another one: a lock
+// counts only if, once taken, its file is still the one at the path.
+// Otherwise it is dropped and taken again at once. commitIndex checks
+// again just before it renames, for an unlink that comes after the lock
+// was taken. Each attempt opens the path afresh, for the same reason.
+func lockOCIIndex(ctx context.Context, path string, exclusive bool) (*ociIndexLock, error) {
+	var l *ociIndexLock
+	err := pollFlock(ctx, path, ociIndexBackoff, func() error {
+		for {
+			f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+			if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
+				l = &ociIndexLock{}
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("localfs: opening lock %s: %w", path, err)
+			}
+			if err := flockNB(f, path, exclusive); err != nil {
+				f.Close()
+				return err
+			}
+			if held := (&ociIndexLock{fileLock{f: f}}); held.stillAt(path) {
+				l = held
+				return nil
+			}
+			f.Close() // removed under us: lock the file now at the path
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// stillAt reports whether the locked file is the one at path.
+func (l *ociIndexLock) stillAt(path string) bool {
+	if l.f == nil {
+		return true
+	}
+	var held, now unix.Stat_t
+	if unix.Fstat(int(l.f.Fd()), &held) != nil || unix.Stat(path, &now) != nil {
+		return false
+	}
+	return held.Dev == now.Dev && held.Ino == now.Ino
+}
+
 // tryLockExclusive reports whether f could be locked exclusively right now;
 // it is how a sweep tells a dead writer's temp file from a live one.
-func tryLockExclusive(f *os.File) bool {
-	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
-}
+func tryLockExclusive(f *os.File) bool { return lockExclusive(f) == nil }
 
 // lockExclusive locks a temp file for the writer that owns it.
 func lockExclusive(f *os.File) error {
 	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-}
-
-// freeBytes is the space available to an unprivileged writer under path.
-func freeBytes(path string) (int64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return 0, fmt.Errorf("localfs: statfs %s: %w", path, err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
-// isNoSpace reports whether err means the disk or quota is full.
-func isNoSpace(err error) bool {
-	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }

@@ -274,37 +274,3 @@ func (s *Store) touch(path string, last time.Time) {
 	}
 	_ = os.Chtimes(path, now, now) // best effort: a deleted blob needs no touch
 }
-
-// ensureSpace makes room for need bytes, evicting if the budget or the
-// free-space floor demands it, or fails with ErrNoSpace.
-func (s *Store) ensureSpace(ctx context.Context, need int64) error {
-	if s.opts.maxBytes > 0 && s.used.Load()+need > s.opts.maxBytes {
-		if _, err := s.evict(ctx, need, 0); err != nil {
-			return err
-		}
-	}
-	free, err := freeBytes(s.root)
-	if err != nil {
-		return err
-	}
-	if short := need + s.opts.minFreeBytes - free; short > 0 {
-		if _, err := s.evict(ctx, need, short); err != nil {
-			return fmt.Errorf("file system has %d bytes free, need %d plus %d kept free: %w", free, need, s.opts.minFreeBytes, err)
-		}
-		if free, err = freeBytes(s.root); err != nil {
-			return err
-		}
-		if free < need+s.opts.minFreeBytes {
-			return fmt.Errorf("need %d bytes plus %d kept free, file system has %d: %w", need, s.opts.minFreeBytes, free, cache.ErrNoSpace)
-		}
-	}
-	return nil
-}
-
-// noSpace marks a full disk or quota as ErrNoSpace, keeping the cause.
-func noSpace(err error) error {
-	if isNoSpace(err) {
-		return fmt.Errorf("%w: %w", cache.ErrNoSpace, err)
-	}
-	return err
-}
