@@ -217,21 +217,39 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 	return freed, nil
 }
 
-// GCOption configures one GC run.
-type GCOption func(*gcOptions)
+// GCOption configures one GC run. An option given a value it cannot
+// take makes GC fail before it changes anything.
+type GCOption func(*gcOptions) error
 
 type gcOptions struct {
 	maxBytes int64
 	ttl      time.Duration
 }
 
-// GCMaxBytes collects until the blobs fit in n bytes (default: the
-// store's WithMaxBytes).
-func GCMaxBytes(n int64) GCOption { return func(o *gcOptions) { o.maxBytes = n } }
+// GCMaxBytes collects until the blobs fit in n bytes; 0 means no budget
+// for this run. Default: the store's WithMaxBytes. A negative n is an
+// error.
+func GCMaxBytes(n int64) GCOption {
+	return func(o *gcOptions) error {
+		if err := nonNegative("GCMaxBytes", n); err != nil {
+			return err
+		}
+		o.maxBytes = n
+		return nil
+	}
+}
 
-// GCTTL collects blobs unused for longer than d (default: the store's
-// WithTTL).
-func GCTTL(d time.Duration) GCOption { return func(o *gcOptions) { o.ttl = d } }
+// GCTTL collects blobs unused for longer than d; 0 means no expiry for
+// this run. Default: the store's WithTTL. A negative d is an error.
+func GCTTL(d time.Duration) GCOption {
+	return func(o *gcOptions) error {
+		if err := nonNegative("GCTTL", d); err != nil {
+			return err
+		}
+		o.ttl = d
+		return nil
+	}
+}
 
 // GCReport says what a GC run did.
 type GCReport struct {
@@ -251,10 +269,12 @@ type GCReport struct {
 // stays readable after it is removed).
 func (s *Store) GC(ctx context.Context, opts ...GCOption) (GCReport, error) {
 	o := gcOptions{maxBytes: s.opts.maxBytes, ttl: s.opts.ttl}
-	for _, opt := range opts {
-		opt(&o)
-	}
 	var rep GCReport
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return rep, err
+		}
+	}
 	rep.TempsRemoved = s.sweepTemps()
 	l, err := lockFile(ctx, s.gcLock, true)
 	if err != nil {

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -49,6 +49,14 @@ type Store struct {
 var (
 	_ cache.LayerCache    = (*Store)(nil)
 	_ cache.StatsReporter = (*Store)(nil)
+	_ cache.RootIndex     = (*Store)(nil)
+
+	// The deferred sync a registry.Resolver uses for a pull when its
+	// store offers it (registry's deferredSyncer).
+	_ interface {
+		PutDeferred(ctx context.Context, d v1.Hash, size int64, r io.Reader) error
+		SyncBlobs(ctx context.Context) error
+	} = (*Store)(nil)
 )
 
 type digestLock struct {
@@ -56,88 +64,12 @@ type digestLock struct {
 	refs int
 }
 
-type options struct {
-	maxBytes      int64
-	minFreeBytes  int64
-	ttl           time.Duration
-	tempGrace     time.Duration
-	touchInterval time.Duration
-	now           func() time.Time
-}
-
-// Option configures a Store.
-type Option func(*options) error
-
-// WithMaxBytes bounds the bytes of blobs the store keeps. A Put that would
-// exceed it first evicts the least recently used blobs that no index.json
-// root reaches; if that is not enough it fails with ErrNoSpace. Default 0:
-// no budget (free disk space still applies).
-func WithMaxBytes(n int64) Option {
-	return func(o *options) error {
-		if n < 0 {
-			return fmt.Errorf("localfs: WithMaxBytes(%d): must not be negative", n)
-		}
-		o.maxBytes = n
-		return nil
-	}
-}
-
-// WithMinFreeBytes keeps at least n bytes free on the file system: a Put
-// that would leave less evicts first, then fails with ErrNoSpace without
-// writing. Default 0: a Put needs only room for its own bytes.
-func WithMinFreeBytes(n int64) Option {
-	return func(o *options) error {
-		if n < 0 {
-			return fmt.Errorf("localfs: WithMinFreeBytes(%d): must not be negative", n)
-		}
-		o.minFreeBytes = n
-		return nil
-	}
-}
-
-// WithTTL makes GC remove blobs that no root reaches and that nobody has
-// read or written for longer than d. Default 0: no expiry.
-func WithTTL(d time.Duration) Option {
-	return func(o *options) error {
-		if d < 0 {
-			return fmt.Errorf("localfs: WithTTL(%v): must not be negative", d)
-		}
-		o.ttl = d
-		return nil
-	}
-}
-
-// WithTempGrace sets how old an abandoned temp file must be before Open or
-// GC removes it. Temp files still locked by a live writer are never
-// removed. Default 1 minute, which covers the instant between a writer
-// creating its temp file and locking it.
-func WithTempGrace(d time.Duration) Option {
-	return func(o *options) error {
-		if d < 0 {
-			return fmt.Errorf("localfs: WithTempGrace(%v): must not be negative", d)
-		}
-		o.tempGrace = d
-		return nil
-	}
-}
-
-// WithClock replaces time.Now, for tests of TTL and LRU order.
-func WithClock(now func() time.Time) Option {
-	return func(o *options) error {
-		if now == nil {
-			return errors.New("localfs: WithClock(nil)")
-		}
-		o.now = now
-		return nil
-	}
-}
-
 // Open opens the store in dir, creating an empty OCI image layout if dir
 // is empty or missing. A dir that holds something else (an oci-layout file
 // of another version, an index.json that is not JSON) is an error, never
 // overwritten. Abandoned temp files are swept.
 func Open(dir string, opts ...Option) (*Store, error) {
-	o := options{tempGrace: time.Minute, touchInterval: time.Second, now: time.Now}
+	o := defaultOptions()
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err

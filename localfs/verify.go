@@ -31,23 +31,31 @@ type VerifyReport struct {
 	Missing []v1.Hash // blobs that index.json reaches but that are absent
 }
 
-// VerifyOption configures Verify.
-type VerifyOption func(*verifyOptions)
+// VerifyOption configures Verify. It has the shape of Option and
+// GCOption, so that an option that takes a value can reject it.
+type VerifyOption func(*verifyOptions) error
 
 type verifyOptions struct{ remove bool }
 
 // VerifyRemove removes the bad blobs Verify finds (default: only report).
-func VerifyRemove() VerifyOption { return func(o *verifyOptions) { o.remove = true } }
+func VerifyRemove() VerifyOption {
+	return func(o *verifyOptions) error {
+		o.remove = true
+		return nil
+	}
+}
 
 // Verify hashes every blob and checks that index.json's roots and what
 // they reference are present. It reports bad blobs and, with
 // VerifyRemove, removes them.
 func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport, error) {
 	var o verifyOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
 	var rep VerifyReport
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return rep, err
+		}
+	}
 	blobs, _, err := s.scan(ctx)
 	if err != nil {
 		return rep, err

@@ -1,0 +1,98 @@
+package localfs
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+type options struct {
+	maxBytes      int64
+	minFreeBytes  int64
+	ttl           time.Duration
+	tempGrace     time.Duration
+	touchInterval time.Duration
+	now           func() time.Time
+}
+
+// defaultOptions are a Store's settings before its options apply; each
+// With option states its default.
+func defaultOptions() options {
+	return options{tempGrace: time.Minute, touchInterval: time.Second, now: time.Now}
+}
+
+// Option configures a Store.
+type Option func(*options) error
+
+// WithMaxBytes bounds the bytes of blobs the store keeps. A Put that would
+// exceed it first evicts the least recently used blobs that no index.json
+// root reaches; if that is not enough it fails with ErrNoSpace. Default 0:
+// no budget (free disk space still applies).
+func WithMaxBytes(n int64) Option {
+	return func(o *options) error {
+		if err := nonNegative("WithMaxBytes", n); err != nil {
+			return err
+		}
+		o.maxBytes = n
+		return nil
+	}
+}
+
+// WithMinFreeBytes keeps at least n bytes free on the file system: a Put
+// that would leave less evicts first, then fails with ErrNoSpace without
+// writing. Default 0: a Put needs only room for its own bytes.
+func WithMinFreeBytes(n int64) Option {
+	return func(o *options) error {
+		if err := nonNegative("WithMinFreeBytes", n); err != nil {
+			return err
+		}
+		o.minFreeBytes = n
+		return nil
+	}
+}
+
+// WithTTL makes GC remove blobs that no root reaches and that nobody has
+// read or written for longer than d. Default 0: no expiry.
+func WithTTL(d time.Duration) Option {
+	return func(o *options) error {
+		if err := nonNegative("WithTTL", d); err != nil {
+			return err
+		}
+		o.ttl = d
+		return nil
+	}
+}
+
+// WithTempGrace sets how old an abandoned temp file must be before Open or
+// GC removes it. Temp files still locked by a live writer are never
+// removed. Default 1 minute, which covers the instant between a writer
+// creating its temp file and locking it.
+func WithTempGrace(d time.Duration) Option {
+	return func(o *options) error {
+		if err := nonNegative("WithTempGrace", d); err != nil {
+			return err
+		}
+		o.tempGrace = d
+		return nil
+	}
+}
+
+// WithClock replaces time.Now, for tests of TTL and LRU order.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) error {
+		if now == nil {
+			return errors.New("localfs: WithClock(nil)")
+		}
+		o.now = now
+		return nil
+	}
+}
+
+// nonNegative rejects a negative size or duration given to the option
+// named name.
+func nonNegative[T int64 | time.Duration](name string, v T) error {
+	if v < 0 {
+		return fmt.Errorf("localfs: %s(%v): must not be negative", name, v)
+	}
+	return nil
+}
