@@ -46,14 +46,13 @@ type Corrupter func(t *testing.T, c cache.LayerCache, d v1.Hash, how Corruption)
 type Option func(*config)
 
 type config struct {
-	corrupt       Corrupter
-	largeSize     int64
-	skipLarge     string
-	heapLimit     uint64
-	concurrency   int
-	mixedBlobs    int
-	mixedRounds   int
-	skipMutations bool
+	corrupt     Corrupter
+	largeSize   int64
+	skipLarge   string
+	heapLimit   uint64
+	concurrency int
+	mixedBlobs  int
+	mixedRounds int
 }
 
 // WithCorrupter enables the corruption tests for backends whose stored

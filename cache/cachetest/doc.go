@@ -1,5 +1,5 @@
 // Package cachetest is the conformance suite that every cache.LayerCache
-// backend runs. A backend's test is a few lines:
+// backend runs. A backend's test is a few lines (see the example for Run):
 //
 //	func TestConformance(t *testing.T) {
 //		cachetest.Run(t, func(t *testing.T) cache.LayerCache {
@@ -11,9 +11,15 @@
 //		}, cachetest.WithCorrupter(corrupt))
 //	}
 //
-// The suite checks the rules of DESIGN.md that a caller can observe: round
-// trips, idempotent and verified Puts, ErrNotFound and ErrInvalidDigest,
-// concurrency, cancellation, Walk, streaming of large blobs in bounded
-// memory, and, for backends that can be damaged from outside, that corrupt
-// entries are detected, never served as good and removed.
+// Run checks what package cache promises of a LayerCache and a caller can
+// observe: round trips; Puts that are idempotent, verified (wrong bytes,
+// wrong size, a failing or cancelled reader store nothing); ErrNotFound
+// and ErrInvalidDigest; Delete and Walk; concurrent Puts of one blob and
+// a concurrent mix of every call; the Stats counters, for a backend that
+// is a cache.StatsReporter; streaming of a large blob in bounded memory;
+// and, for a backend whose stored bytes can be damaged from outside
+// (WithCorrupter), that a corrupt entry fails its Get with ErrCorrupt, is
+// never served as good, is removed, and can be put again.
+//
+// NewBlob, Digest and InvalidDigests serve a backend's own tests.
 package cachetest

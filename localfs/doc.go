@@ -1,0 +1,126 @@
+// Package localfs provides Store, a cache.LayerCache and cache.RootIndex
+// kept in a directory on local disk, laid out as an OCI image layout, that
+// many goroutines and many processes can share.
+//
+//	store, err := localfs.Open(dir, localfs.WithMaxBytes(20<<30))
+//
+// # Layout
+//
+// The directory is an OCI image layout, version 1.0.0:
+//
+//	oci-layout          {"imageLayoutVersion":"1.0.0"}
+//	index.json          the roots: an OCI image index
+//	blobs/sha256/<hex>  one file per blob, named by its digest
+//	.buildcache/        ours alone; OCI tools ignore it
+//	    tmp/            temp files of writes in progress
+//	    gc.lock         taken by GC and eviction (exclusive), by commits (shared)
+//	    index.lock      serialises UpdateIndex between processes
+//
+// Open creates an empty layout in an empty or missing directory, and
+// refuses (never overwrites) a directory that holds something else: an
+// oci-layout of another version, an index.json that is not an index.
+// Files in blobs/sha256 whose names are not digests are not blobs: Walk,
+// Verify and GC skip them, as they skip what other tools leave beside
+// the layout (containerd's ingest/, BuildKit's index.json.lock).
+//
+// A Put streams into a temp file in .buildcache/tmp, hashing what was
+// stored as it goes, syncs it, and renames it into blobs/sha256 only if
+// digest and size match; the rename is synced too (PutDeferred leaves
+// that to one SyncBlobs for a group of blobs). A crash, a full disk or a
+// cancellation leaves the previous state and no partial blob. Index.json
+// is replaced by a rename as well, so a reader sees the old or the new
+// one. A blob's modification time is its last use, the LRU clock that
+// every process sees: Put stamps it, and Get and a Put of a blob already
+// stored touch it (at most once a second per blob).
+//
+// # Concurrency
+//
+// A Store is safe for concurrent use, and so is the directory, by every
+// process that opens it, under file locks (flock(2)). Each lock is taken
+// on its own open file description, so it excludes other goroutines of
+// the same process as it excludes other processes, and a killed process
+// never leaves one behind. Waiting for a lock polls and ends when the
+// context does.
+//
+//   - Writers of the same digest in one process wait for each other; in
+//     different processes both may write, and the second rename replaces
+//     identical bytes.
+//   - A commit (the rename of a verified temp file into place) and the
+//     touch of a blob already stored hold gc.lock shared; GC and eviction
+//     hold it exclusively, so a collector never removes a blob between a
+//     writer's decision to keep it and its arrival. Readers take no lock:
+//     a blob that is open stays readable after it is removed.
+//   - UpdateIndex holds index.lock exclusively for the whole update, and
+//     BuildKit's index.json.lock briefly at its end (see below).
+//   - A writer locks its temp file while it writes it. Open and GC sweep
+//     temp files that nobody holds and that are older than WithTempGrace:
+//     the leftovers of a killed writer, never a live one's.
+//
+// What the store counts (Stats) and its view of the bytes in use are per
+// process: another process's writes are counted by the next eviction or
+// GC, which scan the directory.
+//
+// # Errors
+//
+// Errors wrap the sentinel errors of package cache, to be tested with
+// errors.Is, and keep the cause in the chain:
+//
+//   - cache.ErrNotFound: no such blob (Stat, Get, Delete).
+//   - cache.ErrInvalidDigest: a malformed digest, refused before any I/O.
+//   - cache.ErrDigestMismatch: a Put whose bytes or size do not match;
+//     nothing is stored.
+//   - cache.ErrCorrupt: a stored blob whose bytes do not match its name,
+//     found by Get (the read fails and the blob is removed) or by Verify.
+//   - cache.ErrNoSpace: the byte budget (WithMaxBytes) or the free-space
+//     floor (WithMinFreeBytes) cannot be kept even after eviction, or the
+//     disk, a quota or the inodes ran out (the ENOSPC or EDQUOT stays in
+//     the chain). A Put that can tell in advance fails before it reads
+//     its input.
+//
+// An option given a value it cannot take (a negative size or duration)
+// makes Open, GC or Verify fail with an error that names the option.
+//
+// # Garbage collection
+//
+// The roots are the descriptors in index.json. A blob is reachable if a
+// root names it or a reachable manifest or index references it (its
+// manifests, config, layers, blobs, subject); reachable blobs are never
+// evicted or collected. A resolver records the images it pulled as roots
+// (cache.RootIndex), and BuildKit records its cache exports there too.
+//
+// Unreachable blobs go in two ways. A Put that would exceed the budget or
+// the free-space floor first evicts the least recently used ones; if that
+// cannot make room, it fails with ErrNoSpace and evicts nothing. GC
+// removes abandoned temp files, unreachable blobs unused for longer than
+// the TTL (WithTTL, or GCTTL for one run), and then the least recently
+// used unreachable blobs until the rest fit the budget (WithMaxBytes, or
+// GCMaxBytes for one run). Verify hashes every blob, reports the bad ones
+// and, with VerifyRemove, removes them, and reports the required blobs
+// that are missing (an index's children may be absent: a resolver fetches
+// only the platforms it was asked for).
+//
+// # Sharing with BuildKit, skopeo, umoci
+//
+// Dir is a plain OCI image layout, so anything that reads one reads it:
+// go-containerregistry's layout package and crane, skopeo and umoci as
+// oci:DIR, BuildKit's type=local cache import and oci-layout:// named
+// contexts.
+//
+// BuildKit's client also writes the directory when it exports a
+// type=local cache: it adds blobs and rewrites index.json in place under
+// its own lock, index.json.lock beside it (client/ociindex, gofrs/flock),
+// which it does not wait for and removes after each use. UpdateIndex
+// follows that protocol: it prepares the new index outside the lock,
+// takes the lock only to check that index.json is still what it read and
+// to rename the new one into place, checks that the lock file it holds is
+// still the one at the path (ociindex may have removed it), and starts
+// over if BuildKit changed the index meanwhile. It leaves the lock file in
+// place. A read of index.json that does not parse (caught halfway through
+// one of BuildKit's in-place writes) is retried under the lock. A lock
+// file that another user made unreadable is skipped, as ociindex skips it
+// for reading.
+//
+// Other writers of OCI layouts (skopeo copy to oci:DIR, umoci) take
+// neither lock: run them when no buildcache process is updating the same
+// index.json, or an update may be lost.
+package localfs
