@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -17,7 +16,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"golang.org/x/sys/unix"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
@@ -25,67 +23,6 @@ import (
 )
 
 // --- a full disk ----------------------------------------------------------
-
-// mountTmpfs mounts a tmpfs with mount options opts, such as "size=8388608"
-// (the syscall behind `mount -t tmpfs -o OPTS tmpfs DIR`), on a fresh
-// directory and unmounts it when the test ends. It skips the test where
-// mounting is not allowed.
-func mountTmpfs(t *testing.T, opts string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the full-disk tests mount a small tmpfs, which needs root; run them as root (CI does)")
-	}
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			t.Skipf("root, but this environment forbids mounting a tmpfs on %s (a container without CAP_SYS_ADMIN?): %v", dir, err)
-		}
-		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v", opts, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Logf("umount %s: %v; detaching it (umount -l)", dir, err)
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				t.Errorf("umount -l %s: %v", dir, err)
-			}
-		}
-	})
-	return dir
-}
-
-// availBytes is what statfs says an unprivileged writer may still use.
-func availBytes(t *testing.T, dir string) int64 {
-	t.Helper()
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize)
-}
-
-// fillDisk writes path until the file system holding it is full, as
-// another program on the same disk would.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 4096)
-	for range 1 << 20 { // 4 GiB: far beyond any test's tmpfs
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling %s: %v", path, err)
-			}
-			return
-		}
-	}
-	t.Fatalf("%s: wrote 4 GiB and the disk is not full", path)
-}
 
 // putRoot puts b and makes it a root in index.json, so that no eviction
 // may remove it: what is asserted to survive a full disk is the failure
@@ -102,6 +39,25 @@ func putRoot(t *testing.T, s *localfs.Store, b cachetest.Blob) error {
 		t.Fatalf("UpdateIndex with room to spare: %v", err)
 	}
 	return nil
+}
+
+// openWithRoots opens a store in mnt/store and puts n blobs of size
+// bytes, made from seeds seed, seed+1, ..., as roots (putRoot).
+func openWithRoots(t *testing.T, mnt string, n int, seed uint64, size int) (*localfs.Store, []cachetest.Blob) {
+	t.Helper()
+	s, err := localfs.Open(filepath.Join(mnt, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roots []cachetest.Blob
+	for i := range n {
+		b := genBlob(seed+uint64(i), size)
+		if err := putRoot(t, s, b); err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, b)
+	}
+	return s, roots
 }
 
 // countingReader counts what is read from it.
@@ -144,10 +100,7 @@ var tmpfsOpts = fmt.Sprintf("size=%d", tmpfsSize)
 func TestFullDisk(t *testing.T) {
 	t.Run("statfs check refuses before writing", func(t *testing.T) {
 		mnt := mountTmpfs(t, tmpfsOpts)
-		s, err := localfs.Open(filepath.Join(mnt, "store"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, _ := openWithRoots(t, mnt, 0, 0, 0)
 		// Just under 1 MiB, so the last pages are never exactly used up
 		// and index.json (one page) always has room until a Put fails.
 		const size = 1<<20 - 1000
@@ -197,18 +150,7 @@ func TestFullDisk(t *testing.T) {
 
 	t.Run("disk fills during two writes that each fit alone", func(t *testing.T) {
 		mnt := mountTmpfs(t, tmpfsOpts)
-		s, err := localfs.Open(filepath.Join(mnt, "store"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stored []cachetest.Blob
-		for i := range 3 {
-			b := genBlob(uint64(2000+i), 1<<20)
-			if err := putRoot(t, s, b); err != nil {
-				t.Fatal(err)
-			}
-			stored = append(stored, b)
-		}
+		s, stored := openWithRoots(t, mnt, 3, 2000, 1<<20)
 		// Each fits in what is free; both together do not.
 		size := int(availBytes(t, mnt) * 3 / 5)
 		blobs := []cachetest.Blob{genBlob(2100, size), genBlob(2101, size)}
@@ -266,18 +208,7 @@ func TestFullDisk(t *testing.T) {
 
 	t.Run("disk filled by another program during the write", func(t *testing.T) {
 		mnt := mountTmpfs(t, tmpfsOpts)
-		s, err := localfs.Open(filepath.Join(mnt, "store"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stored []cachetest.Blob
-		for i := range 3 {
-			b := genBlob(uint64(3000+i), 1<<20)
-			if err := putRoot(t, s, b); err != nil {
-				t.Fatal(err)
-			}
-			stored = append(stored, b)
-		}
+		s, stored := openWithRoots(t, mnt, 3, 3000, 1<<20)
 		b := genBlob(3100, 1<<20)
 		filler := filepath.Join(mnt, "filler")
 		filled := false
@@ -290,7 +221,7 @@ func TestFullDisk(t *testing.T) {
 			}
 			return nil
 		}}
-		err = s.Put(t.Context(), b.Digest, int64(len(b.Data)), r)
+		err := s.Put(t.Context(), b.Digest, int64(len(b.Data)), r)
 		t.Logf("Put: %v", err)
 		if !filled {
 			t.Fatal("Put never read its input")
@@ -315,18 +246,7 @@ func TestFullDisk(t *testing.T) {
 
 	t.Run("index.json on a full disk", func(t *testing.T) {
 		mnt := mountTmpfs(t, tmpfsOpts)
-		s, err := localfs.Open(filepath.Join(mnt, "store"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stored []cachetest.Blob
-		for i := range 2 {
-			b := genBlob(uint64(4000+i), 1<<20)
-			if err := putRoot(t, s, b); err != nil {
-				t.Fatal(err)
-			}
-			stored = append(stored, b)
-		}
+		s, stored := openWithRoots(t, mnt, 2, 4000, 1<<20)
 		indexPath := filepath.Join(s.Dir(), "index.json")
 		before, err := os.ReadFile(indexPath)
 		if err != nil {
@@ -375,14 +295,7 @@ func TestFullDisk(t *testing.T) {
 	t.Run("out of inodes", func(t *testing.T) {
 		// statfs says there are bytes to spare, but no file can be created.
 		mnt := mountTmpfs(t, tmpfsOpts+",nr_inodes=64")
-		s, err := localfs.Open(filepath.Join(mnt, "store"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		stored := []cachetest.Blob{genBlob(6000, 1<<20)}
-		if err := putRoot(t, s, stored[0]); err != nil {
-			t.Fatal(err)
-		}
+		s, stored := openWithRoots(t, mnt, 1, 6000, 1<<20)
 		before, err := os.ReadFile(filepath.Join(s.Dir(), "index.json"))
 		if err != nil {
 			t.Fatal(err)
@@ -424,10 +337,7 @@ func TestFullDisk(t *testing.T) {
 		// Without roots, a Put that does not fit evicts least recently
 		// used blobs instead of failing (rule 3).
 		mnt := mountTmpfs(t, tmpfsOpts)
-		s, err := localfs.Open(filepath.Join(mnt, "store"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, _ := openWithRoots(t, mnt, 0, 0, 0)
 		const n = 12 // 12 MiB through an 8 MiB disk
 		var blobs []cachetest.Blob
 		for i := range n {
@@ -463,66 +373,12 @@ func TestFullDisk(t *testing.T) {
 	})
 }
 
-// mountExt4 makes an ext4 file system of size bytes (1 KiB blocks, none
-// reserved for root, linear directories: a name goes into any block with
-// room for it, so when one name of a length finds none, no other of that
-// length will) in an image file, loop-mounts it on a fresh directory
-// and unmounts it when the test ends. It skips the test where that is not
-// possible.
-func mountExt4(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("this test loop-mounts an ext4 image, which needs root; run it as root (CI does)")
-	}
-	mkfs, err := exec.LookPath("mkfs.ext4")
-	if err != nil {
-		t.Skipf("this test needs mkfs.ext4 (e2fsprogs): %v", err)
-	}
-	tmp := t.TempDir()
-	img, dir := filepath.Join(tmp, "ext4.img"), filepath.Join(tmp, "ext4")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs, "-q", "-F", "-m", "0", "-b", "1024", "-O", "^has_journal,^dir_index", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("this environment cannot loop-mount an image (no loop devices in a container?): mount -o loop: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Logf("umount %s: %v; detaching it (umount -l)", dir, err)
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				t.Errorf("umount -l %s: %v", dir, err)
-			}
-		}
-	})
-	return dir
-}
-
 // TestFullDiskAtRename fills the disk so that the write of a blob succeeds
 // but its rename into blobs/sha256 cannot: the directory needs a new block
 // and none is free. That, too, is a full disk and must be ErrNoSpace.
 func TestFullDiskAtRename(t *testing.T) {
 	mnt := mountExt4(t, 8<<20)
-	s, err := localfs.Open(filepath.Join(mnt, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stored []cachetest.Blob
-	for i := range 2 {
-		b := genBlob(uint64(7000+i), 64<<10)
-		if err := putRoot(t, s, b); err != nil {
-			t.Fatal(err)
-		}
-		stored = append(stored, b)
-	}
+	s, stored := openWithRoots(t, mnt, 2, 7000, 64<<10)
 	fillDisk(t, filepath.Join(mnt, "filler"))
 	// Fill the blocks of blobs/sha256 with entries that are not blobs
 	// (Walk and Verify skip them) and whose names are as long as a
@@ -546,7 +402,7 @@ func TestFullDiskAtRename(t *testing.T) {
 
 	// The empty blob: nothing to write, so only the rename needs space.
 	empty := cachetest.Blob{Data: []byte{}, Digest: cachetest.Digest(nil)}
-	err = s.Put(t.Context(), empty.Digest, 0, bytes.NewReader(nil))
+	err := s.Put(t.Context(), empty.Digest, 0, bytes.NewReader(nil))
 	t.Logf("Put: %v", err)
 	if err == nil {
 		t.Fatal("Put succeeded although its rename could not have: the test did not fill the directory")
@@ -605,166 +461,5 @@ func TestOpenOnAFullDisk(t *testing.T) {
 			}
 			mustVerifyStore(t, s)
 		})
-	}
-}
-
-// --- a writer killed mid-Put ----------------------------------------------
-
-const (
-	killedWriterSize    = 64 << 20 // what the writer announces
-	killedWriterWritten = 8 << 20  // what it writes before it stalls
-)
-
-// killedWriterSmall are the blobs the killed writer stores completely.
-func killedWriterSmall() []cachetest.Blob {
-	var bs []cachetest.Blob
-	for i := range 3 {
-		bs = append(bs, genBlob(uint64(600+i), 64<<10))
-	}
-	return bs
-}
-
-// killedWriterRole stores a few small blobs, then starts a 64 MiB Put
-// whose input stalls after 8 MiB, and waits there to be killed.
-func killedWriterRole(t *testing.T, c *helperChild) {
-	ctx := t.Context()
-	s := c.open(t)
-	for _, b := range killedWriterSmall() {
-		if err := s.Put(ctx, b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.say("ready")
-	d := streamDigest(64, killedWriterSize)
-	r := &hookReader{r: genStream(64, killedWriterSize), before: func(n int64) error {
-		if n < killedWriterWritten {
-			return nil
-		}
-		c.say("writing %s", d)
-		select {
-		case <-time.After(helperTimeout):
-			return errors.New("stalled writer was never killed")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}
-	err := s.Put(ctx, d, killedWriterSize, r)
-	t.Fatalf("the writer was not killed; Put returned %v", err)
-}
-
-func TestKilledWriterLeavesNoBlob(t *testing.T) {
-	dir := t.TempDir()
-	h := startHelper(t, "killed-writer", dir)
-	h.expect("ready")
-	d, err := cache.ParseDigest(h.expect("writing "))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpDir := filepath.Join(dir, ".buildcache", "tmp")
-	var temp string
-	if !pollUntil(helperTimeout, func() bool {
-		for _, name := range tempFiles(t, dir, d.Hex[:16]) {
-			if info, err := os.Stat(filepath.Join(tmpDir, name)); err == nil && info.Size() > 0 {
-				temp = filepath.Join(tmpDir, name)
-				return true
-			}
-		}
-		return false
-	}) {
-		t.Fatalf("no temp file with data for %s appeared in %s\nhelper output:\n%s", d, tmpDir, h.output())
-	}
-
-	// While its writer lives, the temp file survives an Open and a GC that
-	// would sweep any abandoned one.
-	live, err := localfs.Open(dir, localfs.WithTempGrace(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(temp); err != nil {
-		t.Fatalf("Open swept the temp file of a live writer in another process: %v", err)
-	}
-	if rep, err := live.GC(t.Context()); err != nil || rep.TempsRemoved != 0 {
-		t.Fatalf("GC with a live writer: %+v, %v; want no temp removed", rep, err)
-	}
-	if _, err := os.Stat(temp); err != nil {
-		t.Fatalf("GC swept the temp file of a live writer in another process: %v", err)
-	}
-
-	killHelper(t, h)
-
-	info, err := os.Stat(temp)
-	if err != nil {
-		t.Fatalf("the killed writer's temp file is gone before any sweep: %v", err)
-	}
-	if info.Size() < killedWriterWritten {
-		t.Errorf("the killed writer's temp file holds %d bytes, want at least the %d it wrote", info.Size(), killedWriterWritten)
-	}
-	t.Logf("SIGKILL left %s, %d bytes", filepath.Base(temp), info.Size())
-
-	s, err := localfs.Open(dir, localfs.WithTempGrace(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(temp); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("Open did not sweep the dead writer's temp file: %v", err)
-	}
-	small := killedWriterSmall()
-	checkAfterNoSpace(t, s, small, d)
-	var walked []v1.Hash
-	if err := s.Walk(t.Context(), func(h v1.Hash, _ int64) error { walked = append(walked, h); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if len(walked) != len(small) {
-		t.Fatalf("Walk after the kill lists %v, want the %d small blobs", walked, len(small))
-	}
-}
-
-func TestOpenKeepsTempFileOfLiveWriter(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := localfs.Open(dir); err != nil {
-		t.Fatal(err)
-	}
-	temp := filepath.Join(dir, ".buildcache", "tmp", "x.tmp")
-	if err := os.WriteFile(temp, []byte("half a layer"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The writer's lock, on its own descriptor, as a writer holds it.
-	f, err := os.Open(temp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		t.Fatal(err)
-	}
-	past := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(temp, past, past); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := localfs.Open(dir, localfs.WithTempGrace(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(temp); err != nil {
-		t.Fatalf("Open swept a locked temp file: %v", err)
-	}
-	if rep, err := s.GC(t.Context()); err != nil || rep.TempsRemoved != 0 {
-		t.Fatalf("GC with a locked temp file: %+v, %v", rep, err)
-	}
-	if _, err := os.Stat(temp); err != nil {
-		t.Fatalf("GC swept a locked temp file: %v", err)
-	}
-
-	// The writer dies: its lock goes with its descriptor, and the next
-	// Open sweeps the file.
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := localfs.Open(dir, localfs.WithTempGrace(0)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(temp); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("Open kept an unlocked temp file older than the grace period: %v", err)
 	}
 }

@@ -57,6 +57,17 @@ func present(t *testing.T, s cache.LayerCache, d v1.Hash) bool {
 	return err == nil
 }
 
+// putRandomImage stores a random image of layers layers of size bytes
+// each and makes its manifest the root refName.
+func putRandomImage(t *testing.T, s *localfs.Store, size, layers int64, refName string) (v1.Image, v1.Descriptor) {
+	t.Helper()
+	img, err := random.Image(size, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, putImage(t, s, img, refName)
+}
+
 // putImage stores every blob of img and makes its manifest a root.
 func putImage(t *testing.T, s *localfs.Store, img v1.Image, refName string) v1.Descriptor {
 	t.Helper()
@@ -102,11 +113,7 @@ func putImage(t *testing.T, s *localfs.Store, img v1.Image, refName string) v1.D
 
 func TestLayoutIsReadableByGoContainerRegistry(t *testing.T) {
 	s := newStore(t)
-	img, err := random.Image(4096, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc := putImage(t, s, img, "example.com/app:v1")
+	_, desc := putRandomImage(t, s, 4096, 3, "example.com/app:v1")
 
 	p, err := layout.FromPath(s.Dir())
 	if err != nil {
@@ -236,11 +243,7 @@ func TestBudgetEvictsLeastRecentlyUsedAcrossRestart(t *testing.T) {
 
 func TestBudgetNeverEvictsRoots(t *testing.T) {
 	s := newStore(t, localfs.WithMaxBytes(20<<10))
-	img, err := random.Image(3000, 3) // ~11 KiB with config and manifest, all reachable from index.json
-	if err != nil {
-		t.Fatal(err)
-	}
-	putImage(t, s, img, "root:v1")
+	img, _ := putRandomImage(t, s, 3000, 3, "root:v1") // ~11 KiB with config and manifest, all reachable from index.json
 	loose := cachetest.NewBlob(7, 4000)
 	putBlob(t, s, loose)
 
@@ -251,7 +254,7 @@ func TestBudgetNeverEvictsRoots(t *testing.T) {
 	}
 	// Even evicting "big" would leave too little room: nothing may be evicted.
 	tooBig := cachetest.NewBlob(9, 10000)
-	err = s.Put(t.Context(), tooBig.Digest, 10000, bytes.NewReader(tooBig.Data))
+	err := s.Put(t.Context(), tooBig.Digest, 10000, bytes.NewReader(tooBig.Data))
 	if !errors.Is(err, cache.ErrNoSpace) {
 		t.Fatalf("Put that cannot fit without evicting roots = %v, want ErrNoSpace", err)
 	}
@@ -295,11 +298,7 @@ func TestMinFreeBytesRefusesBeforeWriting(t *testing.T) {
 func TestGCExpiresUnusedBlobsButKeepsRoots(t *testing.T) {
 	clk := newClock()
 	s := newStore(t, localfs.WithTTL(time.Hour), localfs.WithClock(clk.Now))
-	img, err := random.Image(1000, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	putImage(t, s, img, "root:v1")
+	img, _ := putRandomImage(t, s, 1000, 1, "root:v1")
 	old, used := cachetest.NewBlob(1, 500), cachetest.NewBlob(2, 500)
 	putBlob(t, s, old)
 	putBlob(t, s, used)
@@ -327,11 +326,7 @@ func TestGCExpiresUnusedBlobsButKeepsRoots(t *testing.T) {
 
 func TestVerifyFindsAndRemovesBadBlobs(t *testing.T) {
 	s := newStore(t)
-	img, err := random.Image(1000, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	putImage(t, s, img, "root:v1")
+	img, _ := putRandomImage(t, s, 1000, 2, "root:v1")
 	good, bad := cachetest.NewBlob(1, 5000), cachetest.NewBlob(2, 5000)
 	putBlob(t, s, good)
 	putBlob(t, s, bad)
