@@ -23,23 +23,21 @@ import (
 // Both wait by polling a non-blocking flock, so that the wait ends when
 // the context does; a blocking flock could not be interrupted.
 
-// backoff is how long pollFlock sleeps after the first busy attempt, and
-// the most it sleeps once the sleeps have doubled.
-type backoff struct{ first, max time.Duration }
-
-var (
-	// fileLockBackoff: our own locks may be held for a whole GC.
-	fileLockBackoff = backoff{first: 500 * time.Microsecond, max: 50 * time.Millisecond}
-	// ociIndexBackoff: BuildKit holds its index lock briefly.
-	ociIndexBackoff = backoff{first: 50 * time.Microsecond, max: 5 * time.Millisecond}
+// How long pollFlock sleeps after the first busy attempt, and the most
+// it sleeps once the sleeps have doubled.
+const (
+	fileLockWaitFirst = 500 * time.Microsecond // our own locks may be held for a whole GC
+	fileLockWaitMax   = 50 * time.Millisecond
+	ociIndexWaitFirst = 50 * time.Microsecond // BuildKit holds its index lock briefly
+	ociIndexWaitMax   = 5 * time.Millisecond
 )
 
 // pollFlock calls try until it returns anything but a busy lock (a
 // LOCK_NB flock failing with EWOULDBLOCK or EINTR), sleeping between
-// attempts, and gives up when ctx is done. try reports a busy lock by
-// returning flockNB's error unchanged.
-func pollFlock(ctx context.Context, path string, b backoff, try func() error) error {
-	wait := b.first
+// attempts (first, then doubling up to most), and gives up when ctx is
+// done. try reports a busy lock by returning flockNB's error unchanged.
+func pollFlock(ctx context.Context, path string, first, most time.Duration, try func() error) error {
+	wait := first
 	for {
 		err := try()
 		if !isBusy(err) {
@@ -52,7 +50,7 @@ func pollFlock(ctx context.Context, path string, b backoff, try func() error) er
 			return fmt.Errorf("localfs: waiting for lock %s: %w", path, context.Cause(ctx))
 		case <-t.C:
 		}
-		wait = min(wait*2, b.max)
+		wait = min(wait*2, most)
 	}
 }
 
@@ -85,7 +83,7 @@ func lockFile(ctx context.Context, path string, exclusive bool) (*fileLock, erro
 	if err != nil {
 		return nil, fmt.Errorf("localfs: opening lock %s: %w", path, err)
 	}
-	if err := pollFlock(ctx, path, fileLockBackoff, func() error { return flockNB(f, path, exclusive) }); err != nil {
+	if err := pollFlock(ctx, path, fileLockWaitFirst, fileLockWaitMax, func() error { return flockNB(f, path, exclusive) }); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -123,7 +121,7 @@ type ociIndexLock struct{ fileLock }
 // was taken. Each attempt opens the path afresh, for the same reason.
 func lockOCIIndex(ctx context.Context, path string, exclusive bool) (*ociIndexLock, error) {
 	var l *ociIndexLock
-	err := pollFlock(ctx, path, ociIndexBackoff, func() error {
+	err := pollFlock(ctx, path, ociIndexWaitFirst, ociIndexWaitMax, func() error {
 		for {
 			f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
 			if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
@@ -160,6 +158,13 @@ func (l *ociIndexLock) stillAt(path string) bool {
 		return false
 	}
 	return held.Dev == now.Dev && held.Ino == now.Ino
+}
+
+// Unlock releases the lock, as fileLock's does; a nil lock is a no-op.
+func (l *ociIndexLock) Unlock() {
+	if l != nil {
+		l.fileLock.Unlock()
+	}
 }
 
 // tryLockExclusive reports whether f could be locked exclusively right now;
