@@ -300,19 +300,7 @@ func TestFullDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; ; i++ {
-			f, err := os.Create(filepath.Join(mnt, fmt.Sprintf("pad-%d", i)))
-			if err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatal(err)
-				}
-				break
-			}
-			f.Close()
-			if i > 100 {
-				t.Fatal("a tmpfs with nr_inodes=64 holds more than 100 files")
-			}
-		}
+		fillNames(t, mnt, func(i int) string { return fmt.Sprintf("pad-%d", i) }, 100) // nr_inodes=64
 		b := genBlob(6100, 4096)
 		err = s.Put(t.Context(), b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data))
 		t.Logf("Put: %v", err)
@@ -384,20 +372,7 @@ func TestFullDiskAtRename(t *testing.T) {
 	// (Walk and Verify skip them) and whose names are as long as a
 	// digest's: one more such name needs a new block.
 	blobDir := filepath.Join(s.Dir(), "blobs", "sha256")
-	pads := 0
-	for ; ; pads++ {
-		f, err := os.Create(filepath.Join(blobDir, fmt.Sprintf("pad-%060d", pads)))
-		if err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			break
-		}
-		f.Close()
-		if pads > 10000 {
-			t.Fatal("blobs/sha256 took 10000 names on a full disk")
-		}
-	}
+	pads := fillNames(t, blobDir, func(i int) string { return fmt.Sprintf("pad-%060d", i) }, 10000)
 	t.Logf("disk full, blobs/sha256 full after %d more names; %d bytes available", pads, availBytes(t, mnt))
 
 	// The empty blob: nothing to write, so only the rename needs space.

@@ -32,14 +32,7 @@ func mountTmpfs(t *testing.T, opts string) string {
 		}
 		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v", opts, dir, err)
 	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Logf("umount %s: %v; detaching it (umount -l)", dir, err)
-			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-				t.Errorf("umount -l %s: %v", dir, err)
-			}
-		}
-	})
+	unmountAtCleanup(t, dir)
 	return dir
 }
 
@@ -106,6 +99,13 @@ func mountExt4(t *testing.T, size int64) string {
 	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
 		t.Skipf("this environment cannot loop-mount an image (no loop devices in a container?): mount -o loop: %v: %s", err, out)
 	}
+	unmountAtCleanup(t, dir)
+	return dir
+}
+
+// unmountAtCleanup unmounts dir when the test ends, detaching it if it is
+// still busy.
+func unmountAtCleanup(t *testing.T, dir string) {
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, 0); err != nil {
 			t.Logf("umount %s: %v; detaching it (umount -l)", dir, err)
@@ -114,5 +114,24 @@ func mountExt4(t *testing.T, size int64) string {
 			}
 		}
 	})
-	return dir
+}
+
+// fillNames creates empty files named name(0), name(1), ... in dir until
+// the file system refuses one with ENOSPC, and returns how many it
+// created. More than most is a test failure: the disk was not full.
+func fillNames(t *testing.T, dir string, name func(i int) string, most int) int {
+	t.Helper()
+	for i := 0; ; i++ {
+		f, err := os.Create(filepath.Join(dir, name(i)))
+		if err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return i
+		}
+		f.Close()
+		if i >= most {
+			t.Fatalf("%s took %d names without running out of space", dir, i+1)
+		}
+	}
 }
