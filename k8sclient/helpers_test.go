@@ -9,7 +9,6 @@ package k8sclient_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/buildcache/buildcache/internal/testclock"
 	"github.com/buildcache/buildcache/k8sclient"
 	"github.com/buildcache/buildcache/k8sclient/k8stest"
 )
@@ -27,32 +27,12 @@ var (
 	repos = k8stest.PackageRepositoriesGVR
 )
 
-// clock is a clock that moves only when told.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2025, 6, 25, 18, 34, 32, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // env is an API-server double with clients for it.
 type env struct {
 	srv   *k8stest.Server
 	dyn   dynamic.Interface
 	cs    kubernetes.Interface
-	clock *clock
+	clock *testclock.Clock
 }
 
 func newEnv(t testing.TB) *env {
@@ -67,7 +47,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{srv: srv, dyn: dyn, cs: cs, clock: newClock()}
+	return &env{srv: srv, dyn: dyn, cs: cs, clock: testclock.New(time.Date(2025, 6, 25, 18, 34, 32, 0, time.UTC))}
 }
 
 // client returns a Client on e's dynamic client and fake clock, closed
