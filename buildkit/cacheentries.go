@@ -412,8 +412,8 @@ func tierEntries(t tiered, o *cacheOptions) (CacheEntries, error) {
 }
 
 // isNil reports whether c is nil or a nil pointer in an interface: a
-// typed nil has the methods but no cache behind them.
-func isNil(c cache.LayerCache) bool {
+// typed nil has the methods but nothing behind them.
+func isNil(c any) bool {
 	if c == nil {
 		return true
 	}

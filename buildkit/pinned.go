@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/localfs"
 )
 
 // PinMode says how pinned base images reach the build.
@@ -248,6 +247,16 @@ func makePinOptions(opts []PinOption) (*pinOptions, error) {
 	return o, nil
 }
 
+// LayoutStore is what PinBaseImages needs of the store the resolver keeps
+// images in: its blobs, to check that everything the build reads is
+// there, and its directory, an OCI image layout that BuildKit reads them
+// from. A *localfs.Store is one.
+type LayoutStore interface {
+	cache.Getter
+	cache.Stater
+	Dir() string
+}
+
 // imageGroup is one external image (by normalized reference) and every use
 // of it.
 type imageGroup struct {
@@ -290,7 +299,7 @@ func platformStrings(ps []ocispecs.Platform) []string {
 //
 // Errors name the Dockerfile line (*LineError) and keep the resolver's
 // error in the chain: errors.Is(err, cache.ErrOffline) works.
-func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseImageResolver, store *localfs.Store, opts ...PinOption) (*Pinned, error) {
+func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseImageResolver, store LayoutStore, opts ...PinOption) (*Pinned, error) {
 	o, err := makePinOptions(opts)
 	if err != nil {
 		return nil, err
@@ -298,7 +307,7 @@ func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseIm
 	if resolver == nil {
 		return nil, errors.New("buildkit: PinBaseImages: nil resolver")
 	}
-	if o.mode == NamedContexts && store == nil {
+	if o.mode == NamedContexts && isNil(store) {
 		return nil, errors.New("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in")
 	}
 	df, err := parseDockerfile(dockerfile, o.filename)
@@ -466,7 +475,7 @@ const maxManifestBytes = 4 << 20
 // checkStored checks that the platform manifest m, its config and its
 // layers are in store: everything BuildKit reads through an oci-layout
 // context that points at a platform manifest. (The index is not read.)
-func checkStored(ctx context.Context, store *localfs.Store, m v1.Hash) error {
+func checkStored(ctx context.Context, store LayoutStore, m v1.Hash) error {
 	rc, err := store.Get(ctx, m)
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", m, err)
