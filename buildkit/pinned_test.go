@@ -718,32 +718,6 @@ func dump(t *testing.T, src []byte) []string {
 	return out
 }
 
-func TestUndeclaredVar(t *testing.T) {
-	declared := map[string]bool{"A": true}
-	for word, want := range map[string]string{
-		"alpine":         "",
-		"$A":             "",
-		"${A}":           "",
-		"$B":             "B",
-		"x${B}y":         "B",
-		"${B:-x}":        "",
-		"${B-x}":         "",
-		"${B:+x}":        "",
-		"${B:?x}":        "",
-		`\$B`:            "",
-		"'$B'":           "",
-		`"$B"`:           "B",
-		"$A$B_C":         "B_C",
-		"$":              "",
-		"${unterminated": "",
-	} {
-		got, _ := undeclaredVar(word, '\\', declared)
-		if got != want {
-			t.Errorf("undeclaredVar(%q) = %q, want %q", word, got, want)
-		}
-	}
-}
-
 // twoPlatformIndex is a random image index for linux/amd64 and
 // linux/arm64/v8, each image with two layers and a config naming its
 // platform, as on Docker Hub.
