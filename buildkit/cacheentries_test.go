@@ -19,6 +19,16 @@ import (
 	"github.com/buildcache/buildcache/tier"
 )
 
+// The backends have the methods CacheFor and PinBaseImages look for: a
+// renamed method would otherwise turn into ErrUnsupportedCache.
+var (
+	_ layoutDir    = (*localfs.Store)(nil)
+	_ LayoutStore  = (*localfs.Store)(nil)
+	_ registryRepo = (*registry.LayerCache)(nil)
+	_ s3Located    = (*s3.Cache)(nil)
+	_ tiered       = (*tier.Cache)(nil)
+)
+
 type attrs = map[string]string
 
 func entry(typ string, a attrs) []client.CacheOptionsEntry {

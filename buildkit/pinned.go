@@ -540,6 +540,8 @@ var errReadOnly = fmt.Errorf("buildcache: the store behind named contexts is rea
 // other builds and processes.
 type readOnlyStore struct{ content.Store }
 
+var _ content.Store = readOnlyStore{}
+
 func (readOnlyStore) Delete(context.Context, digest.Digest) error { return errReadOnly }
 func (readOnlyStore) Abort(context.Context, string) error         { return errReadOnly }
 func (readOnlyStore) Update(context.Context, content.Info, ...string) (content.Info, error) {
