@@ -144,7 +144,7 @@ func TestOpenS3(t *testing.T) {
 	if err := c.Put(t.Context(), other.Digest, 1000, bytes.NewReader(other.Data)); err != nil {
 		t.Fatalf("Put with the S3 server down = %v, want success on the near tier", err)
 	}
-	if st := c.(*tier.Cache).TierStats(); st.FarErrors == 0 {
+	if st := c.(*tier.Cache).StatsByTier(); st.FarErrors == 0 {
 		t.Fatal("far failures were not counted")
 	}
 	for _, bad := range []string{

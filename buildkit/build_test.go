@@ -27,8 +27,8 @@ import (
 	solvererrdefs "github.com/moby/buildkit/solver/errdefs"
 
 	"github.com/buildcache/buildcache/buildkit"
-	"github.com/buildcache/buildcache/buildkit/internal/testimage"
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
@@ -117,8 +117,9 @@ func baseInStore(t *testing.T) (*localfs.Store, map[string]v1.Hash) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := testimage.Index(t, bothPlatforms...)
-	testimage.Store(t, store, idx)
+	ti := testimage.ForTest(t)
+	idx := ti.Index(bothPlatforms...)
+	ti.Store(store, idx)
 	im, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +258,8 @@ func TestBuildBaseFromStoreOnly(t *testing.T) {
 	d, c := daemon(t)
 	reg := testserver.StartRegistry(t)
 	image := reg.Host + "/base/prog:v1"
-	pushedDigest := testimage.Push(t, image, testimage.Index(t, bothPlatforms...))
+	ti := testimage.ForTest(t)
+	pushedDigest := ti.Push(image, ti.Index(bothPlatforms...))
 
 	store, err := localfs.Open(t.TempDir())
 	if err != nil {

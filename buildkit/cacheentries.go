@@ -4,16 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"strconv"
 	"strings"
 
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/distribution/reference"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/client"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 	"github.com/buildcache/buildcache/s3"
 )
@@ -300,18 +298,50 @@ func (o *cacheOptions) nameOr(def string) string {
 	return def
 }
 
+// The capabilities CacheFor looks for, declared here where they are used:
+// a cache need not be one of this module's types to have a BuildKit
+// counterpart, only to say where its bytes are.
+type (
+	// layoutDir is a cache kept in an OCI image layout directory
+	// (*localfs.Store).
+	layoutDir interface{ Dir() string }
+	// registryRepo is a cache in a registry repository
+	// (*registry.LayerCache), which keeps its own index at IndexTag.
+	registryRepo interface {
+		Repository() string
+		Insecure() bool
+		IndexTag() string
+	}
+	// s3Located is a cache in an S3 bucket (*s3.Cache).
+	s3Located interface{ Location() s3.Location }
+	// tiered is a near cache in front of a far one (*tier.Cache).
+	tiered interface {
+		Near() cache.LayerCache
+		Far() cache.LayerCache
+	}
+)
+
 // CacheFor maps a cache to BuildKit cache entries over the same storage,
-// so BuildKit and Go code share one cache and nothing is copied:
+// so BuildKit and Go code share one cache and nothing is copied. It goes
+// by what the cache can tell (the methods named below), not by its type:
 //
-//   - *localfs.Store: type=local on the store's directory (an OCI image
+//   - Dir() (*localfs.Store): type=local on the directory (an OCI image
 //     layout: BuildKit's cache blobs land in blobs/sha256 beside ours and
 //     its cache manifest is tagged in index.json, so localfs GC keeps it).
-//   - *registry.LayerCache: type=registry on its repository (or the one
-//     WithRepository names), plain HTTP when the LayerCache uses it, at a
-//     tag other than the LayerCache's index tag. BuildKit's blobs go in
-//     the same repository but are not in the LayerCache's index.
-//   - *s3.Cache: type=s3 with the bucket, region, endpoint and the key
-//     prefixes of the Cache, so BuildKit's blobs are at the Cache's BlobKey.
+//   - Repository(), Insecure() and IndexTag() (*registry.LayerCache):
+//     type=registry on the repository (or the one WithRepository names),
+//     plain HTTP when the cache uses it, at a tag other than its index
+//     tag. BuildKit's blobs go in the same repository but are not in the
+//     LayerCache's index.
+//   - Location() (*s3.Cache): type=s3 with the bucket, region, endpoint
+//     and key prefixes of the Cache, so BuildKit's blobs are at the
+//     Cache's BlobKey.
+//   - Near() and Far() (*tier.Cache): the near tier's entries followed by
+//     the far tier's. BuildKit imports from every import and exports to
+//     every export, so a build reads the local directory first, then the
+//     shared bucket or repository, and writes both, as the tier does. A
+//     tier with a BuildKit counterpart on one side only (a memory near
+//     tier, say) gives that side's entries.
 //
 // Any other cache is ErrUnsupportedCache. CacheFor makes no request.
 func CacheFor(c cache.LayerCache, opts ...CacheOption) (CacheEntries, error) {
@@ -319,39 +349,76 @@ func CacheFor(c cache.LayerCache, opts ...CacheOption) (CacheEntries, error) {
 	if err != nil {
 		return CacheEntries{}, err
 	}
-	switch c := c.(type) {
-	case *localfs.Store:
-		if c == nil {
-			break
+	if isNil(c) {
+		return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: nil cache: %w", ErrUnsupportedCache)
+	}
+	return cacheFor(c, o)
+}
+
+func cacheFor(c cache.LayerCache, o *cacheOptions) (CacheEntries, error) {
+	// A tier is looked at first: it may have any of the others' methods
+	// some day, but what BuildKit should use is its tiers'.
+	if t, ok := c.(tiered); ok {
+		return tierEntries(t, o)
+	}
+	if l, ok := c.(s3Located); ok {
+		return s3Entries(l.Location(), o)
+	}
+	if r, ok := c.(registryRepo); ok {
+		oo := *o // WithRepository and the insecure default are per cache
+		if oo.repository == "" {
+			oo.repository = r.Repository()
 		}
+		if r.Insecure() {
+			oo.insecure = true
+		}
+		if oo.nameOr(DefaultRegistryTag) == r.IndexTag() {
+			return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: cache name %q is the tag where the registry.LayerCache keeps its index; BuildKit would overwrite it", r.IndexTag())
+		}
+		return registryEntries(oo.repository, &oo)
+	}
+	if d, ok := c.(layoutDir); ok {
 		if _, ok := o.attrs["reset"]; ok {
 			return CacheEntries{}, errors.New("buildkit: CacheFor: reset is refused for a localfs store: BuildKit would delete every blob index.json does not reach, and the store keeps more than BuildKit's cache")
 		}
-		return localEntries(c.Dir(), o)
-	case *registry.LayerCache:
-		if c == nil {
-			break
-		}
-		if o.repository == "" {
-			o.repository = c.Repository()
-		}
-		if c.Insecure() {
-			o.insecure = true
-		}
-		if o.nameOr(DefaultRegistryTag) == c.IndexTag() {
-			return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: cache name %q is the tag where the registry.LayerCache keeps its index; BuildKit would overwrite it", c.IndexTag())
-		}
-		return registryEntries(o.repository, o)
-	case *s3.Cache:
-		if c == nil {
-			break
-		}
-		return s3Entries(c, o)
+		return localEntries(d.Dir(), o)
 	}
+	return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: %T: %w (want a cache with Dir, Repository or Location: *localfs.Store, *registry.LayerCache, *s3.Cache, or a *tier.Cache of them)", c, ErrUnsupportedCache)
+}
+
+// tierEntries is the near tier's entries, then the far tier's. A tier
+// BuildKit has no counterpart for is left out; if neither has one, the
+// tier has none.
+func tierEntries(t tiered, o *cacheOptions) (CacheEntries, error) {
+	var out CacheEntries
+	found := false
+	for _, c := range []cache.LayerCache{t.Near(), t.Far()} {
+		if isNil(c) {
+			continue
+		}
+		e, err := cacheFor(c, o)
+		if errors.Is(err, ErrUnsupportedCache) {
+			continue
+		}
+		if err != nil {
+			return CacheEntries{}, err
+		}
+		out, found = out.Append(e), true
+	}
+	if !found {
+		return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: %T: %w: neither tier (%T, %T) has a BuildKit cache backend", t, ErrUnsupportedCache, t.Near(), t.Far())
+	}
+	return out, nil
+}
+
+// isNil reports whether c is nil or a nil pointer in an interface: a
+// typed nil has the methods but nothing behind them.
+func isNil(c any) bool {
 	if c == nil {
-		return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: nil cache: %w", ErrUnsupportedCache)
+		return true
 	}
-	return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: %T: %w (want *localfs.Store, *registry.LayerCache or *s3.Cache)", c, ErrUnsupportedCache)
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // LocalCache is a type=local cache in dir, an OCI image layout directory
@@ -430,43 +497,17 @@ func S3Cache(bucket, prefix string, opts ...CacheOption) (CacheEntries, error) {
 	return s3Attrs(bucket, prefix, s3.DefaultBlobsPrefix, s3.DefaultManifestsPrefix, o)
 }
 
-// s3Entries reads the layout and the client settings off an *s3.Cache.
-// The Cache tells its key prefixes only as whole keys (BlobKey,
-// ManifestKey), so they are split back into prefix, blobs_prefix and
-// manifests_prefix; BuildKit joins them the same way.
-func s3Entries(c *s3.Cache, o *cacheOptions) (CacheEntries, error) {
-	var cl *awss3.Client
-	if c.As(&cl) && cl != nil {
-		co := cl.Options()
-		if o.region == "" {
-			o.region = co.Region
-		}
-		if !o.endpointSet && co.BaseEndpoint != nil && *co.BaseEndpoint != "" {
-			o.endpoint, o.pathStyle, o.endpointSet = *co.BaseEndpoint, co.UsePathStyle, true
-		}
+// s3Entries takes the layout and the client settings of an s3 cache; the
+// options override the region and the endpoint.
+func s3Entries(l s3.Location, o *cacheOptions) (CacheEntries, error) {
+	oo := *o
+	if oo.region == "" {
+		oo.region = l.Region
 	}
-	probe := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
-	blobs := strings.TrimSuffix(c.BlobKey(probe), probe.String())
-	manifests := c.ManifestKey("")
-	prefix, bp, mp := splitS3Prefixes(blobs, manifests)
-	return s3Attrs(c.Bucket(), prefix, bp, mp, o)
-}
-
-// splitS3Prefixes splits the whole blob and manifest key prefixes into
-// BuildKit's prefix, blobs_prefix and manifests_prefix: the defaults when
-// they fit, else the common part up to a "/".
-func splitS3Prefixes(blobs, manifests string) (prefix, bp, mp string) {
-	if p, ok := strings.CutSuffix(blobs, s3.DefaultBlobsPrefix); ok {
-		if q, ok := strings.CutSuffix(manifests, s3.DefaultManifestsPrefix); ok && p == q {
-			return p, s3.DefaultBlobsPrefix, s3.DefaultManifestsPrefix
-		}
+	if !oo.endpointSet && l.Endpoint != "" {
+		oo.endpoint, oo.pathStyle, oo.endpointSet = l.Endpoint, l.PathStyle, true
 	}
-	n := 0
-	for n < len(blobs) && n < len(manifests) && blobs[n] == manifests[n] {
-		n++
-	}
-	n = strings.LastIndexByte(blobs[:n], '/') + 1
-	return blobs[:n], blobs[n:], manifests[n:]
+	return s3Attrs(l.Bucket, l.Prefix, l.BlobsPrefix, l.ManifestsPrefix, &oo)
 }
 
 func s3Attrs(bucket, prefix, blobsPrefix, manifestsPrefix string, o *cacheOptions) (CacheEntries, error) {

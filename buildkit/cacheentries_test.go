@@ -12,9 +12,21 @@ import (
 	"github.com/moby/buildkit/client"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/registry"
 	"github.com/buildcache/buildcache/s3"
+	"github.com/buildcache/buildcache/tier"
+)
+
+// The backends have the methods CacheFor and PinBaseImages look for: a
+// renamed method would otherwise turn into ErrUnsupportedCache.
+var (
+	_ layoutDir    = (*localfs.Store)(nil)
+	_ LayoutStore  = (*localfs.Store)(nil)
+	_ registryRepo = (*registry.LayerCache)(nil)
+	_ s3Located    = (*s3.Cache)(nil)
+	_ tiered       = (*tier.Cache)(nil)
 )
 
 type attrs = map[string]string
@@ -148,6 +160,69 @@ func TestCacheFor(t *testing.T) {
 	}
 }
 
+// TestCacheForTier checks that CacheFor sees through a tier: the near
+// tier's directory for a local entry, the far tier for the shared one,
+// imported and exported in that order.
+func TestCacheForTier(t *testing.T) {
+	store := newStore(t)
+	dir := store.Dir()
+	s3c := newS3Cache(t, awss3.Options{Region: "eu-west-1"}, "ci/")
+	lc, err := registry.NewLayerCache("harbor.example.com/ci/cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := memory.NewLayerCache(1 << 20)
+	newTier := func(near, far cache.LayerCache) *tier.Cache {
+		c, err := tier.New(near, far)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	local := CacheEntries{
+		Imports: entry("local", attrs{"src": dir, "tag": "latest"}),
+		Exports: entry("local", attrs{"dest": dir, "tag": "latest", "mode": "max"}),
+	}
+	s3a := attrs{"bucket": "ci-cache", "region": "eu-west-1", "prefix": "ci/", "blobs_prefix": "blobs/", "manifests_prefix": "manifests/", "name": "buildkit"}
+	s3e := CacheEntries{Imports: entry("s3", s3a), Exports: entry("s3", attrs{"mode": "max"})}
+	for k, v := range s3a {
+		s3e.Exports[0].Attrs[k] = v
+	}
+	reg := CacheEntries{
+		Imports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache"}),
+		Exports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache", "mode": "max"}),
+	}
+	for _, tt := range []struct {
+		name  string
+		cache cache.LayerCache
+		want  CacheEntries
+	}{
+		{"localfs+s3", newTier(store, s3c), local.Append(s3e)},
+		{"localfs+registry", newTier(store, lc), local.Append(reg)},
+		{"memory+s3: the far tier alone", newTier(mem, s3c), s3e},
+		{"localfs+memory: the near tier alone", newTier(store, mem), local},
+		{"a tier of tiers", newTier(newTier(store, mem), s3c), local.Append(s3e)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CacheFor(tt.cache)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("CacheFor (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	if _, err := CacheFor(newTier(mem, mem)); !errors.Is(err, ErrUnsupportedCache) {
+		t.Errorf("CacheFor(memory+memory) = %v, want ErrUnsupportedCache", err)
+	}
+	// An option that one tier refuses fails the whole tier.
+	if _, err := CacheFor(newTier(store, s3c), WithCompression("zstd")); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Errorf("CacheFor(localfs+s3, zstd) = %v, want the s3 tier's refusal", err)
+	}
+}
+
 // TestS3KeysAgree checks that BuildKit, reading the attributes CacheFor
 // gives it, puts blobs and manifests exactly where the s3 package does:
 // BuildKit's s3 cache keys a blob prefix + blobs_prefix + "sha256:<hex>"
@@ -241,6 +316,7 @@ func TestCacheEntriesErrors(t *testing.T) {
 		"wrapped cache":           {func() (CacheEntries, error) { return CacheFor(struct{ cache.LayerCache }{store}) }, ErrUnsupportedCache, "struct"},
 		"nil":                     {func() (CacheEntries, error) { return CacheFor(nil) }, ErrUnsupportedCache, "nil cache"},
 		"nil pointer":             {func() (CacheEntries, error) { return CacheFor(nilStore) }, ErrUnsupportedCache, ""},
+		"nil *localfs.Store":      {func() (CacheEntries, error) { return CacheFor((*localfs.Store)(nil)) }, ErrUnsupportedCache, "nil cache"},
 		"layer cache's index tag": {func() (CacheEntries, error) { return CacheFor(lc, WithCacheName(lc.IndexTag())) }, nil, "keeps its index"},
 		"reset on localfs":        {func() (CacheEntries, error) { return CacheFor(store, WithAttr("reset", "true")) }, nil, "reset is refused"},
 		"both only":               {func() (CacheEntries, error) { return CacheFor(store, WithImportOnly(), WithExportOnly()) }, nil, "not both"},

@@ -38,9 +38,16 @@
 // OCI image layout, which BuildKit's client writes blobs into with
 // containerd's content store and tags in index.json), a *s3.Cache to
 // type=s3 with the same bucket and key layout (BuildKit's
-// <prefix><blobs_prefix>sha256:<hex> is the Cache's BlobKey), and a
-// *registry.LayerCache to type=registry on its repository. LocalCache,
-// RegistryCache and S3Cache build the entries from names instead.
+// <prefix><blobs_prefix>sha256:<hex> is the Cache's BlobKey), a
+// *registry.LayerCache to type=registry on its repository, and a
+// *tier.Cache to its near tier's entries followed by its far tier's. It
+// asks each cache what it can tell (Dir, Location, Repository, Near and
+// Far), not what type it is, so a wrapper that forwards those methods
+// maps too. LocalCache, RegistryCache and S3Cache build the entries from
+// names instead.
+//
+// PinBaseImages reads blobs through a LayoutStore (Get, Stat and Dir, as a
+// *localfs.Store has) and the Dockerfile with buildkit/internal/dockerfile.
 //
 // # Sharing a directory with BuildKit
 //

@@ -20,8 +20,8 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/buildcache/buildcache/buildkit/internal/dockerfile"
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/localfs"
 )
 
 // PinMode says how pinned base images reach the build.
@@ -58,10 +58,10 @@ var (
 	// ErrInvalidDockerfile: the Dockerfile does not parse, names an
 	// invalid image reference or an unknown target stage, or uses a
 	// construct BuildKit rejects.
-	ErrInvalidDockerfile = errors.New("invalid Dockerfile")
+	ErrInvalidDockerfile = dockerfile.ErrInvalid
 	// ErrUndefinedArg: a FROM uses a variable no ARG before the first FROM
 	// declares, or expands to nothing. It is also ErrInvalidDockerfile.
-	ErrUndefinedArg = fmt.Errorf("%w: undefined ARG", ErrInvalidDockerfile)
+	ErrUndefinedArg = dockerfile.ErrUndefinedArg
 	// ErrPlatformNotFound: the resolved image has no manifest for a
 	// platform the build needs.
 	ErrPlatformNotFound = errors.New("image has no manifest for the platform")
@@ -69,6 +69,13 @@ var (
 	// so a named context for the image would replace the stage.
 	ErrContextConflict = errors.New("named context would replace a stage")
 )
+
+// LineError is an error about one line of a Dockerfile. Its message starts
+// with "Dockerfile:<line>:" as BuildKit's do, so a user can find the line;
+// errors.Is and errors.As reach the error it wraps. File is "Dockerfile"
+// unless WithFilename says otherwise; Line is 1-based, 0 if the error
+// concerns no single line.
+type LineError = dockerfile.LineError
 
 // PinnedImage is one external base image of a Dockerfile resolved for one
 // platform.
@@ -248,6 +255,16 @@ func makePinOptions(opts []PinOption) (*pinOptions, error) {
 	return o, nil
 }
 
+// LayoutStore is what PinBaseImages needs of the store the resolver keeps
+// images in: its blobs, to check that everything the build reads is
+// there, and its directory, an OCI image layout that BuildKit reads them
+// from. A *localfs.Store is one.
+type LayoutStore interface {
+	cache.Getter
+	cache.Stater
+	Dir() string
+}
+
 // imageGroup is one external image (by normalized reference) and every use
 // of it.
 type imageGroup struct {
@@ -255,7 +272,7 @@ type imageGroup struct {
 	ref       string // as the first use wrote it, after ARG expansion
 	line      int
 	platforms []ocispecs.Platform
-	uses      []imageUse
+	uses      []dockerfile.Use
 	res       *cache.ResolvedImage
 }
 
@@ -290,7 +307,7 @@ func platformStrings(ps []ocispecs.Platform) []string {
 //
 // Errors name the Dockerfile line (*LineError) and keep the resolver's
 // error in the chain: errors.Is(err, cache.ErrOffline) works.
-func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseImageResolver, store *localfs.Store, opts ...PinOption) (*Pinned, error) {
+func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageResolver, store LayoutStore, opts ...PinOption) (*Pinned, error) {
 	o, err := makePinOptions(opts)
 	if err != nil {
 		return nil, err
@@ -298,10 +315,10 @@ func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseIm
 	if resolver == nil {
 		return nil, errors.New("buildkit: PinBaseImages: nil resolver")
 	}
-	if o.mode == NamedContexts && store == nil {
+	if o.mode == NamedContexts && isNil(store) {
 		return nil, errors.New("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in")
 	}
-	df, err := parseDockerfile(dockerfile, o.filename)
+	df, err := dockerfile.Parse(src, o.filename)
 	if err != nil {
 		return nil, err
 	}
@@ -309,20 +326,20 @@ func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseIm
 	var groups []*imageGroup
 	byRef := map[string]*imageGroup{}
 	for _, tp := range o.platforms {
-		uses, err := df.evaluate(tp, o.build, o)
+		uses, err := df.Evaluate(dockerfile.Target{Platform: tp, BuildPlatform: o.build, Stage: o.target, BuildArgs: o.buildArgs})
 		if err != nil {
 			return nil, err
 		}
 		for _, u := range uses {
-			g := byRef[u.named.String()]
+			g := byRef[u.Named.String()]
 			if g == nil {
-				g = &imageGroup{named: u.named, ref: u.ref, line: u.site.line()}
-				byRef[u.named.String()] = g
+				g = &imageGroup{named: u.Named, ref: u.Ref, line: u.Site.Line()}
+				byRef[u.Named.String()] = g
 				groups = append(groups, g)
 			}
 			g.uses = append(g.uses, u)
-			if !slices.ContainsFunc(g.platforms, func(p ocispecs.Platform) bool { return platforms.Format(p) == platforms.Format(u.platform) }) {
-				g.platforms = append(g.platforms, u.platform)
+			if !slices.ContainsFunc(g.platforms, func(p ocispecs.Platform) bool { return platforms.Format(p) == platforms.Format(u.Platform) }) {
+				g.platforms = append(g.platforms, u.Platform)
 			}
 		}
 	}
@@ -347,12 +364,12 @@ func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseIm
 				Source: g.res.Source, Line: g.line,
 			}
 			for _, u := range g.uses {
-				if platforms.Format(u.platform) == img.Platform && !slices.Contains(img.Stages, u.stage.label()) {
-					img.Stages = append(img.Stages, u.stage.label())
+				if platforms.Format(u.Platform) == img.Platform && !slices.Contains(img.Stages, u.Stage.Label()) {
+					img.Stages = append(img.Stages, u.Stage.Label())
 				}
 			}
 			if o.mode == NamedContexts {
-				img.ContextKey = contextKey(g.named, p)
+				img.ContextKey = dockerfile.ContextKey(g.named, p)
 			}
 			pinned.Images = append(pinned.Images, img)
 		}
@@ -365,7 +382,7 @@ func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseIm
 		for _, img := range pinned.Images {
 			if !checked[img.Manifest] {
 				if err := checkStored(ctx, store, img.Manifest); err != nil {
-					return nil, &LineError{File: df.name, Line: img.Line, Err: fmt.Errorf("%s for %s: %w (does the resolver keep images in this store?)", img.Ref, img.Platform, err)}
+					return nil, &LineError{File: df.Name, Line: img.Line, Err: fmt.Errorf("%s for %s: %w (does the resolver keep images in this store?)", img.Ref, img.Platform, err)}
 				}
 				checked[img.Manifest] = true
 			}
@@ -389,16 +406,16 @@ func PinBaseImages(ctx context.Context, dockerfile []byte, resolver cache.BaseIm
 // checkContextConflicts refuses an image whose context name is also a
 // stage's: the frontend looks every stage name up as a named context too,
 // and a context found for it replaces the whole stage.
-func checkContextConflicts(df *dockerfile, groups []*imageGroup) error {
+func checkContextConflicts(df *dockerfile.File, groups []*imageGroup) error {
 	for _, g := range groups {
-		name := contextName(g.named)
-		for _, st := range df.stages {
-			if st.name == "" {
+		name := dockerfile.ContextName(g.named)
+		for _, st := range df.Stages {
+			if st.Name == "" {
 				continue
 			}
-			if sn, ok := stageContextName(st.name); ok && sn == name {
-				return &LineError{File: df.name, Line: g.line, Err: fmt.Errorf("%w: image %q and stage %q (line %d) share the context name %q; rename the stage or use RewriteFrom",
-					ErrContextConflict, g.ref, st.name, st.from.line(), name)}
+			if sn, ok := dockerfile.StageContextName(st.Name); ok && sn == name {
+				return &LineError{File: df.Name, Line: g.line, Err: fmt.Errorf("%w: image %q and stage %q (line %d) share the context name %q; rename the stage or use RewriteFrom",
+					ErrContextConflict, g.ref, st.Name, st.From.Line(), name)}
 			}
 		}
 	}
@@ -408,7 +425,7 @@ func checkContextConflicts(df *dockerfile, groups []*imageGroup) error {
 // resolveGroups resolves every image once, with all its platforms, a few
 // at a time. The error reported is the first image's in Dockerfile order,
 // whatever finished first.
-func resolveGroups(ctx context.Context, df *dockerfile, resolver cache.BaseImageResolver, groups []*imageGroup, o *pinOptions) error {
+func resolveGroups(ctx context.Context, df *dockerfile.File, resolver cache.BaseImageResolver, groups []*imageGroup, o *pinOptions) error {
 	errs := make([]error, len(groups))
 	var eg errgroup.Group
 	eg.SetLimit(4)
@@ -421,7 +438,7 @@ func resolveGroups(ctx context.Context, df *dockerfile, resolver cache.BaseImage
 				err = errors.New("resolver returned nothing")
 			}
 			if err != nil {
-				errs[i] = &LineError{File: df.name, Line: g.line, Err: fmt.Errorf("resolve %q for %s: %w", g.ref, strings.Join(ps, ", "), err)}
+				errs[i] = &LineError{File: df.Name, Line: g.line, Err: fmt.Errorf("resolve %q for %s: %w", g.ref, strings.Join(ps, ", "), err)}
 				return nil
 			}
 			g.res = res
@@ -443,7 +460,7 @@ func firstErr(errs []error) error {
 
 // manifestFor is the manifest of g for platform p. A single-platform image
 // serves every platform, as BuildKit uses it whatever the platform asked.
-func manifestFor(df *dockerfile, g *imageGroup, p ocispecs.Platform) (v1.Hash, error) {
+func manifestFor(df *dockerfile.File, g *imageGroup, p ocispecs.Platform) (v1.Hash, error) {
 	ps := platforms.Format(p)
 	if m, ok := g.res.Manifests[ps]; ok {
 		return m, nil
@@ -456,7 +473,7 @@ func manifestFor(df *dockerfile, g *imageGroup, p ocispecs.Platform) (v1.Hash, e
 		}
 	}
 	have := slices.Sorted(maps.Keys(g.res.Manifests))
-	return v1.Hash{}, &LineError{File: df.name, Line: g.line, Err: fmt.Errorf("%q resolved to %s: %w %s (it has %s)", g.ref, g.res.Digest, ErrPlatformNotFound, ps, strings.Join(have, ", "))}
+	return v1.Hash{}, &LineError{File: df.Name, Line: g.line, Err: fmt.Errorf("%q resolved to %s: %w %s (it has %s)", g.ref, g.res.Digest, ErrPlatformNotFound, ps, strings.Join(have, ", "))}
 }
 
 // maxManifestBytes bounds the manifests checkStored reads; registries
@@ -466,7 +483,7 @@ const maxManifestBytes = 4 << 20
 // checkStored checks that the platform manifest m, its config and its
 // layers are in store: everything BuildKit reads through an oci-layout
 // context that points at a platform manifest. (The index is not read.)
-func checkStored(ctx context.Context, store *localfs.Store, m v1.Hash) error {
+func checkStored(ctx context.Context, store LayoutStore, m v1.Hash) error {
 	rc, err := store.Get(ctx, m)
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", m, err)
@@ -495,43 +512,23 @@ func checkStored(ctx context.Context, store *localfs.Store, m v1.Hash) error {
 // rewriteDockerfile appends each image's resolved digest to every place
 // that names it, and checks that BuildKit's parser reads the result as the
 // same Dockerfile with the digests added.
-func rewriteDockerfile(df *dockerfile, groups []*imageGroup) ([]byte, error) {
-	digests := map[*site]string{}
-	names := map[*site]string{}
+func rewriteDockerfile(df *dockerfile.File, groups []*imageGroup) ([]byte, error) {
+	digests := map[*dockerfile.Site]string{}
+	names := map[*dockerfile.Site]string{}
 	for _, g := range groups {
 		if _, ok := g.named.(reference.Digested); ok {
 			continue // pinned already
 		}
 		for _, u := range g.uses {
-			if prev, ok := names[u.site]; ok && prev != g.named.String() {
-				return nil, &LineError{File: df.name, Line: u.site.line(), Err: fmt.Errorf("%q names a different image per platform (%s, %s): RewriteFrom cannot pin it, NamedContexts can",
-					u.site.raw, prev, g.named.String())}
+			if prev, ok := names[u.Site]; ok && prev != g.named.String() {
+				return nil, &LineError{File: df.Name, Line: u.Site.Line(), Err: fmt.Errorf("%q names a different image per platform (%s, %s): RewriteFrom cannot pin it, NamedContexts can",
+					u.Site.Raw, prev, g.named.String())}
 			}
-			names[u.site] = g.named.String()
-			digests[u.site] = g.res.Digest.String()
+			names[u.Site] = g.named.String()
+			digests[u.Site] = g.res.Digest.String()
 		}
 	}
-	out, err := df.rewrite(digests)
-	if err != nil {
-		return nil, err
-	}
-	again, err := parseDockerfile(out, df.name)
-	if err != nil {
-		return nil, fmt.Errorf("buildkit: the rewritten Dockerfile does not parse: %w", err)
-	}
-	if len(again.sites) != len(df.sites) {
-		return nil, fmt.Errorf("buildkit: the rewritten Dockerfile has %d image references, the original %d", len(again.sites), len(df.sites))
-	}
-	for i, s := range df.sites {
-		want := s.raw
-		if d, ok := digests[s]; ok {
-			want += "@" + d
-		}
-		if got := again.sites[i]; got.raw != want || got.kind != s.kind || got.line() != s.line() {
-			return nil, &LineError{File: df.name, Line: s.line(), Err: fmt.Errorf("rewriting %q gave %q, want %q", s.raw, got.raw, want)}
-		}
-	}
-	return out, nil
+	return df.Rewrite(digests)
 }
 
 // errReadOnly refuses changes to the store through the session.
@@ -542,6 +539,8 @@ var errReadOnly = fmt.Errorf("buildcache: the store behind named contexts is rea
 // the daemon write and delete too; nothing should, in a store shared with
 // other builds and processes.
 type readOnlyStore struct{ content.Store }
+
+var _ content.Store = readOnlyStore{}
 
 func (readOnlyStore) Delete(context.Context, digest.Digest) error { return errReadOnly }
 func (readOnlyStore) Abort(context.Context, string) error         { return errReadOnly }

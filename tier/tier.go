@@ -7,7 +7,11 @@
 // tier synchronously, or in the background with WithAsyncFar. A far tier
 // that fails (down, throttling, wrong credentials) is not a failure of the
 // cache: the near tier keeps serving, and the failure is counted in
-// Stats().FarErrors.
+// StatsByTier().FarErrors.
+//
+// The roots of cache.RootIndex (what a registry.Resolver records) are the
+// near tier's: a resolver over a tier whose near tier is a localfs.Store
+// remembers its references across restarts, as it would over the store.
 package tier
 
 import (
@@ -34,6 +38,8 @@ type Cache struct {
 	fills     atomic.Uint64
 	farErrors atomic.Uint64
 
+	memIndex memIndex // the roots, when the near tier keeps none
+
 	mu       sync.Mutex
 	pending  int64                    // bytes queued for background far writes
 	inflight map[string]chan struct{} // background far writes by digest
@@ -43,6 +49,7 @@ type Cache struct {
 var (
 	_ cache.LayerCache    = (*Cache)(nil)
 	_ cache.StatsReporter = (*Cache)(nil)
+	_ cache.RootIndex     = (*Cache)(nil)
 )
 
 type options struct {
@@ -81,6 +88,13 @@ func New(near, far cache.LayerCache, opts ...Option) (*Cache, error) {
 	return c, nil
 }
 
+// Near is the near tier, as given to New: what it can do beyond
+// cache.LayerCache (a directory, an index of roots) is reached through it.
+func (c *Cache) Near() cache.LayerCache { return c.near }
+
+// Far is the far tier, as given to New.
+func (c *Cache) Far() cache.LayerCache { return c.far }
+
 // Stats describes a tiered cache: its own counters (as one cache), and how
 // reads were served.
 type Stats struct {
@@ -95,8 +109,10 @@ type Stats struct {
 // Stats implements cache.StatsReporter.
 func (c *Cache) Stats() cache.Stats { return c.stats.Snapshot() }
 
-// TierStats reports per-tier figures.
-func (c *Cache) TierStats() Stats {
+// StatsByTier reports the cache's own counters with how reads were
+// served and each tier's counters (those of a tier that reports none are
+// zero).
+func (c *Cache) StatsByTier() Stats {
 	s := Stats{
 		Stats:     c.stats.Snapshot(),
 		NearHits:  c.nearHits.Load(),

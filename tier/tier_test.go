@@ -93,7 +93,7 @@ func TestReadFromFarFillsNear(t *testing.T) {
 	if _, err := read(t, c, b.Digest); err != nil {
 		t.Fatal(err)
 	}
-	st := c.TierStats()
+	st := c.StatsByTier()
 	if st.FarHits != 1 || st.NearHits != 1 || st.Fills != 1 {
 		t.Fatalf("stats %+v, want 1 far hit, then 1 near hit, 1 fill", st)
 	}
@@ -193,7 +193,7 @@ func TestFarTierDownDegradesToNear(t *testing.T) {
 		if err := c.Walk(t.Context(), func(v1.Hash, int64) error { n++; return nil }); err != nil || n != 1 {
 			t.Fatalf("Walk with the far tier down = %d, %v; want the near blob", n, err)
 		}
-		if st := c.TierStats(); st.FarErrors < 3 || c.LastFarError() == nil {
+		if st := c.StatsByTier(); st.FarErrors < 3 || c.LastFarError() == nil {
 			t.Fatalf("far failures not counted: %+v", st)
 		}
 	}

@@ -110,7 +110,7 @@ func run(ctx context.Context, endpoint, bucket string, nLayers, mib int) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "runner\tbuild\tnear hits\tfar hits\tmisses (built)\tfilled near\tMiB from bucket\tMiB to bucket")
 	buildOnce := func(name string, n int, c *tier.Cache, far *s3cache.Cache) (built int, err error) {
-		before, farBefore := c.TierStats(), far.Stats()
+		before, farBefore := c.StatsByTier(), far.Stats()
 		for _, b := range build {
 			rc, err := c.Get(ctx, b.d)
 			switch {
@@ -129,7 +129,7 @@ func run(ctx context.Context, endpoint, bucket string, nLayers, mib int) error {
 				return built, err
 			}
 		}
-		after, farAfter := c.TierStats(), far.Stats()
+		after, farAfter := c.StatsByTier(), far.Stats()
 		fmt.Fprintf(tw, "%s\t#%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\n", name, n,
 			after.NearHits-before.NearHits, after.FarHits-before.FarHits, built, after.Fills-before.Fills,
 			float64(farAfter.BytesOut-farBefore.BytesOut)/(1<<20), float64(farAfter.BytesIn-farBefore.BytesIn)/(1<<20))

@@ -8,6 +8,11 @@
 //	RUN ["/prog", "fail"]               # prints to stderr and exits 3
 //
 // Building /prog needs the go command.
+//
+// RandomIndex makes multi-platform images of random layers, for tests
+// that move images about and never run them. Push and Store put an image
+// in a registry or a cache. Every function returns its error; ForTest(t)
+// has the same ones failing the test instead.
 package testimage
 
 import (

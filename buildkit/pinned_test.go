@@ -21,9 +21,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -32,6 +29,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -718,57 +716,6 @@ func dump(t *testing.T, src []byte) []string {
 	return out
 }
 
-func TestUndeclaredVar(t *testing.T) {
-	declared := map[string]bool{"A": true}
-	for word, want := range map[string]string{
-		"alpine":         "",
-		"$A":             "",
-		"${A}":           "",
-		"$B":             "B",
-		"x${B}y":         "B",
-		"${B:-x}":        "",
-		"${B-x}":         "",
-		"${B:+x}":        "",
-		"${B:?x}":        "",
-		`\$B`:            "",
-		"'$B'":           "",
-		`"$B"`:           "B",
-		"$A$B_C":         "B_C",
-		"$":              "",
-		"${unterminated": "",
-	} {
-		got, _ := undeclaredVar(word, '\\', declared)
-		if got != want {
-			t.Errorf("undeclaredVar(%q) = %q, want %q", word, got, want)
-		}
-	}
-}
-
-// twoPlatformIndex is a random image index for linux/amd64 and
-// linux/arm64/v8, each image with two layers and a config naming its
-// platform, as on Docker Hub.
-func twoPlatformIndex(t *testing.T) v1.ImageIndex {
-	t.Helper()
-	var adds []mutate.IndexAddendum
-	for _, p := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}} {
-		img, err := random.Image(2048, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
-			t.Fatal(err)
-		}
-		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
-	}
-	return mutate.AppendManifests(empty.Index, adds...)
-}
-
 // TestPinBaseImagesRealResolver pins a two-platform image from an
 // in-process registry through registry.NewResolver into a localfs store,
 // and reads every blob BuildKit will ask for through the content store it
@@ -778,7 +725,8 @@ func TestPinBaseImagesRealResolver(t *testing.T) {
 	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(stdlog.New(io.Discard, "", 0))))
 	defer srv.Close()
 	ref := strings.TrimPrefix(srv.URL, "http://") + "/library/base:1"
-	idx := twoPlatformIndex(t)
+	// As on Docker Hub: linux/arm64 has variant v8.
+	idx := testimage.ForTest(t).RandomIndex([]string{"linux/amd64", "linux/arm64/v8"}, 2048, 2)
 	tag, err := name.ParseReference(ref)
 	if err != nil {
 		t.Fatal(err)
