@@ -13,13 +13,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildcache/buildcache/internal/testimage"
 )
 
 // testImage is a two-platform image pushed to an in-process registry.
@@ -40,35 +37,22 @@ func pushTestImage(t *testing.T) *testImage {
 	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	ti := &testImage{srv: srv, ref: strings.TrimPrefix(srv.URL, "http://") + "/app:v1"}
-	var idx v1.ImageIndex = empty.Index
-	manifests := map[string]any{}
-	for _, plat := range []string{"linux/amd64", "linux/arm64"} {
-		img, err := random.Image(1024, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, _ := v1.ParsePlatform(plat)
-		cf, _ := img.ConfigFile()
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture = p.OS, p.Architecture
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
-			t.Fatal(err)
-		}
-		d, _ := img.Digest()
-		manifests[plat] = d.String()
-		if plat == "linux/amd64" {
-			ti.amd = img
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: p}})
-	}
-	ref, err := name.ParseReference(ti.ref)
+	img := testimage.ForTest(t)
+	idx := img.RandomIndex([]string{"linux/amd64", "linux/arm64"}, 1024, 2)
+	im, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.WriteIndex(ref, idx); err != nil {
-		t.Fatal(err)
+	manifests := map[string]any{}
+	for _, desc := range im.Manifests {
+		manifests[desc.Platform.String()] = desc.Digest.String()
+		if desc.Platform.String() == "linux/amd64" {
+			if ti.amd, err = idx.Image(desc.Digest); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	d, _ := idx.Digest()
+	d := img.Push(ti.ref, idx)
 	ti.idx = idx
 	ti.want = map[string]any{"digest": d.String(), "manifests": manifests}
 	return ti
