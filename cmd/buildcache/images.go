@@ -96,36 +96,15 @@ terminal. With --json: {"images": [{"ref", "digest", "source",
 	}
 	f.add(cmd)
 	cmd.RunE = a.runE(func(cmd *cobra.Command, refs []string) error {
-		opts, err := f.options(refs)
-		if err != nil {
-			return err
-		}
-		b, err := a.newBatch(false)
-		if err != nil {
-			return err
-		}
-		out := []imageResult{}
-		for _, ref := range refs {
-			if cmd.Context().Err() != nil {
-				break // interrupted: the failure is reported, skip the rest
-			}
-			r := b.resolve(cmd.Context(), ref, opts)
-			out = append(out, r.imageResult)
+		return runBatch(cmd.Context(), a, &f, refs, false, func(_ context.Context, _ *batch, r resolved) imageResult {
 			if !a.json && r.Error == "" {
 				fmt.Fprintf(a.stdout, "%s %s %s\n", r.Ref, r.Digest, r.Source)
 				for _, p := range sortedKeys(r.Manifests) {
 					fmt.Fprintf(a.stdout, "  %s %s\n", p, r.Manifests[p])
 				}
 			}
-		}
-		if a.json {
-			if err := a.printJSON(struct {
-				Images []imageResult `json:"images"`
-			}{out}); err != nil {
-				return err
-			}
-		}
-		return b.result()
+			return r.imageResult
+		})
 	})
 	return cmd
 }
@@ -151,47 +130,55 @@ With --json: {"images": [{"ref", "digest", "source", "manifests",
 	}
 	f.add(cmd)
 	cmd.RunE = a.runE(func(cmd *cobra.Command, refs []string) error {
-		opts, err := f.options(refs)
-		if err != nil {
-			return err
-		}
-		b, err := a.newBatch(true)
-		if err != nil {
-			return err
-		}
-		out := []warmResult{}
-		for _, ref := range refs {
-			if cmd.Context().Err() != nil {
-				break // interrupted: the failure is reported, skip the rest
-			}
-			r := b.resolve(cmd.Context(), ref, opts)
+		return runBatch(cmd.Context(), a, &f, refs, true, func(ctx context.Context, b *batch, r resolved) warmResult {
 			w := warmResult{imageResult: r.imageResult, FetchedBlobs: r.fetched.BlobsFetched, FetchedBytes: r.fetched.BytesFetched}
 			if r.img != nil {
 				// Resolve has checked the image is complete; count it, and
 				// catch what went missing since (a gc in another process).
-				fp := footprintOf(cmd.Context(), b.store, r.img.Digest, r.img.Manifests)
+				fp := footprintOf(ctx, b.store, r.img.Digest, r.img.Manifests)
 				w.Blobs, w.Bytes = fp.Blobs, fp.Bytes
-				if err := fp.err(ref); err != nil {
+				if err := fp.err(r.Ref); err != nil {
 					b.fail(&w.imageResult, err)
 				}
 			}
-			out = append(out, w)
 			if !a.json && w.Error == "" {
 				fmt.Fprintf(a.stdout, "%s %s %s: %s, %s, %s stored; fetched %s, %s\n",
 					w.Ref, w.Digest, w.Source, plural(len(w.Manifests), "platform"), plural(w.Blobs, "blob"), humanize.IBytes(uint64(w.Bytes)),
 					plural(int(w.FetchedBlobs), "blob"), humanize.IBytes(w.FetchedBytes))
 			}
-		}
-		if a.json {
-			if err := a.printJSON(struct {
-				Images []warmResult `json:"images"`
-			}{out}); err != nil {
-				return err
-			}
-		}
-		return b.result()
+			return w
+		})
 	})
 	return cmd
+}
+
+// runBatch resolves refs one after the other; row prints each outcome and
+// returns what --json lists for it. It stops early when interrupted (the
+// failure is reported, the rest skipped) and returns the batch's result.
+func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string, logProgress bool, row func(context.Context, *batch, resolved) T) error {
+	opts, err := f.options(refs)
+	if err != nil {
+		return err
+	}
+	b, err := a.newBatch(logProgress)
+	if err != nil {
+		return err
+	}
+	out := []T{}
+	for _, ref := range refs {
+		if ctx.Err() != nil {
+			break
+		}
+		out = append(out, row(ctx, b, b.resolve(ctx, ref, opts)))
+	}
+	if a.json {
+		if err := a.printJSON(struct {
+			Images []T `json:"images"`
+		}{out}); err != nil {
+			return err
+		}
+	}
+	return b.result()
 }
 
 // resolved is one image's outcome in a batch.
