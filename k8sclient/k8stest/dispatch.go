@@ -1,0 +1,279 @@
+package k8stest
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// request is a parsed API request.
+type request struct {
+	t       *rtype
+	ns      string
+	name    string
+	sub     string
+	verb    string
+	cluster bool // no namespace in the path
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cw := &countingWriter{ResponseWriter: w, n: &s.bytesSent}
+	req, aerr := s.parse(r)
+	if aerr != nil {
+		s.count("", "")
+		writeJSON(cw, aerr.code, aerr.status())
+		return
+	}
+	s.count(req.verb, req.t.GVR.Resource)
+	if aerr := s.authorize(req); aerr != nil {
+		writeJSON(cw, aerr.code, aerr.status())
+		return
+	}
+	f := s.matchFault(req)
+	if f != nil && !s.applyFault(cw, r, req, f) {
+		return
+	}
+	if f != nil && f.HoldAnswer != nil && req.verb != VerbWatch {
+		rec := httptest.NewRecorder()
+		s.serve(&countingWriter{ResponseWriter: rec, n: new(atomic.Int64)}, r, req)
+		select {
+		case <-f.HoldAnswer:
+		case <-r.Context().Done():
+			return
+		case <-s.done:
+			return
+		}
+		maps.Copy(cw.Header(), rec.Header())
+		cw.WriteHeader(rec.Code)
+		cw.Write(rec.Body.Bytes())
+		return
+	}
+	s.serve(cw, r, req)
+}
+
+func (s *Server) serve(cw *countingWriter, r *http.Request, req *request) {
+	switch req.verb {
+	case VerbGet:
+		s.serveGet(cw, r, req)
+	case VerbList:
+		s.serveList(cw, r, req)
+	case VerbWatch:
+		s.serveWatch(cw, r, req, r.URL.Query())
+	case VerbCreate, VerbUpdate, VerbPatch:
+		s.serveWrite(cw, r, req)
+	case VerbDelete:
+		s.mu.Lock()
+		aerr := s.deleteLocked(req.t, req.ns, req.name)
+		s.mu.Unlock()
+		if aerr != nil {
+			writeJSON(cw, aerr.code, aerr.status())
+			return
+		}
+		writeJSON(cw, http.StatusOK, &metav1.Status{
+			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+			Status:   metav1.StatusSuccess,
+			Details:  &metav1.StatusDetails{Name: req.name, Group: req.t.GVR.Group, Kind: req.t.GVR.Resource},
+		})
+	default:
+		aerr := newAPIError(http.StatusMethodNotAllowed, nil, "", "")
+		writeJSON(cw, aerr.code, aerr.status())
+	}
+}
+
+func (s *Server) count(verb, resource string) {
+	s.mu.Lock()
+	s.counts[[2]string{verb, resource}]++
+	s.mu.Unlock()
+}
+
+// parse maps a request to a resource type, namespace, name and verb.
+func (s *Server) parse(r *http.Request) (*request, *apiError) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	var gv schema.GroupVersion
+	var rest []string
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		gv, rest = schema.GroupVersion{Version: parts[1]}, parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		gv, rest = schema.GroupVersion{Group: parts[1], Version: parts[2]}, parts[3:]
+	default:
+		return nil, newAPIError(http.StatusNotFound, nil, "", "the server could not find the requested resource")
+	}
+	req := &request{cluster: true}
+	if len(rest) >= 3 && rest[0] == "namespaces" {
+		req.ns, req.cluster, rest = rest[1], false, rest[2:]
+	}
+	if len(rest) == 0 || len(rest) > 3 {
+		return nil, newAPIError(http.StatusNotFound, nil, "", "the server could not find the requested resource")
+	}
+	s.mu.Lock()
+	req.t = s.types[gv.WithResource(rest[0])]
+	s.mu.Unlock()
+	if req.t == nil || (!req.t.Namespaced && !req.cluster) {
+		return nil, newAPIError(http.StatusNotFound, nil, "", "the server could not find the requested resource")
+	}
+	if len(rest) > 1 {
+		req.name = rest[1]
+	}
+	if len(rest) > 2 {
+		if rest[2] != "status" {
+			return nil, newAPIError(http.StatusNotFound, nil, "", "the server could not find the requested resource")
+		}
+		req.sub = rest[2]
+	}
+	named := req.name != ""
+	switch {
+	case r.Method == http.MethodGet && named:
+		req.verb = VerbGet
+	case r.Method == http.MethodGet:
+		req.verb = VerbList
+		if w := r.URL.Query().Get("watch"); w == "true" || w == "1" {
+			req.verb = VerbWatch
+		}
+	case r.Method == http.MethodPost && !named:
+		req.verb = VerbCreate
+	case r.Method == http.MethodPut && named:
+		req.verb = VerbUpdate
+	case r.Method == http.MethodPatch && named:
+		req.verb = VerbPatch
+	case r.Method == http.MethodDelete && named:
+		req.verb = VerbDelete
+	default:
+		return nil, newAPIError(http.StatusMethodNotAllowed, nil, "", "")
+	}
+	if req.t.Namespaced && req.cluster && req.verb != VerbList && req.verb != VerbWatch {
+		return nil, newAPIError(http.StatusNotFound, nil, "", "the server could not find the requested resource")
+	}
+	return req, nil
+}
+
+func (s *Server) authorize(req *request) *apiError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.allowed == nil || s.allowed[req.verb] {
+		return nil
+	}
+	scope := "at the cluster scope"
+	if !req.cluster {
+		scope = fmt.Sprintf("in the namespace %q", req.ns)
+	}
+	msg := fmt.Sprintf("%s is forbidden: User \"system:serviceaccount:default:buildcache\" cannot %s resource %q in API group %q %s",
+		req.t.GVR.GroupResource(), req.verb, req.t.GVR.Resource, req.t.GVR.Group, scope)
+	return newAPIError(http.StatusForbidden, req.t, req.name, msg)
+}
+
+func (s *Server) matchFault(req *request) *fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.faults {
+		if f.left == 0 ||
+			(f.Verb != "" && f.Verb != req.verb) ||
+			(f.Resource != "" && f.Resource != req.t.GVR.Resource) ||
+			(f.Namespace != "" && f.Namespace != req.ns) ||
+			(f.Name != "" && f.Name != req.name) {
+			continue
+		}
+		if f.left > 0 {
+			f.left--
+		}
+		return f
+	}
+	return nil
+}
+
+// applyFault waits and answers as f says; it reports whether the request
+// is still to be served.
+func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, req *request, f *fault) bool {
+	if f.Delay > 0 {
+		t := time.NewTimer(f.Delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			return false
+		case <-s.done:
+			return false
+		}
+	}
+	if f.Hold != nil {
+		select {
+		case <-f.Hold:
+		case <-r.Context().Done():
+			return false
+		case <-s.done:
+			return false
+		}
+	}
+	if f.Code == 0 {
+		return true
+	}
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	aerr := newAPIError(f.Code, req.t, req.name, f.Message)
+	writeJSON(w, aerr.code, aerr.status())
+	return false
+}
+
+func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, req *request) {
+	s.mu.Lock()
+	st := req.t.objs[req.ns+"/"+req.name]
+	var pb []byte
+	if st != nil && wantsProtobuf(r) {
+		pb = s.protoLocked(req.t, st)
+	}
+	s.mu.Unlock()
+	if st == nil {
+		aerr := notFound(req.t, req.name)
+		writeJSON(w, aerr.code, aerr.status())
+		return
+	}
+	if pb != nil {
+		writeProtobuf(w, http.StatusOK, envelope(req.t.GVR.GroupVersion().String(), req.t.Kind, pb))
+		return
+	}
+	writeRaw(w, http.StatusOK, st.raw)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeRaw(w, code, raw)
+}
+
+func writeRaw(w http.ResponseWriter, code int, raw []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+	w.WriteHeader(code)
+	w.Write(raw)
+}
+
+// countingWriter counts the body bytes written.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
