@@ -111,14 +111,7 @@ func (s *Server) Create(gvr schema.GroupVersionResource, obj *unstructured.Unstr
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.typeLocked(gvr)
-	if err != nil {
-		return nil, err
-	}
-	st, aerr := s.createLocked(t, obj.GetNamespace(), raw)
-	return decodeOrErr(st, aerr)
+	return s.direct(gvr, func(t *rtype) (*stored, *apiError) { return s.createLocked(t, obj.GetNamespace(), raw) })
 }
 
 // Update replaces an object as a PUT would (409 Conflict if obj carries a
@@ -128,56 +121,43 @@ func (s *Server) Update(gvr schema.GroupVersionResource, obj *unstructured.Unstr
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.typeLocked(gvr)
-	if err != nil {
-		return nil, err
-	}
-	st, aerr := s.updateLocked(t, obj.GetNamespace(), obj.GetName(), raw)
-	return decodeOrErr(st, aerr)
+	return s.direct(gvr, func(t *rtype) (*stored, *apiError) {
+		return s.updateLocked(t, obj.GetNamespace(), obj.GetName(), raw)
+	})
 }
 
 // Delete removes an object as a DELETE would, without a request.
 func (s *Server) Delete(gvr schema.GroupVersionResource, namespace, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.typeLocked(gvr)
-	if err != nil {
-		return err
-	}
-	if aerr := s.deleteLocked(t, namespace, name); aerr != nil {
-		return aerr.statusError()
-	}
-	return nil
+	_, err := s.direct(gvr, func(t *rtype) (*stored, *apiError) { return nil, s.deleteLocked(t, namespace, name) })
+	return err
 }
 
 // Get returns an object as the server holds it, without a request.
 func (s *Server) Get(gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := s.typeLocked(gvr)
-	if err != nil {
-		return nil, err
-	}
-	st := t.objs[namespace+"/"+name]
-	if st == nil {
-		return nil, notFound(t, name).statusError()
-	}
-	return decodeOrErr(st, nil)
+	return s.direct(gvr, func(t *rtype) (*stored, *apiError) {
+		if st := t.objs[namespace+"/"+name]; st != nil {
+			return st, nil
+		}
+		return nil, notFound(t, name)
+	})
 }
 
-func (s *Server) typeLocked(gvr schema.GroupVersionResource) (*rtype, error) {
+// direct runs fn on gvr's type under s.mu, for the methods above that act
+// on the server's state without a request, and returns the object fn
+// stored or found, decoded (nil if none), or fn's error as a StatusError.
+func (s *Server) direct(gvr schema.GroupVersionResource, fn func(t *rtype) (*stored, *apiError)) (*unstructured.Unstructured, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	t := s.types[gvr]
 	if t == nil {
 		return nil, fmt.Errorf("k8stest: %s is not registered", gvr)
 	}
-	return t, nil
-}
-
-func decodeOrErr(st *stored, aerr *apiError) (*unstructured.Unstructured, error) {
+	st, aerr := fn(t)
 	if aerr != nil {
 		return nil, aerr.statusError()
+	}
+	if st == nil {
+		return nil, nil
 	}
 	u := &unstructured.Unstructured{}
 	if err := u.UnmarshalJSON(st.raw); err != nil {

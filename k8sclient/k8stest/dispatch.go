@@ -1,12 +1,10 @@
 package k8stest
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,25 +24,25 @@ type request struct {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	cw := &countingWriter{ResponseWriter: w, n: &s.bytesSent}
+	rw := &response{ResponseWriter: w, n: &s.bytesSent}
 	req, aerr := s.parse(r)
 	if aerr != nil {
 		s.count("", "")
-		writeJSON(cw, aerr.code, aerr.status())
+		rw.error(aerr)
 		return
 	}
 	s.count(req.verb, req.t.GVR.Resource)
 	if aerr := s.authorize(req); aerr != nil {
-		writeJSON(cw, aerr.code, aerr.status())
+		rw.error(aerr)
 		return
 	}
 	f := s.matchFault(req)
-	if f != nil && !s.applyFault(cw, r, req, f) {
+	if f != nil && !s.applyFault(rw, r, req, f) {
 		return
 	}
 	if f != nil && f.HoldAnswer != nil && req.verb != VerbWatch {
 		rec := httptest.NewRecorder()
-		s.serve(&countingWriter{ResponseWriter: rec, n: new(atomic.Int64)}, r, req)
+		s.serve(&response{ResponseWriter: rec, n: new(atomic.Int64)}, r, req)
 		select {
 		case <-f.HoldAnswer:
 		case <-r.Context().Done():
@@ -52,40 +50,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-s.done:
 			return
 		}
-		maps.Copy(cw.Header(), rec.Header())
-		cw.WriteHeader(rec.Code)
-		cw.Write(rec.Body.Bytes())
+		maps.Copy(rw.Header(), rec.Header())
+		rw.WriteHeader(rec.Code)
+		rw.write(rec.Body.Bytes())
 		return
 	}
-	s.serve(cw, r, req)
+	s.serve(rw, r, req)
 }
 
-func (s *Server) serve(cw *countingWriter, r *http.Request, req *request) {
+func (s *Server) serve(w *response, r *http.Request, req *request) {
 	switch req.verb {
 	case VerbGet:
-		s.serveGet(cw, r, req)
+		s.serveGet(w, r, req)
 	case VerbList:
-		s.serveList(cw, r, req)
+		s.serveList(w, r, req)
 	case VerbWatch:
-		s.serveWatch(cw, r, req, r.URL.Query())
+		s.serveWatch(w, r, req, r.URL.Query())
 	case VerbCreate, VerbUpdate, VerbPatch:
-		s.serveWrite(cw, r, req)
+		s.serveWrite(w, r, req)
 	case VerbDelete:
 		s.mu.Lock()
 		aerr := s.deleteLocked(req.t, req.ns, req.name)
 		s.mu.Unlock()
 		if aerr != nil {
-			writeJSON(cw, aerr.code, aerr.status())
+			w.error(aerr)
 			return
 		}
-		writeJSON(cw, http.StatusOK, &metav1.Status{
+		w.value(http.StatusOK, &metav1.Status{
 			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
 			Status:   metav1.StatusSuccess,
 			Details:  &metav1.StatusDetails{Name: req.name, Group: req.t.GVR.Group, Kind: req.t.GVR.Resource},
 		})
 	default:
-		aerr := newAPIError(http.StatusMethodNotAllowed, nil, "", "")
-		writeJSON(cw, aerr.code, aerr.status())
+		w.error(newAPIError(http.StatusMethodNotAllowed, nil, "", ""))
 	}
 }
 
@@ -192,7 +189,7 @@ func (s *Server) matchFault(req *request) *fault {
 
 // applyFault waits and answers as f says; it reports whether the request
 // is still to be served.
-func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, req *request, f *fault) bool {
+func (s *Server) applyFault(w *response, r *http.Request, req *request, f *fault) bool {
 	if f.Delay > 0 {
 		t := time.NewTimer(f.Delay)
 		defer t.Stop()
@@ -219,12 +216,11 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, req *request
 	if f.RetryAfter != "" {
 		w.Header().Set("Retry-After", f.RetryAfter)
 	}
-	aerr := newAPIError(f.Code, req.t, req.name, f.Message)
-	writeJSON(w, aerr.code, aerr.status())
+	w.error(newAPIError(f.Code, req.t, req.name, f.Message))
 	return false
 }
 
-func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, req *request) {
+func (s *Server) serveGet(w *response, r *http.Request, req *request) {
 	s.mu.Lock()
 	st := req.t.objs[req.ns+"/"+req.name]
 	var pb []byte
@@ -233,47 +229,8 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	s.mu.Unlock()
 	if st == nil {
-		aerr := notFound(req.t, req.name)
-		writeJSON(w, aerr.code, aerr.status())
+		w.error(notFound(req.t, req.name))
 		return
 	}
-	if pb != nil {
-		writeProtobuf(w, http.StatusOK, envelope(req.t.GVR.GroupVersion().String(), req.t.Kind, pb))
-		return
-	}
-	writeRaw(w, http.StatusOK, st.raw)
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	writeRaw(w, code, raw)
-}
-
-func writeRaw(w http.ResponseWriter, code int, raw []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
-	w.WriteHeader(code)
-	w.Write(raw)
-}
-
-// countingWriter counts the body bytes written.
-type countingWriter struct {
-	http.ResponseWriter
-	n *atomic.Int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.n.Add(int64(n))
-	return n, err
-}
-
-func (w *countingWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
+	w.object(http.StatusOK, req.t, st, pb)
 }

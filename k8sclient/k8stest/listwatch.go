@@ -45,11 +45,11 @@ func matches(st *stored, ns string, ls labels.Selector, fs fields.Selector) bool
 		fs.Matches(fields.Set{"metadata.name": st.name, "metadata.namespace": st.ns})
 }
 
-func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request) {
+func (s *Server) serveList(w *response, r *http.Request, req *request) {
 	q := r.URL.Query()
 	ls, fs, aerr := selectors(req.t, q)
 	if aerr != nil {
-		writeJSON(w, aerr.code, aerr.status())
+		w.error(aerr)
 		return
 	}
 	limit, _ := strconv.Atoi(q.Get("limit"))
@@ -92,7 +92,7 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request)
 			b = protowire.AppendTag(b, 2, protowire.BytesType)
 			b = protowire.AppendBytes(b, it)
 		}
-		writeProtobuf(w, http.StatusOK, envelope(req.t.GVR.GroupVersion().String(), req.t.ListKind, b))
+		w.protobuf(http.StatusOK, req.t, req.t.ListKind, b)
 		return
 	}
 	var b bytes.Buffer
@@ -109,13 +109,13 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request, req *request)
 		b.Write(raw)
 	}
 	b.WriteString("]}")
-	writeRaw(w, http.StatusOK, b.Bytes())
+	w.json(http.StatusOK, b.Bytes())
 }
 
-func (s *Server) serveWatch(w *countingWriter, r *http.Request, req *request, q url.Values) {
+func (s *Server) serveWatch(w *response, r *http.Request, req *request, q url.Values) {
 	ls, fs, aerr := selectors(req.t, q)
 	if aerr != nil {
-		writeJSON(w, aerr.code, aerr.status())
+		w.error(aerr)
 		return
 	}
 	ctx := r.Context()
@@ -150,8 +150,7 @@ func (s *Server) serveWatch(w *countingWriter, r *http.Request, req *request, q 
 		n, err := strconv.ParseUint(rvParam, 10, 64)
 		if err != nil {
 			s.mu.Unlock()
-			aerr := newAPIError(http.StatusBadRequest, nil, "", fmt.Sprintf("invalid resource version %q", rvParam))
-			writeJSON(w, aerr.code, aerr.status())
+			w.error(newAPIError(http.StatusBadRequest, nil, "", fmt.Sprintf("invalid resource version %q", rvParam)))
 			return
 		}
 		cursor = n
@@ -168,7 +167,7 @@ func (s *Server) serveWatch(w *countingWriter, r *http.Request, req *request, q 
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	for _, f := range frames {
-		w.Write(f)
+		w.write(f)
 	}
 	w.Flush()
 	for {
@@ -178,7 +177,7 @@ func (s *Server) serveWatch(w *countingWriter, r *http.Request, req *request, q 
 			st := newAPIError(http.StatusGone, nil, "",
 				fmt.Sprintf("too old resource version: %d (%d)", cursor, s.minRV)).status()
 			raw, _ := json.Marshal(st)
-			w.Write(frame(watch.Error, raw))
+			w.write(frame(watch.Error, raw))
 			w.Flush()
 			return
 		}
@@ -193,7 +192,7 @@ func (s *Server) serveWatch(w *countingWriter, r *http.Request, req *request, q 
 		changed := s.changed
 		s.mu.Unlock()
 		for _, f := range frames {
-			w.Write(f)
+			w.write(f)
 		}
 		if len(frames) > 0 {
 			w.Flush()

@@ -17,17 +17,16 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, req *request) {
+func (s *Server) serveWrite(w *response, r *http.Request, req *request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		aerr := newAPIError(http.StatusBadRequest, nil, "", err.Error())
-		writeJSON(w, aerr.code, aerr.status())
+		w.error(newAPIError(http.StatusBadRequest, nil, "", err.Error()))
 		return
 	}
 	if req.verb != VerbPatch {
 		var aerr *apiError
 		if body, aerr = jsonBody(r, body); aerr != nil {
-			writeJSON(w, aerr.code, aerr.status())
+			w.error(aerr)
 			return
 		}
 	}
@@ -48,18 +47,14 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, req *request
 	}
 	s.mu.Unlock()
 	if aerr != nil {
-		writeJSON(w, aerr.code, aerr.status())
+		w.error(aerr)
 		return
 	}
 	code := http.StatusOK
 	if req.verb == VerbCreate {
 		code = http.StatusCreated
 	}
-	if pb != nil {
-		writeProtobuf(w, code, envelope(req.t.GVR.GroupVersion().String(), req.t.Kind, pb))
-		return
-	}
-	writeRaw(w, code, st.raw)
+	w.object(code, req.t, st, pb)
 }
 
 func decodeObject(raw []byte) (*unstructured.Unstructured, *apiError) {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -52,13 +51,6 @@ func envelope(apiVersion, kind string, msg []byte) []byte {
 	u := runtime.Unknown{TypeMeta: runtime.TypeMeta{APIVersion: apiVersion, Kind: kind}, Raw: msg}
 	b, _ := u.Marshal()
 	return append(slices.Clip(protoPrefix), b...)
-}
-
-func writeProtobuf(w http.ResponseWriter, code int, b []byte) {
-	w.Header().Set("Content-Type", protobufType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(code)
-	w.Write(b)
 }
 
 // jsonBody returns a request's body as JSON, decoding protobuf (which
