@@ -43,11 +43,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f != nil && f.HoldAnswer != nil && req.verb != VerbWatch {
 		rec := httptest.NewRecorder()
 		s.serve(&response{ResponseWriter: rec, n: new(atomic.Int64)}, r, req)
-		select {
-		case <-f.HoldAnswer:
-		case <-r.Context().Done():
-			return
-		case <-s.done:
+		if !await(s, r, f.HoldAnswer) {
 			return
 		}
 		maps.Copy(rw.Header(), rec.Header())
@@ -187,28 +183,31 @@ func (s *Server) matchFault(req *request) *fault {
 	return nil
 }
 
+// await waits for ch; it reports false if the request or the server ended
+// first.
+func await[T any](s *Server, r *http.Request, ch <-chan T) bool {
+	select {
+	case <-ch:
+		return true
+	case <-r.Context().Done():
+		return false
+	case <-s.done:
+		return false
+	}
+}
+
 // applyFault waits and answers as f says; it reports whether the request
 // is still to be served.
 func (s *Server) applyFault(w *response, r *http.Request, req *request, f *fault) bool {
 	if f.Delay > 0 {
 		t := time.NewTimer(f.Delay)
 		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			return false
-		case <-s.done:
+		if !await(s, r, t.C) {
 			return false
 		}
 	}
-	if f.Hold != nil {
-		select {
-		case <-f.Hold:
-		case <-r.Context().Done():
-			return false
-		case <-s.done:
-			return false
-		}
+	if f.Hold != nil && !await(s, r, f.Hold) {
+		return false
 	}
 	if f.Code == 0 {
 		return true
