@@ -198,7 +198,11 @@ func openMem(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return memory.NewLayerCache(n), nil
+	c, err := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(n))
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCache, error) {

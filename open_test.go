@@ -86,7 +86,10 @@ func TestOpenRejectsBadURLs(t *testing.T) {
 
 func TestURLMuxRegister(t *testing.T) {
 	var m buildcache.URLMux
-	shared := memory.NewLayerCache(0)
+	shared, err := memory.NewLayerCache()
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.Register("team", func(context.Context, *url.URL) (cache.LayerCache, error) { return shared, nil })
 	c, err := m.Open(t.Context(), "tier://?near=mem://&far=team://bucket")
 	if err != nil {

@@ -305,6 +305,7 @@ func TestCacheDirectConstructors(t *testing.T) {
 func TestCacheEntriesErrors(t *testing.T) {
 	store := newStore(t)
 	lc, _ := registry.NewLayerCache("localhost:5000/cache")
+	mem, _ := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(1 << 20))
 	s3c := newS3Cache(t, awss3.Options{Region: "us-east-1"}, "")
 	var nilStore *struct{ cache.LayerCache }
 	for name, tc := range map[string]struct {
@@ -312,7 +313,7 @@ func TestCacheEntriesErrors(t *testing.T) {
 		is     error
 		substr string
 	}{
-		"memory cache":            {func() (CacheEntries, error) { return CacheFor(memory.NewLayerCache(1 << 20)) }, ErrUnsupportedCache, "*memory.LayerCache"},
+		"memory cache":            {func() (CacheEntries, error) { return CacheFor(mem) }, ErrUnsupportedCache, "*memory.LayerCache"},
 		"wrapped cache":           {func() (CacheEntries, error) { return CacheFor(struct{ cache.LayerCache }{store}) }, ErrUnsupportedCache, "struct"},
 		"nil":                     {func() (CacheEntries, error) { return CacheFor(nil) }, ErrUnsupportedCache, "nil cache"},
 		"nil pointer":             {func() (CacheEntries, error) { return CacheFor(nilStore) }, ErrUnsupportedCache, ""},

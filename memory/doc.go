@@ -14,7 +14,8 @@
 // # LayerCache
 //
 // NewLayerCache returns a cache.LayerCache that holds blobs in memory up to
-// a byte budget, evicting the least recently used. Bytes are verified
+// a byte budget (WithLayerCacheMaxBytes; none by default), evicting the
+// least recently used. Bytes are verified
 // against their digest when they are put; they cannot change afterwards,
 // since no caller ever holds the stored slice, so they are not hashed again
 // on every read. It suits tests and a small near tier in front of a slower

@@ -37,10 +37,39 @@ var (
 	_ cache.StatsReporter = (*LayerCache)(nil)
 )
 
-// NewLayerCache returns an empty cache that holds at most maxBytes of
-// blobs; maxBytes <= 0 means no bound.
-func NewLayerCache(maxBytes int64) *LayerCache {
-	return &LayerCache{maxBytes: maxBytes, lru: list.New(), entries: map[string]*list.Element{}}
+// LayerCacheOption configures NewLayerCache. (Option is the
+// ResourceCache's: this package has two cache types, so the LayerCache's
+// options carry its name, as registry's do.)
+type LayerCacheOption func(*layerCacheOptions) error
+
+type layerCacheOptions struct {
+	maxBytes int64
+}
+
+// WithLayerCacheMaxBytes bounds the bytes of blobs the cache holds: a Put
+// that would exceed it evicts the least recently used blobs first, and a
+// blob bigger than n fails with cache.ErrNoSpace. n must not be negative;
+// 0, the default, means no bound.
+func WithLayerCacheMaxBytes(n int64) LayerCacheOption {
+	return func(o *layerCacheOptions) error {
+		if n < 0 {
+			return fmt.Errorf("memory: WithLayerCacheMaxBytes(%d): must not be negative", n)
+		}
+		o.maxBytes = n
+		return nil
+	}
+}
+
+// NewLayerCache returns an empty cache configured by opts. Without options
+// it has no bound: set one with WithLayerCacheMaxBytes.
+func NewLayerCache(opts ...LayerCacheOption) (*LayerCache, error) {
+	var o layerCacheOptions
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	return &LayerCache{maxBytes: o.maxBytes, lru: list.New(), entries: map[string]*list.Element{}}, nil
 }
 
 // Stats reports what the cache has done since it was created.

@@ -11,14 +11,23 @@ import (
 	"github.com/buildcache/buildcache/memory"
 )
 
+func newLayerCache(t *testing.T, maxBytes int64) *memory.LayerCache {
+	t.Helper()
+	c, err := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(maxBytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestLayerCacheConformance(t *testing.T) {
-	cachetest.Run(t, func(t *testing.T) cache.LayerCache { return memory.NewLayerCache(256 << 20) },
+	cachetest.Run(t, func(t *testing.T) cache.LayerCache { return newLayerCache(t, 256<<20) },
 		cachetest.WithoutLargeBlob("memory holds every blob in memory by design"))
 }
 
 func TestLayerCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	ctx := t.Context()
-	c := memory.NewLayerCache(3000)
+	c := newLayerCache(t, 3000)
 	a, b, d := cachetest.NewBlob(1, 1000), cachetest.NewBlob(2, 1000), cachetest.NewBlob(3, 1000)
 	for _, x := range []cachetest.Blob{a, b, d} {
 		if err := c.Put(ctx, x.Digest, 1000, bytes.NewReader(x.Data)); err != nil {
@@ -51,7 +60,7 @@ func TestLayerCacheEvictsLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestLayerCacheRefusesOversizeBeforeReading(t *testing.T) {
-	c := memory.NewLayerCache(100)
+	c := newLayerCache(t, 100)
 	b := cachetest.NewBlob(5, 101)
 	r := &countReads{r: bytes.NewReader(b.Data)}
 	if err := c.Put(t.Context(), b.Digest, 101, r); !errors.Is(err, cache.ErrNoSpace) {
@@ -76,3 +85,17 @@ type countReads struct {
 }
 
 func (c *countReads) Read(p []byte) (int, error) { c.reads++; return c.r.Read(p) }
+
+func TestLayerCacheOptions(t *testing.T) {
+	if _, err := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(-1)); err == nil {
+		t.Error("WithLayerCacheMaxBytes(-1) accepted")
+	}
+	c, err := memory.NewLayerCache() // no bound by default
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cachetest.NewBlob(6, 4<<20)
+	if err := c.Put(t.Context(), b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)); err != nil {
+		t.Fatalf("Put into an unbounded cache: %v", err)
+	}
+}

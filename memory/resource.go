@@ -2,11 +2,9 @@ package memory
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"reflect"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,18 +13,13 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/flight"
 )
 
-// Defaults of New, each changed by the option named.
-const (
-	rcDefaultTTL     = 30 * time.Second // WithTTL
-	rcDefaultMaxCost = 64 << 20         // WithMaxCost: 64 MiB
-)
-
-// rcMeanEntryCost is the mean entry cost New assumes when it sizes
+// meanEntryCost is the mean entry cost New assumes when it sizes
 // ristretto's admission counters: ten per entry expected to fit (as
 // ristretto advises), between 4096 and 1<<20 counters (2 MiB or so).
-const rcMeanEntryCost = 1 << 10
+const meanEntryCost = 1 << 10
 
 // Cache is a read-through cache.ResourceCache on ristretto: each entry
 // lives for a TTL, the entries together stay under a cost bound, and
@@ -62,7 +55,7 @@ const rcMeanEntryCost = 1 << 10
 // still receive it), and a Get that comes after it does not join the older
 // load.
 type Cache[K comparable, V any] struct {
-	rc         *ristretto.Cache[uint64, *rcEntry[K, V]]
+	store      *ristretto.Cache[uint64, *entry[K, V]]
 	hash       func(K) uint64
 	now        func() time.Time
 	realClock  bool // now is time.Now
@@ -72,198 +65,38 @@ type Cache[K comparable, V any] struct {
 	cost       func(V) int64 // nil: the entry's fixed size only
 	overhead   int64         // the fixed size of an entry, in bytes
 
-	mu     sync.Mutex
-	calls  map[K]*rcCall[V] // loads in flight, by key
-	closed bool
+	// loads shares a load among concurrent misses and tells a load that
+	// Invalidate, Refresh or Purge has overtaken it (flight.Work.Publish).
+	loads flight.Group[K, loaded[V]]
 
-	// wmu orders every write to rc (a store and its Wait, Del, Clear,
-	// Close) with the staleness check that precedes a store. Taken before
-	// mu when both are held.
+	// wmu orders every write to store (a store and its Wait, Del, Clear,
+	// Close) with the staleness check that precedes a store, and guards
+	// closed.
 	wmu     sync.Mutex
+	closed  bool
 	purging atomic.Bool // Clear is running: its removals are not evictions
 
-	stats rcCounters
+	stats counters
 }
 
 var _ cache.ResourceCache[string, int] = (*Cache[string, int])(nil)
 
-// rcEntry is what ristretto holds: the key (ristretto knows only its hash),
+// entry is what ristretto holds: the key (ristretto knows only its hash),
 // and either a value or a negative error, until expires.
-type rcEntry[K comparable, V any] struct {
+type entry[K comparable, V any] struct {
 	key     K
 	val     V
 	err     error // non-nil: a negative entry
 	expires time.Time
 }
 
-// rcCall is one load in flight. val, err and panic are written by the
-// loading goroutine before it closes done, and read by waiters after.
-type rcCall[V any] struct {
-	done   chan struct{}
-	cancel context.CancelCauseFunc
-
-	// Guarded by Cache.mu.
-	waiters  int  // callers still waiting
-	stale    bool // superseded, invalidated or abandoned: do not store
-	finished bool // load has returned
-
-	val   V
-	err   error
-	panic *rcPanicError
-}
-
-// rcCounters are the live counters behind ResourceStats. Hits, the only
-// counter on the fast path, are counted in stripes, each on a cache line
-// of its own, so that hits on different cores do not contend for one
-// counter (nor with the fields every hit reads). A core finds its stripe
-// through a token kept in a sync.Pool, which hands each P its own: when
-// the pool drops tokens (at GC), new ones take the next stripes; no count
-// is lost, as counts live in the stripes. On two cores this made a hit in
-// BenchmarkResourceCacheHitParallel about a fifth cheaper than one shared
-// counter did.
-type rcCounters struct {
-	_             [64]byte
-	hits          [rcHitStripes]rcStripe
-	tokens        sync.Pool // of *rcToken
-	nextStripe    atomic.Uint32
-	_             [64]byte
-	negativeHits  atomic.Uint64
-	misses        atomic.Uint64
-	loads         atomic.Uint64
-	loadErrors    atomic.Uint64
-	coalesced     atomic.Uint64
-	evictions     atomic.Uint64
-	invalidations atomic.Uint64
-}
-
-const rcHitStripes = 8 // a power of two
-
-// rcHit counts a hit in the stripe of the calling P's token.
-func (s *rcCounters) rcHit() {
-	t, _ := s.tokens.Get().(*rcToken)
-	if t == nil {
-		t = &rcToken{stripe: s.nextStripe.Add(1) % rcHitStripes}
-	}
-	s.hits[t.stripe].n.Add(1)
-	s.tokens.Put(t)
-}
-
-type rcToken struct{ stripe uint32 }
-
-type rcStripe struct {
-	n atomic.Uint64
-	_ [56]byte
-}
-
-// ResourceStats is a snapshot of what a Cache has done since New.
-type ResourceStats struct {
-	Hits          uint64 // Gets answered with a cached value
-	NegativeHits  uint64 // Gets answered with a cached (negative) error
-	Misses        uint64 // Gets that found no fresh entry, including those that joined a load
-	Loads         uint64 // load functions called, by Get and Refresh
-	LoadErrors    uint64 // loads that returned an error (negative ones included) or panicked
-	Coalesced     uint64 // Gets that waited for a load another caller started
-	Evictions     uint64 // entries ristretto evicted for room or expiry, or refused to admit
-	Invalidations uint64 // calls of Invalidate
-}
-
-// HitRatio is (Hits + NegativeHits) / (Hits + NegativeHits + Misses), or 0
-// when there were no Gets.
-func (s ResourceStats) HitRatio() float64 {
-	hits := s.Hits + s.NegativeHits
-	if hits+s.Misses == 0 {
-		return 0
-	}
-	return float64(hits) / float64(hits+s.Misses)
-}
-
-// Option configures New.
-type Option func(*rcOptions) error
-
-type rcOptions struct {
-	ttl        time.Duration
-	maxCost    int64
-	cost       any // func(V) int64, checked by New
-	negTTL     time.Duration
-	isNegative func(error) bool
-	now        func() time.Time
-}
-
-// WithTTL sets how long a loaded value is served before the next Get loads
-// it again. The TTL counts from the moment the load started. It must be
-// positive; the default is 30s.
-func WithTTL(d time.Duration) Option {
-	return func(o *rcOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("memory: WithTTL(%v): the TTL must be positive", d)
-		}
-		o.ttl = d
-		return nil
-	}
-}
-
-// WithMaxCost bounds the total cost of the entries, in bytes if the cost
-// function counts bytes (the default one does). It must be positive; the
-// default is 64 MiB.
-func WithMaxCost(bytes int64) Option {
-	return func(o *rcOptions) error {
-		if bytes <= 0 {
-			return fmt.Errorf("memory: WithMaxCost(%d): the bound must be positive", bytes)
-		}
-		o.maxCost = bytes
-		return nil
-	}
-}
-
-// WithCost sets the cost of a value, in the unit of WithMaxCost: typically
-// the bytes it holds beyond its own shallow size (for a Kubernetes object,
-// the length of its JSON is a fair estimate). The cache adds a fixed
-// per-entry overhead (the shallow size of key, value and bookkeeping) to
-// it; negative results count as 0. V must be the value type of the cache
-// New makes, or New fails.
-//
-// By default only that fixed overhead is counted, which is right for values
-// that own no memory (numbers, small structs) and an underestimate for
-// pointers, slices, maps and strings.
-func WithCost[V any](cost func(V) int64) Option {
-	return func(o *rcOptions) error {
-		if cost == nil {
-			return errors.New("memory: WithCost(nil)")
-		}
-		o.cost = cost
-		return nil
-	}
-}
-
-// WithNegativeTTL caches errors for which isNegative reports true (for
-// example errors.Is(err, cache.ErrNotFound)) for d, usually shorter than
-// the TTL: until then Get returns the same error without calling load.
-// Other errors are never cached. By default no error is cached.
-func WithNegativeTTL(d time.Duration, isNegative func(error) bool) Option {
-	return func(o *rcOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("memory: WithNegativeTTL(%v): the TTL must be positive", d)
-		}
-		if isNegative == nil {
-			return errors.New("memory: WithNegativeTTL: isNegative is nil")
-		}
-		o.negTTL, o.isNegative = d, isNegative
-		return nil
-	}
-}
-
-// WithClock sets the clock that TTLs are measured with; the default is
-// time.Now. It is meant for tests. ristretto's own clean-up of expired
-// entries keeps using the real clock, which only affects memory use: every
-// Get checks the entry's expiry against this clock.
-func WithClock(now func() time.Time) Option {
-	return func(o *rcOptions) error {
-		if now == nil {
-			return errors.New("memory: WithClock(nil)")
-		}
-		o.now = now
-		return nil
-	}
+// loaded is what a load hands from its goroutine to publish: the value
+// and what was worked out about it there, where a panic is caught.
+type loaded[V any] struct {
+	val      V
+	start    time.Time // the TTL counts from here
+	cost     int64
+	negative bool // the error is to be cached
 }
 
 // New returns an empty Cache configured by opts. Without options, entries
@@ -272,7 +105,7 @@ func WithClock(now func() time.Time) Option {
 // time.Now. K can be any comparable type: ristretto is keyed by a hash of
 // the key with a seed of this cache's own, and a hit compares the key.
 func New[K comparable, V any](opts ...Option) (*Cache[K, V], error) {
-	o := rcOptions{ttl: rcDefaultTTL, maxCost: rcDefaultMaxCost}
+	o := options{ttl: defaultTTL, maxCost: defaultMaxCost}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -284,8 +117,7 @@ func New[K comparable, V any](opts ...Option) (*Cache[K, V], error) {
 		ttl:        o.ttl,
 		negTTL:     o.negTTL,
 		isNegative: o.isNegative,
-		overhead:   int64(unsafe.Sizeof(rcEntry[K, V]{})),
-		calls:      make(map[K]*rcCall[V]),
+		overhead:   int64(unsafe.Sizeof(entry[K, V]{})),
 	}
 	if c.realClock {
 		c.now = time.Now
@@ -302,8 +134,8 @@ func New[K comparable, V any](opts ...Option) (*Cache[K, V], error) {
 	seed := maphash.MakeSeed()
 	c.hash = func(k K) uint64 { return maphash.Comparable(seed, k) }
 
-	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *rcEntry[K, V]]{
-		NumCounters: min(max(10*o.maxCost/rcMeanEntryCost, 1<<12), 1<<20),
+	store, err := ristretto.NewCache(&ristretto.Config[uint64, *entry[K, V]]{
+		NumCounters: min(max(10*o.maxCost/meanEntryCost, 1<<12), 1<<20),
 		MaxCost:     o.maxCost,
 		BufferItems: 64,
 		// The key already is a hash. A conflict hash cannot be derived
@@ -311,17 +143,17 @@ func New[K comparable, V any](opts ...Option) (*Cache[K, V], error) {
 		// by comparing the key stored in the entry. A collision only makes
 		// two keys take turns in one slot.
 		KeyToHash: func(h uint64) (uint64, uint64) { return h, 0 },
-		OnEvict:   func(*ristretto.Item[*rcEntry[K, V]]) { c.rcCountEviction() },
-		OnReject:  func(*ristretto.Item[*rcEntry[K, V]]) { c.rcCountEviction() },
+		OnEvict:   func(*ristretto.Item[*entry[K, V]]) { c.countEviction() },
+		OnReject:  func(*ristretto.Item[*entry[K, V]]) { c.countEviction() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
-	c.rc = rc
+	c.store = store
 	return c, nil
 }
 
-func (c *Cache[K, V]) rcCountEviction() {
+func (c *Cache[K, V]) countEviction() {
 	if !c.purging.Load() {
 		c.stats.evictions.Add(1)
 	}
@@ -343,7 +175,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K, load func(context.Context)
 		return v, err
 	}
 	c.stats.misses.Add(1)
-	return c.rcDo(ctx, key, load, false)
+	return c.do(ctx, key, load, false)
 }
 
 // Peek returns what Get would return without loading: ok is true if key
@@ -352,23 +184,23 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K, load func(context.Context)
 // nothing. Callers whose load is a closure call Peek first, so that a hit
 // does not pay for making the closure.
 func (c *Cache[K, V]) Peek(key K) (v V, ok bool, err error) {
-	e, ok := c.rc.Get(c.hash(key))
-	if !ok || e.key != key || !c.rcFresh(e.expires) {
+	e, ok := c.store.Get(c.hash(key))
+	if !ok || e.key != key || !c.fresh(e.expires) {
 		return v, false, nil
 	}
 	if e.err != nil {
 		c.stats.negativeHits.Add(1)
 		return v, true, e.err
 	}
-	c.stats.rcHit()
+	c.stats.hit()
 	return e.val, true, nil
 }
 
-// rcFresh reports whether an entry that expires at exp is still fresh.
-func (c *Cache[K, V]) rcFresh(exp time.Time) bool {
+// fresh reports whether an entry that expires at exp is still fresh.
+func (c *Cache[K, V]) fresh(exp time.Time) bool {
 	if c.realClock {
 		// Entries are stored with ristretto's TTL set to what is left of
-		// theirs (rcFinish), and ristretto's Get does not return expired
+		// theirs (publish), and ristretto's Get does not return expired
 		// ones: reading the clock again would only cost time.
 		return true
 	}
@@ -383,7 +215,7 @@ func (c *Cache[K, V]) rcFresh(exp time.Time) bool {
 // instead. If load fails with an error that is not negative, the cache
 // keeps what it held.
 func (c *Cache[K, V]) Refresh(ctx context.Context, key K, load func(context.Context) (V, error)) (V, error) {
-	return c.rcDo(ctx, key, load, true)
+	return c.do(ctx, key, load, true)
 }
 
 // Invalidate drops key, so that the next Get loads it again. A load of key
@@ -393,18 +225,12 @@ func (c *Cache[K, V]) Invalidate(key K) {
 	c.stats.invalidations.Add(1)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.mu.Lock()
-	if call, ok := c.calls[key]; ok {
-		call.stale = true
-		delete(c.calls, key)
-	}
-	closed := c.closed
-	c.mu.Unlock()
-	if !closed {
+	c.loads.Forget(key)
+	if !c.closed {
 		// Del removes the entry at once. No store can bring it back: every
 		// store has been applied before its wmu was released, and the
 		// load in flight is stale now.
-		c.rc.Del(c.hash(key))
+		c.store.Del(c.hash(key))
 	}
 }
 
@@ -413,13 +239,10 @@ func (c *Cache[K, V]) Invalidate(key K) {
 func (c *Cache[K, V]) Purge() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.mu.Lock()
-	c.rcDetachLocked()
-	closed := c.closed
-	c.mu.Unlock()
-	if !closed {
+	c.loads.ForgetAll()
+	if !c.closed {
 		c.purging.Store(true)
-		c.rc.Clear()
+		c.store.Clear()
 		c.purging.Store(false)
 	}
 }
@@ -433,110 +256,38 @@ func (c *Cache[K, V]) Purge() {
 func (c *Cache[K, V]) Close() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.mu.Lock()
-	c.rcDetachLocked()
-	closed := c.closed
-	c.closed = true
-	c.mu.Unlock()
-	if !closed {
+	c.loads.ForgetAll()
+	if !c.closed {
+		c.closed = true
 		c.purging.Store(true) // Close clears first: not evictions either
-		c.rc.Close()
+		c.store.Close()
 	}
 }
 
-// rcDetachLocked marks every load in flight stale and forgets it.
-func (c *Cache[K, V]) rcDetachLocked() {
-	for key, call := range c.calls {
-		call.stale = true
-		delete(c.calls, key)
-	}
-}
-
-// Stats reports what the cache has done since New.
-func (c *Cache[K, V]) Stats() ResourceStats {
-	s := &c.stats
-	var hits uint64
-	for i := range s.hits {
-		hits += s.hits[i].n.Load()
-	}
-	return ResourceStats{
-		Hits:          hits,
-		NegativeHits:  s.negativeHits.Load(),
-		Misses:        s.misses.Load(),
-		Loads:         s.loads.Load(),
-		LoadErrors:    s.loadErrors.Load(),
-		Coalesced:     s.coalesced.Load(),
-		Evictions:     s.evictions.Load(),
-		Invalidations: s.invalidations.Load(),
-	}
-}
-
-// rcErrAbandoned is the cause of a load's context when nobody waits any
-// more.
-var rcErrAbandoned = errors.New("memory: every caller waiting for this load has gone")
-
-// rcErrGoexit is the result of a load that called runtime.Goexit.
-var rcErrGoexit = errors.New("memory: load called runtime.Goexit")
-
-// rcDo joins the load of key in flight (Get) or starts a new one (Get with
+// do joins the load of key in flight (Get) or starts a new one (Get with
 // none in flight, Refresh), and waits for it.
-func (c *Cache[K, V]) rcDo(ctx context.Context, key K, load func(context.Context) (V, error), refresh bool) (V, error) {
-	if err := ctx.Err(); err != nil {
-		var zero V
-		return zero, rcCtxError(key, refresh, err)
-	}
-	c.mu.Lock()
-	call, ok := c.calls[key]
-	if ok && !refresh {
-		call.waiters++
-		c.mu.Unlock()
-		c.stats.coalesced.Add(1)
-		return c.rcWait(ctx, key, call, false)
-	}
-	if ok {
-		call.stale = true // superseded by this Refresh
-	}
-	loadCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	call = &rcCall[V]{done: make(chan struct{}), cancel: cancel, waiters: 1}
-	c.calls[key] = call
-	c.mu.Unlock()
-
-	c.stats.loads.Add(1)
-	go c.rcLoad(loadCtx, key, call, load)
-	return c.rcWait(ctx, key, call, refresh)
-}
-
-// rcWait waits for call, or for ctx; the last waiter to give up cancels the
-// load.
-func (c *Cache[K, V]) rcWait(ctx context.Context, key K, call *rcCall[V], refresh bool) (V, error) {
-	select {
-	case <-call.done:
-		return call.rcResult()
-	case <-ctx.Done():
-	}
-	select {
-	case <-call.done: // both were ready: prefer the result
-		return call.rcResult()
-	default:
-	}
-	c.mu.Lock()
-	call.waiters--
-	abandon := call.waiters == 0 && !call.finished
-	if abandon {
-		call.stale = true
-		if c.calls[key] == call {
-			delete(c.calls, key)
-		}
-	}
-	c.mu.Unlock()
-	if abandon {
-		call.cancel(rcErrAbandoned)
-	}
+func (c *Cache[K, V]) do(ctx context.Context, key K, load func(context.Context) (V, error), refresh bool) (V, error) {
 	var zero V
-	return zero, rcCtxError(key, refresh, ctx.Err())
+	if err := ctx.Err(); err != nil {
+		return zero, ctxError(key, refresh, err)
+	}
+	r := c.loads.Run(ctx, key, flight.Work[loaded[V]]{
+		Fn: func(ctx context.Context) (loaded[V], error) { return c.load(ctx, load) },
+		Publish: func(l loaded[V], err error, current func() bool) {
+			c.publish(key, l, err, current)
+		},
+		Supersede: refresh,
+		Joined:    c.countCoalesced,
+	})
+	if r.Left {
+		return zero, ctxError(key, refresh, ctx.Err())
+	}
+	return r.Val.val, r.Err
 }
 
-func rcCtxError[K comparable](key K, refresh bool, err error) error {
+func (c *Cache[K, V]) countCoalesced() { c.stats.coalesced.Add(1) }
+
+func ctxError[K comparable](key K, refresh bool, err error) error {
 	op := "get"
 	if refresh {
 		op = "refresh"
@@ -544,97 +295,53 @@ func rcCtxError[K comparable](key K, refresh bool, err error) error {
 	return fmt.Errorf("memory: %s %v: %w", op, key, err)
 }
 
-func (call *rcCall[V]) rcResult() (V, error) {
-	if call.panic != nil {
-		panic(call.panic)
-	}
-	return call.val, call.err
-}
-
-// rcLoad runs load for call, stores the result unless call has gone stale,
-// and releases the waiters.
-func (c *Cache[K, V]) rcLoad(ctx context.Context, key K, call *rcCall[V], load func(context.Context) (V, error)) {
-	start := c.now()
-	var (
-		val      V
-		err      error
-		negative bool
-		cost     = c.overhead
-		returned bool
-	)
+// load runs on the load's goroutine: it calls the user's load, and the
+// user's cost and isNegative functions on its result, where flight catches
+// a panic in any of them.
+func (c *Cache[K, V]) load(ctx context.Context, load func(context.Context) (V, error)) (l loaded[V], err error) {
+	c.stats.loads.Add(1)
+	returned := false
 	defer func() {
-		if !returned {
-			if r := recover(); r != nil {
-				call.panic = &rcPanicError{value: r, stack: debug.Stack()}
-			} else {
-				err = rcErrGoexit
-			}
+		if !returned { // panicked or called runtime.Goexit
+			c.stats.loadErrors.Add(1)
 		}
-		c.rcFinish(ctx, key, call, start, val, err, negative, cost)
 	}()
-	val, err = load(ctx)
-	// The user's functions run here too, where a panic is caught.
+	l.start = c.now()
+	l.val, err = load(ctx)
+	l.cost = c.overhead
 	if err == nil && c.cost != nil {
-		cost += max(c.cost(val), 0)
+		l.cost += max(c.cost(l.val), 0)
 	}
-	negative = err != nil && c.isNegative != nil && c.isNegative(err)
+	l.negative = err != nil && c.isNegative != nil && c.isNegative(err)
 	returned = true
+	return l, err
 }
 
-func (c *Cache[K, V]) rcFinish(ctx context.Context, key K, call *rcCall[V], start time.Time, val V, err error, negative bool, cost int64) {
-	call.val, call.err = val, err
-	if err != nil || call.panic != nil {
-		c.stats.loadErrors.Add(1)
-	}
+// publish stores a load's result, unless the load has gone stale (current
+// reports false) or the result is an error not to be cached. It runs
+// before the load's callers get the result, so their next Get sees it.
+func (c *Cache[K, V]) publish(key K, l loaded[V], err error, current func() bool) {
 	ttl := c.ttl
 	if err != nil {
+		c.stats.loadErrors.Add(1)
+		if !l.negative {
+			return
+		}
 		ttl = c.negTTL
 	}
-	keep := call.panic == nil && (err == nil || negative) && ctx.Err() == nil
-
-	c.mu.Lock()
-	call.finished = true // callers leaving from now on do not cancel it
-	c.mu.Unlock()
-
 	c.wmu.Lock()
-	c.mu.Lock()
-	keep = keep && !call.stale && !c.closed
-	c.mu.Unlock()
-	if keep {
-		expires := start.Add(ttl)
-		if left := expires.Sub(c.now()); left > 0 {
-			e := &rcEntry[K, V]{key: key, val: val, err: err, expires: expires}
-			c.rc.SetWithTTL(c.hash(key), e, cost, left)
-			// ristretto admits new keys asynchronously: wait, so that the
-			// callers' next Get sees the entry and a later store of this
-			// key is an update rather than a second insert, which
-			// ristretto would reject.
-			c.rc.Wait()
-		}
+	defer c.wmu.Unlock()
+	if c.closed || !current() {
+		return
 	}
-	c.wmu.Unlock()
-
-	c.mu.Lock()
-	if c.calls[key] == call {
-		delete(c.calls, key)
+	expires := l.start.Add(ttl)
+	if left := expires.Sub(c.now()); left > 0 {
+		e := &entry[K, V]{key: key, val: l.val, err: err, expires: expires}
+		c.store.SetWithTTL(c.hash(key), e, l.cost, left)
+		// ristretto admits new keys asynchronously: wait, so that the
+		// callers' next Get sees the entry and a later store of this key
+		// is an update rather than a second insert, which ristretto would
+		// reject.
+		c.store.Wait()
 	}
-	c.mu.Unlock()
-	call.cancel(nil)
-	close(call.done)
-}
-
-// rcPanicError is what the callers of a load that panicked panic with.
-type rcPanicError struct {
-	value any
-	stack []byte
-}
-
-func (p *rcPanicError) Error() string {
-	return fmt.Sprintf("memory: load panicked: %v\n\n%s", p.value, p.stack)
-}
-
-// Unwrap returns the panic value if it is an error.
-func (p *rcPanicError) Unwrap() error {
-	err, _ := p.value.(error)
-	return err
 }

@@ -2,7 +2,7 @@ package memory
 
 // These tests are in package memory, not memory_test, so that one of them
 // can force hash collisions; the rest use only the exported API. Helpers
-// start with rc, as everything of the ResourceCache in this package does.
+// start with rc, for ResourceCache.
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/flight"
 )
 
 // rcClock is a clock that moves only when told.
@@ -546,8 +547,8 @@ func TestResourceContextCancellation(t *testing.T) {
 			t.Fatalf("Get after cancel: %v", r.err)
 		}
 		<-loadCtx.Done()
-		if cause := context.Cause(loadCtx); cause != rcErrAbandoned {
-			t.Errorf("cause = %v, want %v", cause, rcErrAbandoned)
+		if cause := context.Cause(loadCtx); cause != flight.ErrAbandoned {
+			t.Errorf("cause = %v, want %v", cause, flight.ErrAbandoned)
 		}
 		l := &rcLoader[string]{val: "fresh"}
 		if v, err := c.Get(t.Context(), "k", l.load); v != "fresh" || err != nil || l.calls.Load() != 1 {
@@ -602,7 +603,7 @@ func TestResourceLoadPanics(t *testing.T) {
 
 	t.Run("Goexit", func(t *testing.T) {
 		c := rcNew[string, string](t)
-		if _, err := c.Get(ctx, "k", func(context.Context) (string, error) { runtime.Goexit(); return "", nil }); err != rcErrGoexit {
+		if _, err := c.Get(ctx, "k", func(context.Context) (string, error) { runtime.Goexit(); return "", nil }); err != flight.ErrGoexit {
 			t.Fatalf("Get with a load that calls Goexit: %v", err)
 		}
 		if v, err := c.Get(ctx, "k", l.load); v != "v" || err != nil {

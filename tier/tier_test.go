@@ -28,7 +28,13 @@ func disk(t *testing.T) *localfs.Store {
 	return s
 }
 
-func mem(*testing.T) *memory.LayerCache { return memory.NewLayerCache(512 << 20) }
+func mem(t *testing.T) *memory.LayerCache {
+	c, err := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(512 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 func TestConformance(t *testing.T) {
 	for _, tc := range []struct {

@@ -1,11 +1,15 @@
-// Package testserver starts real servers on 127.0.0.1 for integration
-// tests: a Docker distribution registry (Debian's docker-registry, or
-// distribution's registry v3), and later an S3 server. Each server lives in
-// a temp dir and is stopped when the test ends.
+// Package testserver starts real servers for integration tests: a Docker
+// distribution registry (StartRegistry: Debian's docker-registry, or
+// distribution's registry v3), an S3-compatible server (StartS3:
+// versitygw with POSIX storage) and buildkitd with its OCI worker
+// (StartBuildkitd). Each listens on 127.0.0.1 (buildkitd on a unix
+// socket), keeps its state in a temp dir and is stopped when the test
+// ends. A Registry or S3Server can be stopped and started again on the
+// same address and storage, to test what a client does while it is down.
 //
 // When a server's binary is missing, tests skip with a message saying how
-// to install it; under CI (CI=true) they fail instead, because there the
-// binary must exist (scripts/test installs it).
+// to install it; under CI (CI set) they fail instead, because there the
+// binary must exist (scripts/test installs or builds each of them).
 package testserver
 
 import (

@@ -1,0 +1,90 @@
+package memory
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// ResourceStats is a snapshot of what a Cache has done since New.
+type ResourceStats struct {
+	Hits          uint64 // Gets answered with a cached value
+	NegativeHits  uint64 // Gets answered with a cached (negative) error
+	Misses        uint64 // Gets that found no fresh entry, including those that joined a load
+	Loads         uint64 // load functions called, by Get and Refresh
+	LoadErrors    uint64 // loads that returned an error (negative ones included) or panicked
+	Coalesced     uint64 // Gets that waited for a load another caller started
+	Evictions     uint64 // entries ristretto evicted for room or expiry, or refused to admit
+	Invalidations uint64 // calls of Invalidate
+}
+
+// HitRatio is (Hits + NegativeHits) / (Hits + NegativeHits + Misses), or 0
+// when there were no Gets.
+func (s ResourceStats) HitRatio() float64 {
+	hits := s.Hits + s.NegativeHits
+	if hits+s.Misses == 0 {
+		return 0
+	}
+	return float64(hits) / float64(hits+s.Misses)
+}
+
+// Stats reports what the cache has done since New.
+func (c *Cache[K, V]) Stats() ResourceStats {
+	s := &c.stats
+	var hits uint64
+	for i := range s.hits {
+		hits += s.hits[i].n.Load()
+	}
+	return ResourceStats{
+		Hits:          hits,
+		NegativeHits:  s.negativeHits.Load(),
+		Misses:        s.misses.Load(),
+		Loads:         s.loads.Load(),
+		LoadErrors:    s.loadErrors.Load(),
+		Coalesced:     s.coalesced.Load(),
+		Evictions:     s.evictions.Load(),
+		Invalidations: s.invalidations.Load(),
+	}
+}
+
+// counters are the live counters behind ResourceStats. Hits, the only
+// counter on the fast path, are counted in stripes, each on a cache line
+// of its own, so that hits on different cores do not contend for one
+// counter (nor with the fields every hit reads). A core finds its stripe
+// through a token kept in a sync.Pool, which hands each P its own: when
+// the pool drops tokens (at GC), new ones take the next stripes; no count
+// is lost, as counts live in the stripes. On two cores this made a hit in
+// BenchmarkResourceCacheHitParallel about a fifth cheaper than one shared
+// counter did.
+type counters struct {
+	_             [64]byte
+	hits          [hitStripes]stripe
+	tokens        sync.Pool // of *stripeToken
+	nextStripe    atomic.Uint32
+	_             [64]byte
+	negativeHits  atomic.Uint64
+	misses        atomic.Uint64
+	loads         atomic.Uint64
+	loadErrors    atomic.Uint64
+	coalesced     atomic.Uint64
+	evictions     atomic.Uint64
+	invalidations atomic.Uint64
+}
+
+const hitStripes = 8 // a power of two
+
+// hit counts a hit in the stripe of the calling P's token.
+func (s *counters) hit() {
+	t, _ := s.tokens.Get().(*stripeToken)
+	if t == nil {
+		t = &stripeToken{stripe: s.nextStripe.Add(1) % hitStripes}
+	}
+	s.hits[t.stripe].n.Add(1)
+	s.tokens.Put(t)
+}
+
+type stripeToken struct{ stripe uint32 }
+
+type stripe struct {
+	n atomic.Uint64
+	_ [56]byte
+}
