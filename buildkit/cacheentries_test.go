@@ -171,7 +171,10 @@ func TestCacheForTier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := memory.NewLayerCache(1 << 20)
+	mem, err := memory.NewLayerCache()
+	if err != nil {
+		t.Fatal(err)
+	}
 	newTier := func(near, far cache.LayerCache) *tier.Cache {
 		c, err := tier.New(near, far)
 		if err != nil {

@@ -17,29 +17,8 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/flight"
+	"github.com/buildcache/buildcache/internal/testclock"
 )
-
-// rcClock is a clock that moves only when told.
-type rcClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func rcNewClock() *rcClock {
-	return &rcClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *rcClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *rcClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // rcLoader counts its calls and returns what it is told to.
 type rcLoader[V any] struct {
@@ -125,7 +104,7 @@ func TestResourceGetHitMiss(t *testing.T) {
 // with the real clock (ristretto's expiry) as with a fake one.
 func TestResourcePeek(t *testing.T) {
 	ctx := t.Context()
-	clock := rcNewClock()
+	clock := testclock.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	for _, tc := range []struct {
 		name    string
 		opts    []Option
@@ -189,7 +168,7 @@ func TestResourceTTL(t *testing.T) {
 		{"a load slower than the TTL is not stored", ttl, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := rcNewClock()
+			clock := testclock.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 			c := rcNew[string, int](t, WithTTL(ttl), WithClock(clock.Now))
 			var calls atomic.Int64
 			load := func(context.Context) (int, error) {
@@ -230,7 +209,7 @@ func TestResourceNegativeCaching(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
-			clock := rcNewClock()
+			clock := testclock.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 			c := rcNew[string, int](t, append(tc.opts, WithClock(clock.Now))...)
 			l := &rcLoader[int]{err: tc.err}
 			if _, err := c.Get(ctx, "x", l.load); err != tc.err {
@@ -614,7 +593,7 @@ func TestResourceLoadPanics(t *testing.T) {
 
 func TestResourceStats(t *testing.T) {
 	ctx := t.Context()
-	clock := rcNewClock()
+	clock := testclock.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	c := rcNew[string, int](t, WithClock(clock.Now),
 		WithNegativeTTL(time.Second, func(err error) bool { return errors.Is(err, cache.ErrNotFound) }))
 	found := &rcLoader[int]{val: 1}

@@ -17,8 +17,14 @@ import (
 // near tier on the way, so the next read is near.
 func Example() {
 	ctx := context.Background()
-	near := memory.NewLayerCache(64 << 20) // a runner's own disk, say
-	far := memory.NewLayerCache(64 << 20)  // the bucket every runner shares
+	near, err := memory.NewLayerCache() // a runner's own disk, say
+	if err != nil {
+		log.Fatal(err)
+	}
+	far, err := memory.NewLayerCache() // the bucket every runner shares
+	if err != nil {
+		log.Fatal(err)
+	}
 	c, err := tier.New(near, far)
 	if err != nil {
 		log.Fatal(err)

@@ -53,7 +53,10 @@ func TestRandomIndex(t *testing.T) {
 
 	// Store puts every blob: the index, and per platform a manifest, a
 	// config and three layers (the shared one once).
-	store := memory.NewLayerCache(1 << 20)
+	store, err := memory.NewLayerCache()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := ti.Store(store, idx)
 	if want, _ := idx.Digest(); d != want {
 		t.Errorf("Store = %s, want the index digest %s", d, want)
