@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/netfail"
 )
 
@@ -40,4 +41,13 @@ func (e *RemoteError) Temporary() bool {
 func unreachable(err error) bool {
 	var re *RemoteError
 	return errors.As(err, &re) && re.Status == 0 && netfail.Unreachable(re.Err)
+}
+
+// markOffline wraps err in cache.ErrOffline when the registry gave no
+// answer, keeping err in the chain for errors.As.
+func markOffline(err error) error {
+	if unreachable(err) {
+		return fmt.Errorf("%w: %w", cache.ErrOffline, err)
+	}
+	return err
 }

@@ -78,6 +78,12 @@ import (
 // A Put whose context ends before the upload is committed records nothing;
 // one whose context ends while its index update is under way returns the
 // context's error, and the update may still take effect.
+//
+// # Errors
+//
+// A registry that gives no answer (refused, reset, timed out, name not
+// found) fails Stat, Get, Put and Walk with an error satisfying
+// errors.Is(err, cache.ErrOffline), with the *RemoteError in the chain.
 type LayerCache struct {
 	repo   name.Repository
 	tag    name.Tag
@@ -333,7 +339,7 @@ func (c *LayerCache) Walk(ctx context.Context, fn func(d v1.Hash, size int64) er
 	st, err := c.index(ctx)
 	if err != nil {
 		c.countError(err)
-		return fmt.Errorf("registry: walk: %w", err)
+		return fmt.Errorf("registry: walk: %w", markOffline(err))
 	}
 	for _, d := range st.sorted() {
 		if err := ctx.Err(); err != nil {
@@ -347,10 +353,11 @@ func (c *LayerCache) Walk(ctx context.Context, fn func(d v1.Hash, size int64) er
 }
 
 // failed wraps an operation's error and counts it, unless it is the
-// caller's cancellation.
+// caller's cancellation. A registry that gave no answer is
+// cache.ErrOffline, as for every backend.
 func (c *LayerCache) failed(op string, d v1.Hash, err error) error {
 	c.countError(err)
-	return fmt.Errorf("registry: %s %s: %w", op, d, err)
+	return fmt.Errorf("registry: %s %s: %w", op, d, markOffline(err))
 }
 
 func (c *LayerCache) countError(err error) {

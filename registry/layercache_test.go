@@ -834,3 +834,33 @@ func TestLayerCacheInvalidDigestMakesNoRequest(t *testing.T) {
 		}
 	}
 }
+
+// A registry that gives no answer is offline, as for every backend: each
+// call fails with cache.ErrOffline and the *RemoteError in the chain.
+func TestLayerCacheUnreachableIsOffline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connections are refused
+	c := lcNewCache(t, addr+"/ci/cache")
+	b := cachetest.NewBlob(401, 100)
+	check := func(op string, err error) {
+		t.Helper()
+		var re *registry.RemoteError
+		if !errors.Is(err, cache.ErrOffline) || !errors.As(err, &re) || re.Status != 0 {
+			t.Errorf("%s on a closed port = %v; want cache.ErrOffline with a *RemoteError (no status) in the chain", op, err)
+		}
+	}
+	_, err = c.Stat(t.Context(), b.Digest)
+	check("Stat", err)
+	rc, err := c.Get(t.Context(), b.Digest)
+	if err == nil {
+		rc.Close()
+	}
+	check("Get", err)
+	check("Put", c.Put(t.Context(), b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)))
+	check("Walk", c.Walk(t.Context(), func(v1.Hash, int64) error { return nil }))
+	check("Delete", c.Delete(t.Context(), b.Digest))
+}

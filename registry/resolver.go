@@ -218,10 +218,10 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 // as cache.ErrOffline, as the contract says; the *RemoteError stays in the
 // chain.
 func (r *Resolver) offlineIfUnreachable(res *cache.ResolvedImage, err error) (*cache.ResolvedImage, error) {
-	if unreachable(err) {
-		return nil, fmt.Errorf("%w: %w", cache.ErrOffline, err)
+	if err != nil {
+		return nil, markOffline(err)
 	}
-	return res, err
+	return res, nil
 }
 
 // staleOr serves local as Stale when err is the registry's failure and

@@ -36,7 +36,8 @@ import (
 const maxDepth = 4
 
 // Getter reads a blob the walk needs by digest: a manifest or index, or,
-// with config true, an image config.
+// with config true, an image config. Walk may call it from several
+// goroutines at once.
 type Getter func(d v1.Hash, config bool) ([]byte, error)
 
 // Manifest is one platform's image manifest.
