@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	rand "math/rand/v2"
 	"net/http"
 	"slices"
@@ -174,7 +175,7 @@ func (c *LayerCache) apply(ctx context.Context, edits []*indexEdit) {
 				c.stats.Evictions.Add(1)
 			}
 		}
-		if sameEntries(next, st.entries) {
+		if maps.Equal(next, st.entries) {
 			return // every edit holds already
 		}
 		body := encodeIndex(next)
@@ -239,18 +240,6 @@ func (c *LayerCache) apply(ctx context.Context, edits []*indexEdit) {
 		}
 		// Another writer's stale write dropped some of ours: merge again.
 	}
-}
-
-func sameEntries(a, b map[v1.Hash]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for d, n := range a {
-		if m, ok := b[d]; !ok || m != n {
-			return false
-		}
-	}
-	return true
 }
 
 // addsHold reports whether every addition in edits is listed in st.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -126,16 +127,8 @@ func (r *Resolver) Resolve(ctx context.Context, ref string, opts ...cache.Resolv
 	r.stats.resolves.Add(1)
 	out := *res // each caller gets its own copy to modify
 	out.Ref = ref
-	out.Manifests = maps(res.Manifests)
+	out.Manifests = maps.Clone(res.Manifests)
 	return &out, nil
-}
-
-func maps(m map[string]v1.Hash) map[string]v1.Hash {
-	out := make(map[string]v1.Hash, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []string, ro cache.ResolveOptions) (*cache.ResolvedImage, error) {
