@@ -302,7 +302,7 @@ func openOCI(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 			return nil, fmt.Errorf("insecure=%q: want true or false", v)
 		}
 		if insecure {
-			opts = append(opts, registry.WithLayerCacheInsecure())
+			opts = append(opts, registry.WithInsecureRegistries(u.Host))
 		}
 	}
 	return registry.NewLayerCache(u.Host+"/"+strings.Trim(u.Path, "/"), opts...)

@@ -1,22 +1,23 @@
 package registry
 
 import (
+	"bytes"
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/buildcache/buildcache/internal/flight"
+	"github.com/buildcache/buildcache/internal/netfail"
 )
 
 // manifestAccept lists the manifest types we understand, for Accept.
@@ -25,194 +26,229 @@ var manifestAccept = strings.Join([]string{
 	string(types.DockerManifestList), string(types.DockerManifestSchema2),
 }, ", ")
 
-// client speaks the small part of the distribution API a resolver needs:
-// HEAD and GET of manifests, GET of blobs. It sends requests without
-// credentials first and authenticates only when a registry answers 401, so
-// an anonymous registry costs no extra round trip (no /v2/ ping) and a
-// revalidation is exactly one HEAD.
+// client speaks the part of the distribution API that the Resolver
+// (manifests and blobs, pull scope, any repository) and the LayerCache
+// (blobs, uploads and its index, push scope, one repository) need. It
+// sends requests without credentials first and logs in only when a
+// registry answers 401, so an anonymous registry costs no extra round trip
+// (no /v2/ ping) and a revalidation is exactly one HEAD. Concurrent
+// requests that meet the same challenge share one login.
 type client struct {
 	base     http.RoundTripper
 	keychain authn.Keychain
 	auth     authn.Authenticator // overrides keychain when set
 	retry    retryPolicy
-	insecure map[string]bool
+	insecure map[string]bool // registries ("host:port") spoken to over plain HTTP
 	agent    string
 
 	mu     sync.Mutex
-	authed map[string]http.RoundTripper // by repository name
+	authed map[string]login // by scopeKey
+	logins flight.Group[loginKey, struct{}]
 }
 
-type retryPolicy struct {
-	attempts int           // total tries, >= 1
-	backoff  time.Duration // first wait; doubles
-	maxWait  time.Duration // cap on one wait, Retry-After included
-	sleep    func(context.Context, time.Duration) error
+// login is the transport that answers one repository's and scope's
+// challenge; gen counts the logins, so that a request that failed with an
+// older one does not log in again.
+type login struct {
+	rt  http.RoundTripper
+	gen int
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
+type loginKey struct {
+	scope string
+	gen   int
+}
+
+func newClient(o clientOptions) *client {
+	c := &client{
+		base: o.transport, keychain: o.keychain, auth: o.auth, retry: o.retry,
+		agent: o.userAgent, insecure: map[string]bool{}, authed: map[string]login{},
 	}
-}
-
-// RemoteError is a registry's failure to answer: unreachable, timed out,
-// or an HTTP status it should not have sent. It is what stale-if-error
-// serves a cached copy through.
-type RemoteError struct {
-	Op     string // "HEAD manifest", "GET blob", ...
-	URL    string
-	Status int   // 0 when no response arrived
-	Err    error // the transport error or the registry's error body
-}
-
-func (e *RemoteError) Error() string {
-	if e.Status != 0 {
-		return fmt.Sprintf("registry: %s %s: %d %s: %v", e.Op, e.URL, e.Status, http.StatusText(e.Status), e.Err)
+	if c.keychain == nil {
+		c.keychain = authn.DefaultKeychain
 	}
-	return fmt.Sprintf("registry: %s %s: %v", e.Op, e.URL, e.Err)
+	for _, h := range o.insecure {
+		c.insecure[h] = true
+	}
+	return c
 }
 
-func (e *RemoteError) Unwrap() error { return e.Err }
+// request is one call of the distribution API.
+type request struct {
+	op     string // names it in errors ("HEAD index"); default method and kind ("GET blob")
+	method string
+	repo   name.Repository
+	kind   string // "manifests" or "blobs"
+	ref    string // a tag, a digest, or "uploads/"
+	url    string // an absolute URL instead of kind and ref (an upload's Location); errors still name kind and ref
+	push   bool   // needs push scope; pull scope otherwise
+	accept string
+	header http.Header
+	body   []byte    // sent again on every try
+	stream io.Reader // sent once: a request with a stream is neither retried nor sent again after a login
+	size   int64     // of stream; -1 sends it chunked
+	ok     []int     // statuses handed to the caller, who closes the body; default 200
+	once   bool      // no retries
+}
 
-// Temporary reports whether the failure is the registry's or the
-// network's (unreachable, 5xx, 429) rather than the request's (404, 401).
-func (e *RemoteError) Temporary() bool {
-	return e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500
+// normalize marks repo's registry insecure when it is listed as such, so
+// that URLs and the login's ping both use plain HTTP.
+func (c *client) normalize(repo name.Repository) name.Repository {
+	if c.insecure[repo.RegistryStr()] && repo.Registry.Scheme() != "http" {
+		if reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure); err == nil {
+			repo.Registry = reg
+		}
+	}
+	return repo
 }
 
 func (c *client) url(repo name.Repository, kind, ref string) string {
-	scheme := repo.Registry.Scheme()
-	if c.insecure[repo.RegistryStr()] {
-		scheme = "http"
-	}
-	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", scheme, repo.RegistryStr(), repo.RepositoryStr(), kind, ref)
+	repo = c.normalize(repo)
+	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), kind, ref)
 }
 
-func (c *client) transportFor(repo name.Repository) http.RoundTripper {
+func scope(repo name.Repository, push bool) string {
+	if push {
+		return repo.Scope(transport.PushScope)
+	}
+	return repo.Scope(transport.PullScope)
+}
+
+// scopeKey names a repository and scope among all registries.
+func scopeKey(repo name.Repository, push bool) string {
+	return repo.RegistryStr() + " " + scope(repo, push)
+}
+
+func (c *client) transport(key string) (http.RoundTripper, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t, ok := c.authed[repo.Name()]; ok {
-		return t
+	if l, ok := c.authed[key]; ok {
+		return l.rt, l.gen
 	}
-	return c.base
+	return c.base, 0
 }
 
-// authenticate builds a transport that answers the registry's challenge
-// (basic or bearer token), using go-containerregistry's transport package.
-func (c *client) authenticate(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
-	auth := c.auth
-	if auth == nil {
-		var err error
-		if auth, err = authn.Resolve(ctx, c.keychain, repo); err != nil {
-			return nil, fmt.Errorf("registry: credentials for %s: %w", repo, err)
+// login answers repo's challenge (basic or bearer token) for the scope,
+// with go-containerregistry's transport package. gen is the login the
+// refused request used: callers refused under the same one share one
+// login, and if another has happened since, its transport is used.
+func (c *client) login(ctx context.Context, repo name.Repository, push bool, gen int) error {
+	key := scopeKey(repo, push)
+	_, _, err := c.logins.Do(ctx, loginKey{key, gen}, func(ctx context.Context) (struct{}, error) {
+		if _, cur := c.transport(key); cur != gen {
+			return struct{}{}, nil
 		}
-	}
-	t, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, &RemoteError{Op: "authenticate", URL: repo.RegistryStr(), Err: err}
-	}
-	c.mu.Lock()
-	c.authed[repo.Name()] = t
-	c.mu.Unlock()
-	return t, nil
+		auth := c.auth
+		if auth == nil {
+			var err error
+			if auth, err = authn.Resolve(ctx, c.keychain, repo); err != nil {
+				return struct{}{}, fmt.Errorf("registry: credentials for %s: %w", repo, err)
+			}
+		}
+		repo := c.normalize(repo)
+		rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{scope(repo, push)})
+		if err != nil {
+			return struct{}{}, &RemoteError{Op: "authenticate", URL: repo.RegistryStr(), Err: err}
+		}
+		c.mu.Lock()
+		c.authed[key] = login{rt: rt, gen: gen + 1}
+		c.mu.Unlock()
+		return struct{}{}, nil
+	})
+	return err
 }
 
-// do sends one request with retries; the caller closes the body of a
-// successful response. Statuses other than 200 become *RemoteError.
-func (c *client) do(ctx context.Context, repo name.Repository, method, kind, ref, accept string) (*http.Response, error) {
-	url := c.url(repo, kind, ref)
-	op := method + " " + strings.TrimSuffix(kind, "s")
-	triedAuth := false
-	wait := c.retry.backoff
+// do sends r, logging in on the first 401 and retrying 429, 5xx and
+// broken connections as the retry policy says. A status not in r.ok is a
+// *RemoteError wrapping the registry's *transport.Error; the caller closes
+// the body of any other response.
+func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
+	where := c.url(r.repo, r.kind, r.ref)
+	target := cmp.Or(r.url, where)
+	op := cmp.Or(r.op, r.method+" "+strings.TrimSuffix(r.kind, "s"))
+	ok := r.ok
+	if len(ok) == 0 {
+		ok = []int{http.StatusOK}
+	}
+	attempts := c.retry.attempts
+	if r.once || r.stream != nil {
+		attempts = 1
+	}
+	key := scopeKey(r.repo, r.push)
+	wait := c.retry.start()
+	loggedIn := false
 	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, method, url, nil)
+		req, err := c.newRequest(ctx, r, target)
 		if err != nil {
 			return nil, fmt.Errorf("registry: %s: %w", op, err)
 		}
-		if accept != "" {
-			req.Header.Set("Accept", accept)
-		}
-		if c.agent != "" {
-			req.Header.Set("User-Agent", c.agent)
-		}
-		resp, err := (&http.Client{Transport: c.transportFor(repo)}).Do(req)
+		rt, gen := c.transport(key)
+		resp, err := (&http.Client{Transport: rt}).Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)
 			}
-			rerr := &RemoteError{Op: op, URL: url, Err: err}
-			if attempt < c.retry.attempts && retryableNetErr(err) {
-				if err := c.retry.sleep(ctx, wait); err != nil {
+			if attempt < attempts && netfail.Retryable(err) {
+				if err := wait.pause(ctx, ""); err != nil {
 					return nil, err
 				}
-				wait = min(wait*2, c.retry.maxWait)
 				continue
 			}
-			return nil, rerr
+			return nil, &RemoteError{Op: op, URL: where, Err: err}
 		}
 		switch {
-		case resp.StatusCode == http.StatusOK:
+		case slices.Contains(ok, resp.StatusCode):
 			return resp, nil
-		case resp.StatusCode == http.StatusUnauthorized && !triedAuth:
+		case resp.StatusCode == http.StatusUnauthorized && !loggedIn && r.stream == nil:
 			drain(resp)
-			triedAuth = true
-			if _, err := c.authenticate(ctx, repo); err != nil {
+			loggedIn = true
+			if err := c.login(ctx, r.repo, r.push, gen); err != nil {
 				return nil, err
 			}
-			attempt-- // the challenge round trip is not a failure
+			attempt-- // the challenge is not a failure
 			continue
-		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500) && attempt < c.retry.attempts:
-			d := wait
-			if ra, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-				d = ra
-			}
+		case retryableStatus(resp.StatusCode) && attempt < attempts:
+			ra := resp.Header.Get("Retry-After")
 			drain(resp)
-			if err := c.retry.sleep(ctx, min(d, c.retry.maxWait)); err != nil {
+			if err := wait.pause(ctx, ra); err != nil {
 				return nil, err
 			}
-			wait = min(wait*2, c.retry.maxWait)
 			continue
 		}
-		err = transport.CheckError(resp, http.StatusOK)
+		err = transport.CheckError(resp, ok...)
 		drain(resp)
-		return nil, &RemoteError{Op: op, URL: url, Status: resp.StatusCode, Err: err}
+		return nil, &RemoteError{Op: op, URL: where, Status: resp.StatusCode, Err: err}
 	}
+}
+
+func (c *client) newRequest(ctx context.Context, r request, url string) (*http.Request, error) {
+	var body io.Reader
+	switch {
+	case r.stream != nil:
+		body = r.stream
+	case r.body != nil:
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if r.stream != nil {
+		req.ContentLength = r.size
+	}
+	for k, vs := range r.header {
+		req.Header[k] = vs
+	}
+	if r.accept != "" {
+		req.Header.Set("Accept", r.accept)
+	}
+	if c.agent != "" {
+		req.Header.Set("User-Agent", c.agent)
+	}
+	return req, nil
 }
 
 func drain(resp *http.Response) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-}
-
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) (time.Duration, bool) {
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
-}
-
-// retryableNetErr: connection refused or reset, timeouts, truncated
-// answers. A TLS or DNS configuration error is not worth retrying.
-func retryableNetErr(err error) bool {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, syscall.EPIPE):
-		return true
-	case errors.As(err, &ne) && ne.Timeout():
-		return true
-	}
-	return false
 }

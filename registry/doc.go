@@ -29,12 +29,15 @@
 //
 // # Requests
 //
-// Requests go out without credentials and authenticate only when the
-// registry answers 401 (with credentials from the keychain, default
-// authn.DefaultKeychain), so anonymous registries cost no /v2/ ping. 429,
-// 5xx and broken connections are retried with backoff, honouring
-// Retry-After. localhost, 127.0.0.1 and private addresses use plain HTTP;
-// WithInsecureRegistries adds others. Concurrent identical resolves, and
+// A Resolver and a LayerCache talk to registries the same way, set by the
+// same ClientOptions (WithKeychain, WithAuth, WithTransport,
+// WithInsecureRegistries, WithRetry). Requests go out without credentials
+// and authenticate only when the registry answers 401 (with credentials
+// from the keychain, default authn.DefaultKeychain), so anonymous
+// registries cost no /v2/ ping; concurrent requests that meet one
+// challenge share one login. 429, 5xx and broken connections are retried
+// with backoff, honouring Retry-After. localhost, 127.0.0.1 and private
+// addresses use plain HTTP; WithInsecureRegistries adds others. Concurrent identical resolves, and
 // concurrent downloads of one blob, share one request. A pull fetches the
 // platforms' manifests at once and then the blobs in parallel (WithJobs).
 //
@@ -50,6 +53,8 @@
 // # Errors
 //
 // A registry's failure is a *RemoteError (errors.As), with the status and
-// URL; bytes that do not match their digest wrap cache.ErrDigestMismatch,
-// and nothing of that image is recorded.
+// URL. One that gave no answer at all (refused, reset, timed out, name not
+// found, answer cut off) also satisfies errors.Is(err, cache.ErrOffline)
+// when nothing cached can stand in. Bytes that do not match their digest
+// wrap cache.ErrDigestMismatch, and nothing of that image is recorded.
 package registry

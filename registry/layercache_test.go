@@ -223,7 +223,7 @@ func (reg *lcRegistry) setIndex(t *testing.T, repo string, body []byte) {
 }
 
 // lcFast keeps retries short: the tests' faults are deliberate.
-var lcFast = registry.WithLayerCacheRetry(3, time.Millisecond, 10*time.Millisecond)
+var lcFast = registry.WithRetry(3, time.Millisecond, 10*time.Millisecond)
 
 func lcNewCache(t *testing.T, repo string, opts ...registry.LayerCacheOption) *registry.LayerCache {
 	t.Helper()
@@ -650,7 +650,7 @@ func TestLayerCacheBlobDelete(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprint(on), func(t *testing.T) {
 			reg := lcNewRegistry(t)
-			c := lcNewCache(t, reg.repo("ci/cache"), registry.WithLayerCacheBlobDelete(on))
+			c := lcNewCache(t, reg.repo("ci/cache"), registry.WithBlobDelete(on))
 			b := cachetest.NewBlob(81, 100)
 			lcPut(t, c, b)
 			if err := c.Delete(t.Context(), b.Digest); err != nil {
@@ -702,7 +702,7 @@ func TestLayerCacheAuth(t *testing.T) {
 	})
 	b := cachetest.NewBlob(91, 1000)
 
-	c := lcNewCache(t, reg.repo("ci/cache"), registry.WithLayerCacheAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
+	c := lcNewCache(t, reg.repo("ci/cache"), registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
 	lcPut(t, c, b)
 	rc, err := c.Get(t.Context(), b.Digest)
 	if err != nil {
@@ -718,7 +718,7 @@ func TestLayerCacheAuth(t *testing.T) {
 		t.Errorf("%d requests were challenged; credentials are not kept", n)
 	}
 
-	anon := lcNewCache(t, reg.repo("ci/cache"), registry.WithLayerCacheKeychain(authn.NewMultiKeychain()))
+	anon := lcNewCache(t, reg.repo("ci/cache"), registry.WithKeychain(authn.NewMultiKeychain()))
 	_, err = anon.Stat(t.Context(), b.Digest)
 	var rerr *registry.RemoteError
 	if !errors.As(err, &rerr) || rerr.Status != http.StatusUnauthorized {
@@ -738,15 +738,15 @@ func TestLayerCacheInsecure(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	b := cachetest.NewBlob(101, 100)
 
-	c := lcNewCache(t, "cache.example.com:5000/ci/cache", registry.WithLayerCacheTransport(tr), registry.WithLayerCacheInsecure())
+	c := lcNewCache(t, "cache.example.com:5000/ci/cache", registry.WithTransport(tr), registry.WithInsecureRegistries("cache.example.com:5000"))
 	lcPut(t, c, b)
 	if got := lcWalk(t, c); got[b.Digest] != 100 {
 		t.Errorf("Walk over plain HTTP = %v", got)
 	}
 
-	tls := lcNewCache(t, "cache.example.com:5000/ci/cache", registry.WithLayerCacheTransport(tr))
+	tls := lcNewCache(t, "cache.example.com:5000/ci/cache", registry.WithTransport(tr))
 	if _, err := tls.Stat(t.Context(), b.Digest); err == nil {
-		t.Error("without WithLayerCacheInsecure, Stat spoke plain HTTP to cache.example.com")
+		t.Error("without WithInsecureRegistries, Stat spoke plain HTTP to cache.example.com")
 	}
 }
 
@@ -790,15 +790,15 @@ func TestLayerCacheOptions(t *testing.T) {
 		opts []registry.LayerCacheOption
 		want string // in the error
 	}{
-		{"auth and keychain", good, []registry.LayerCacheOption{registry.WithLayerCacheAuth(authn.Anonymous), registry.WithLayerCacheKeychain(authn.DefaultKeychain)}, "not both"},
-		{"nil auth", good, []registry.LayerCacheOption{registry.WithLayerCacheAuth(nil)}, "WithLayerCacheAuth(nil)"},
-		{"nil keychain", good, []registry.LayerCacheOption{registry.WithLayerCacheKeychain(nil)}, "WithLayerCacheKeychain(nil)"},
-		{"nil transport", good, []registry.LayerCacheOption{registry.WithLayerCacheTransport(nil)}, "WithLayerCacheTransport(nil)"},
+		{"auth and keychain", good, []registry.LayerCacheOption{registry.WithAuth(authn.Anonymous), registry.WithKeychain(authn.DefaultKeychain)}, "not both"},
+		{"nil auth", good, []registry.LayerCacheOption{registry.WithAuth(nil)}, "WithAuth(nil)"},
+		{"nil keychain", good, []registry.LayerCacheOption{registry.WithKeychain(nil)}, "WithKeychain(nil)"},
+		{"nil transport", good, []registry.LayerCacheOption{registry.WithTransport(nil)}, "WithTransport(nil)"},
 		{"empty tag", good, []registry.LayerCacheOption{registry.WithIndexTag("")}, "not a valid tag"},
 		{"tag with a slash", good, []registry.LayerCacheOption{registry.WithIndexTag("a/b")}, "not a valid tag"},
 		{"long tag", good, []registry.LayerCacheOption{registry.WithIndexTag(strings.Repeat("a", 129))}, "not a valid tag"},
 		{"negative settle", good, []registry.LayerCacheOption{registry.WithIndexSettle(-time.Second)}, "must not be negative"},
-		{"no attempts", good, []registry.LayerCacheOption{registry.WithLayerCacheRetry(0, 0, 0)}, "attempts >= 1"},
+		{"no attempts", good, []registry.LayerCacheOption{registry.WithRetry(0, 0, 0)}, "attempts >= 1"},
 		{"bad repository", "Not/Lower/Case", nil, "invalid repository"},
 		{"tag in repository", good + ":latest", nil, "invalid repository"},
 	} {
@@ -833,4 +833,34 @@ func TestLayerCacheInvalidDigestMakesNoRequest(t *testing.T) {
 			t.Errorf("%s = %v, want ErrInvalidDigest", op, err)
 		}
 	}
+}
+
+// A registry that gives no answer is offline, as for every backend: each
+// call fails with cache.ErrOffline and the *RemoteError in the chain.
+func TestLayerCacheUnreachableIsOffline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connections are refused
+	c := lcNewCache(t, addr+"/ci/cache")
+	b := cachetest.NewBlob(401, 100)
+	check := func(op string, err error) {
+		t.Helper()
+		var re *registry.RemoteError
+		if !errors.Is(err, cache.ErrOffline) || !errors.As(err, &re) || re.Status != 0 {
+			t.Errorf("%s on a closed port = %v; want cache.ErrOffline with a *RemoteError (no status) in the chain", op, err)
+		}
+	}
+	_, err = c.Stat(t.Context(), b.Digest)
+	check("Stat", err)
+	rc, err := c.Get(t.Context(), b.Digest)
+	if err == nil {
+		rc.Close()
+	}
+	check("Get", err)
+	check("Put", c.Put(t.Context(), b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)))
+	check("Walk", c.Walk(t.Context(), func(v1.Hash, int64) error { return nil }))
+	check("Delete", c.Delete(t.Context(), b.Digest))
 }

@@ -12,34 +12,131 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// Option configures a Resolver.
-type Option func(*options) error
+// ClientOption configures how a Resolver or a LayerCache talks to
+// registries: credentials, transport, plain HTTP, retries. Every
+// ClientOption is both an Option and a LayerCacheOption.
+type ClientOption func(*clientOptions) error
+
+func (f ClientOption) applyResolver(o *options) error             { return f(&o.client) }
+func (f ClientOption) applyLayerCache(o *layerCacheOptions) error { return f(&o.client) }
+
+type clientOptions struct {
+	keychain  authn.Keychain // nil: authn.DefaultKeychain
+	auth      authn.Authenticator
+	transport http.RoundTripper
+	insecure  []string
+	retry     retryPolicy
+	userAgent string
+}
+
+func defaultClientOptions() clientOptions {
+	return clientOptions{transport: remote.DefaultTransport, retry: defaultRetry(), userAgent: "buildcache"}
+}
+
+func (o *clientOptions) check() error {
+	if o.auth != nil && o.keychain != nil {
+		return errors.New("either WithAuth or WithKeychain, not both")
+	}
+	return nil
+}
+
+// WithKeychain resolves credentials per registry from k (default
+// authn.DefaultKeychain: Docker's config.json and credential helpers). It
+// conflicts with WithAuth.
+func WithKeychain(k authn.Keychain) ClientOption {
+	return func(o *clientOptions) error {
+		if k == nil {
+			return errors.New("registry: WithKeychain(nil)")
+		}
+		o.keychain = k
+		return nil
+	}
+}
+
+// WithAuth uses one authenticator for every registry instead of a
+// keychain (default: none, the keychain decides). It conflicts with
+// WithKeychain.
+func WithAuth(a authn.Authenticator) ClientOption {
+	return func(o *clientOptions) error {
+		if a == nil {
+			return errors.New("registry: WithAuth(nil)")
+		}
+		o.auth = a
+		return nil
+	}
+}
+
+// WithTransport sets the HTTP transport (default remote.DefaultTransport).
+func WithTransport(t http.RoundTripper) ClientOption {
+	return func(o *clientOptions) error {
+		if t == nil {
+			return errors.New("registry: WithTransport(nil)")
+		}
+		o.transport = t
+		return nil
+	}
+}
+
+// WithInsecureRegistries talks plain HTTP to these registries
+// ("host:port"; default none). localhost, 127.0.0.1 and private addresses
+// use plain HTTP already.
+func WithInsecureRegistries(hosts ...string) ClientOption {
+	return func(o *clientOptions) error {
+		o.insecure = append(o.insecure, hosts...)
+		return nil
+	}
+}
+
+// WithRetry sets how often a request is tried on 429, 5xx and connection
+// failures (default 4 attempts), the first backoff (default 200ms, then
+// doubling), and the longest single wait, Retry-After included
+// (default 10s). A LayerCache's blob upload is never retried: its body is
+// a stream.
+func WithRetry(attempts int, backoff, maxWait time.Duration) ClientOption {
+	return func(o *clientOptions) error {
+		if attempts < 1 || backoff < 0 || maxWait < 0 {
+			return fmt.Errorf("registry: WithRetry(%d, %v, %v): need attempts >= 1 and non-negative waits", attempts, backoff, maxWait)
+		}
+		o.retry.attempts, o.retry.backoff, o.retry.maxWait = attempts, backoff, maxWait
+		return nil
+	}
+}
+
+// withSleep replaces the retry wait, for tests.
+func withSleep(fn func(context.Context, time.Duration) error) ClientOption {
+	return func(o *clientOptions) error {
+		o.retry.sleep = fn
+		return nil
+	}
+}
+
+// Option configures a Resolver: a ClientOption, or one of the options
+// below that only a Resolver has.
+type Option interface {
+	applyResolver(*options) error
+}
+
+type resolverOption func(*options) error
+
+func (f resolverOption) applyResolver(o *options) error { return f(o) }
 
 type options struct {
-	keychain     authn.Keychain
-	auth         authn.Authenticator
-	transport    http.RoundTripper
+	client       clientOptions
 	platforms    []string
-	insecure     []string
 	jobs         int
-	retry        retryPolicy
 	staleIfError bool
 	bypass       bool
 	progress     func(Progress)
 	now          func() time.Time
-	userAgent    string
 }
 
 func defaultOptions() options {
 	return options{
-		keychain:     authn.DefaultKeychain,
-		transport:    remote.DefaultTransport,
+		client:       defaultClientOptions(),
 		platforms:    []string{hostPlatform()},
 		jobs:         4,
-		retry:        retryPolicy{attempts: 4, backoff: 200 * time.Millisecond, maxWait: 10 * time.Second, sleep: sleepCtx},
 		staleIfError: true,
 		now:          time.Now,
-		userAgent:    "buildcache",
 	}
 }
 
@@ -51,45 +148,10 @@ func hostPlatform() string {
 	return p
 }
 
-// WithKeychain resolves credentials per registry (default
-// authn.DefaultKeychain: Docker's config.json and credential helpers).
-func WithKeychain(k authn.Keychain) Option {
-	return func(o *options) error {
-		if k == nil {
-			return errors.New("registry: WithKeychain(nil)")
-		}
-		o.keychain = k
-		return nil
-	}
-}
-
-// WithAuth uses one authenticator for every registry, instead of the
-// keychain.
-func WithAuth(a authn.Authenticator) Option {
-	return func(o *options) error {
-		if a == nil {
-			return errors.New("registry: WithAuth(nil)")
-		}
-		o.auth = a
-		return nil
-	}
-}
-
-// WithTransport sets the HTTP transport (default remote.DefaultTransport).
-func WithTransport(t http.RoundTripper) Option {
-	return func(o *options) error {
-		if t == nil {
-			return errors.New("registry: WithTransport(nil)")
-		}
-		o.transport = t
-		return nil
-	}
-}
-
 // WithDefaultPlatforms sets the platforms Resolve fetches when a call does
 // not name any (default: the host's, e.g. "linux/amd64").
 func WithDefaultPlatforms(platforms ...string) Option {
-	return func(o *options) error {
+	return resolverOption(func(o *options) error {
 		if len(platforms) == 0 {
 			return errors.New("registry: WithDefaultPlatforms: no platform given")
 		}
@@ -100,16 +162,7 @@ func WithDefaultPlatforms(platforms ...string) Option {
 		}
 		o.platforms = platforms
 		return nil
-	}
-}
-
-// WithInsecureRegistries talks plain HTTP to these hosts ("host:port").
-// localhost, 127.0.0.1 and private addresses use plain HTTP already.
-func WithInsecureRegistries(hosts ...string) Option {
-	return func(o *options) error {
-		o.insecure = append(o.insecure, hosts...)
-		return nil
-	}
+	})
 }
 
 // WithJobs bounds parallel blob downloads per Resolve (default 4): at most
@@ -117,46 +170,32 @@ func WithInsecureRegistries(hosts ...string) Option {
 // n smaller ones (configs, small layers), which are more round trip than
 // transfer.
 func WithJobs(n int) Option {
-	return func(o *options) error {
+	return resolverOption(func(o *options) error {
 		if n < 1 {
 			return fmt.Errorf("registry: WithJobs(%d): need at least 1", n)
 		}
 		o.jobs = n
 		return nil
-	}
-}
-
-// WithRetry sets how often a request is tried on 429, 5xx and connection
-// failures (default 4 attempts), the first backoff (default 200ms, then
-// doubling), and the longest single wait, Retry-After included
-// (default 10s).
-func WithRetry(attempts int, backoff, maxWait time.Duration) Option {
-	return func(o *options) error {
-		if attempts < 1 || backoff < 0 || maxWait < 0 {
-			return fmt.Errorf("registry: WithRetry(%d, %v, %v): need attempts >= 1 and non-negative waits", attempts, backoff, maxWait)
-		}
-		o.retry.attempts, o.retry.backoff, o.retry.maxWait = attempts, backoff, maxWait
-		return nil
-	}
+	})
 }
 
 // WithStaleIfError serves the cached copy, with Source Stale, when the
 // registry is unreachable or failing (default true). With false such a
 // failure is an error.
 func WithStaleIfError(on bool) Option {
-	return func(o *options) error {
+	return resolverOption(func(o *options) error {
 		o.staleIfError = on
 		return nil
-	}
+	})
 }
 
 // WithCacheBypass makes every Resolve go to the registry as if nothing
 // were cached (default false); cache.WithBypass does it for one call.
 func WithCacheBypass() Option {
-	return func(o *options) error {
+	return resolverOption(func(o *options) error {
 		o.bypass = true
 		return nil
-	}
+	})
 }
 
 // Progress reports a pull's bytes, for progress bars.
@@ -169,29 +208,21 @@ type Progress struct {
 }
 
 // WithProgress calls fn as blobs download (from several goroutines, but
-// never concurrently).
+// never concurrently; default none).
 func WithProgress(fn func(Progress)) Option {
-	return func(o *options) error {
+	return resolverOption(func(o *options) error {
 		o.progress = fn
 		return nil
-	}
+	})
 }
 
 // WithClock replaces time.Now, for tests of WithMaxAge and Prune.
 func WithClock(now func() time.Time) Option {
-	return func(o *options) error {
+	return resolverOption(func(o *options) error {
 		if now == nil {
 			return errors.New("registry: WithClock(nil)")
 		}
 		o.now = now
 		return nil
-	}
-}
-
-// withSleep replaces the retry wait, for tests.
-func withSleep(fn func(context.Context, time.Duration) error) Option {
-	return func(o *options) error {
-		o.retry.sleep = fn
-		return nil
-	}
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -636,5 +637,46 @@ func TestUnreachableAndUncachedIsOffline(t *testing.T) {
 	var re *registry.RemoteError
 	if !errors.Is(err, cache.ErrOffline) || !errors.As(err, &re) {
 		t.Fatalf("unreachable registry, nothing cached = %v; want ErrOffline with the RemoteError in the chain", err)
+	}
+}
+
+// Resolves that meet the same 401 at once share one login: one ping of
+// /v2/, however many requests were challenged.
+func TestConcurrentChallengesShareOneLogin(t *testing.T) {
+	reg := newFakeRegistry(t)
+	ref := reg.host + "/app:1"
+	push(t, ref, twoPlatformIndex(t, 256))
+	platforms := [][]string{{"linux/amd64"}, {"linux/arm64"}, {"linux/amd64", "linux/arm64"}}
+	var challenged, pings atomic.Int32
+	allChallenged := make(chan struct{})
+	reg.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if u, p, ok := r.BasicAuth(); ok && u == "ci" && p == "s3cret" {
+			return false
+		}
+		if r.URL.Path == "/v2/" {
+			pings.Add(1)
+			select { // answer the login's ping only once every resolve is waiting for it
+			case <-allChallenged:
+			case <-time.After(10 * time.Second):
+			}
+		} else if challenged.Add(1) == int32(len(platforms)) {
+			close(allChallenged)
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="buildcache-test"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return true
+	})
+	r := newResolver(t, openStore(t), registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
+	var wg sync.WaitGroup
+	for _, ps := range platforms {
+		wg.Go(func() {
+			if _, err := r.Resolve(t.Context(), ref, cache.WithPlatforms(ps...)); err != nil {
+				t.Errorf("Resolve %v: %v", ps, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := pings.Load(); n != 1 {
+		t.Errorf("%d logins (pings of /v2/) for %d challenged requests, want 1", n, challenged.Load())
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -13,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/netfail"
 )
 
 // apiCode is the S3 error code of err ("NoSuchKey", "AccessDenied", ...),
@@ -72,17 +72,6 @@ func isAccessDenied(err error) bool {
 	return httpStatus(err) == http.StatusForbidden
 }
 
-// isUnreachable: no HTTP response came back (refused, reset, timed out, DNS).
-func isUnreachable(err error) bool {
-	var ce interface{ ConnectionError() bool }
-	if errors.As(err, &ce) && ce.ConnectionError() {
-		return true
-	}
-	var oe *net.OpError
-	var de *net.DNSError
-	return errors.As(err, &oe) || errors.As(err, &de)
-}
-
 // remoteErr wraps an error of the S3 API for op on key, saying in words
 // what went wrong and naming bucket and endpoint. The SDK's error stays in
 // the chain for errors.As. No credential is ever part of it: the SDK's
@@ -101,7 +90,7 @@ func (c *Cache) remoteErr(op, key string, err error) error {
 		return fmt.Errorf("s3: %s: bucket %q does not exist at %s: %w", op, c.bucket, c.endpoint, err)
 	case isAccessDenied(err):
 		return fmt.Errorf("s3: %s: access to bucket %q at %s denied; check the credentials and the bucket's policy: %w", op, c.bucket, c.endpoint, err)
-	case isUnreachable(err):
+	case netfail.Unreachable(err):
 		return fmt.Errorf("s3: %s: cannot reach S3 endpoint %s (bucket %q): %w: %w", op, c.endpoint, c.bucket, cache.ErrOffline, err)
 	}
 	return fmt.Errorf("s3: %s %s: %w", op, where, err)

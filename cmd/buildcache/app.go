@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/netfail"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -81,21 +80,10 @@ func exitCode(err error) int {
 	// The resolver returns the registry's error, not ErrOffline, when the
 	// registry does not answer and nothing is cached: offline all the same.
 	var rerr *registry.RemoteError
-	if errors.As(err, &rerr) && rerr.Status == 0 && unreachable(rerr.Err) {
+	if errors.As(err, &rerr) && rerr.Status == 0 && netfail.Unreachable(rerr.Err) {
 		return exitNotCached
 	}
 	return exitFailure
-}
-
-// unreachable reports whether err means no answer came: the connection
-// failed, was cut or timed out, or the name did not resolve. An HTTP
-// status from a token server or a TLS certificate error is an answer.
-func unreachable(err error) bool {
-	var op *net.OpError
-	var dns *net.DNSError
-	var ne net.Error
-	return errors.As(err, &op) || errors.As(err, &dns) || (errors.As(err, &ne) && ne.Timeout()) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // app holds one invocation's settings and outputs.

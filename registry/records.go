@@ -1,0 +1,109 @@
+package registry
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildcache/buildcache/cache"
+)
+
+// persistInterval bounds how stale a revalidation time in the index may
+// be; after a crash or restart that costs at most one extra HEAD.
+const persistInterval = time.Minute
+
+// record is what the store's index says about a reference.
+type record struct {
+	desc       v1.Descriptor
+	resolvedAt time.Time // as the index records it
+	latest     time.Time // a later revalidation not yet written, if any
+}
+
+// lastChecked is when the reference was last known to point to desc.
+func (rec *record) lastChecked() time.Time {
+	if rec.latest.After(rec.resolvedAt) {
+		return rec.latest
+	}
+	return rec.resolvedAt
+}
+
+func (r *Resolver) lookup(ctx context.Context, refName string) (*record, error) {
+	im, err := r.index.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range im.Manifests {
+		if d.Annotations[cache.AnnotationRefName] == refName {
+			at, _ := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt])
+			rec := &record{desc: d, resolvedAt: at}
+			r.mu.Lock()
+			if t, ok := r.checked[refName]; ok && t.After(at) {
+				rec.latest = t
+			}
+			r.mu.Unlock()
+			return rec, nil
+		}
+	}
+	return nil, nil
+}
+
+// revalidated notes that refName still points to rec's digest, writing the
+// index only when its recorded time is older than persistInterval.
+func (r *Resolver) revalidated(ctx context.Context, refName string, rec *record) error {
+	now := r.o.now()
+	if now.Sub(rec.resolvedAt) < persistInterval && !rec.resolvedAt.After(now) {
+		r.mu.Lock()
+		r.checked[refName] = now
+		r.mu.Unlock()
+		return nil
+	}
+	return r.remember(ctx, refName, rec.desc)
+}
+
+// remember records ref -> desc as a root, replacing an older record.
+func (r *Resolver) remember(ctx context.Context, refName string, desc v1.Descriptor) error {
+	desc.Annotations = map[string]string{
+		cache.AnnotationRefName:    refName,
+		cache.AnnotationResolvedAt: r.o.now().UTC().Format(time.RFC3339Nano),
+	}
+	desc.Platform = nil
+	r.mu.Lock()
+	delete(r.checked, refName)
+	r.mu.Unlock()
+	return r.index.UpdateIndex(ctx, func(im *v1.IndexManifest) error {
+		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
+			return d.Annotations[cache.AnnotationRefName] == refName
+		})
+		im.Manifests = append(im.Manifests, desc)
+		return nil
+	})
+}
+
+// memIndex keeps roots in memory for stores that have no index of their own.
+type memIndex struct {
+	mu sync.Mutex
+	im v1.IndexManifest
+}
+
+func (m *memIndex) Index(ctx context.Context) (*v1.IndexManifest, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cp := m.im
+	cp.Manifests = slices.Clone(m.im.Manifests)
+	return &cp, nil
+}
+
+func (m *memIndex) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cp := m.im
+	cp.Manifests = slices.Clone(m.im.Manifests)
+	if err := fn(&cp); err != nil {
+		return err
+	}
+	m.im = cp
+	return nil
+}

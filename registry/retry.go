@@ -1,0 +1,72 @@
+package registry
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// retryPolicy is how a request is tried again on 429, 5xx and broken
+// connections: attempts in all, waits starting at backoff and doubling,
+// no wait longer than maxWait, Retry-After honoured within that cap.
+type retryPolicy struct {
+	attempts int           // total tries, >= 1
+	backoff  time.Duration // first wait; doubles
+	maxWait  time.Duration // cap on one wait, Retry-After included
+	sleep    func(context.Context, time.Duration) error
+}
+
+func defaultRetry() retryPolicy {
+	return retryPolicy{attempts: 4, backoff: 200 * time.Millisecond, maxWait: 10 * time.Second, sleep: sleepCtx}
+}
+
+// backoff is one request's progress through its retry policy.
+type backoff struct {
+	p    *retryPolicy
+	wait time.Duration // the next wait, unless Retry-After says otherwise
+}
+
+func (p *retryPolicy) start() backoff { return backoff{p: p, wait: p.backoff} }
+
+// pause waits before the next try: what the answer's Retry-After header
+// says, if it says, else the current backoff; never more than maxWait.
+func (b *backoff) pause(ctx context.Context, retryAfterHeader string) error {
+	d := b.wait
+	if ra, ok := retryAfter(retryAfterHeader, time.Now()); ok {
+		d = ra
+	}
+	b.wait = min(b.wait*2, b.p.maxWait)
+	return b.p.sleep(ctx, min(d, b.p.maxWait))
+}
+
+// retryableStatus: the registry is overloaded or failing, not refusing.
+func retryableStatus(code int) bool {
+	return code == http.StatusTooManyRequests || code >= 500
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// retryAfter parses a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
