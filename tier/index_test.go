@@ -139,4 +139,3 @@ func TestNearFar(t *testing.T) {
 		t.Errorf("Near, Far = %T, %T; want the tiers given to New", c.Near(), c.Far())
 	}
 }
-
