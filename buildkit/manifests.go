@@ -15,6 +15,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/moby/buildkit/client"
+
+	"github.com/buildcache/buildcache/internal/imagewalk"
 )
 
 // readManifests fills res.Manifests from the first OCI tarball output, or
@@ -49,14 +51,19 @@ func (o *buildOptions) readManifests(ctx context.Context, res *Result) error {
 // maxJSONBlob bounds the manifests, indexes and configs read back.
 const maxJSONBlob = 4 << 20
 
-type ociNode struct {
-	MediaType string          `json:"mediaType"`
-	Manifests []v1.Descriptor `json:"manifests"`
-	Config    *v1.Descriptor  `json:"config"`
-	// config fields
-	OS           string `json:"os"`
-	Architecture string `json:"architecture"`
-	Variant      string `json:"variant"`
+// platformManifests names each image manifest that top (an OCI layout's
+// index.json, or any index) reaches by its platform, through the walk the
+// resolver uses too, so both leave attestations out alike.
+func platformManifests(top []byte, get imagewalk.Getter) (map[string]v1.Hash, error) {
+	ms, err := imagewalk.Walk(top, v1.Hash{}, nil, get)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]v1.Hash, len(ms))
+	for _, m := range ms {
+		out[m.Platform] = m.Descriptor.Digest
+	}
+	return out, nil
 }
 
 // manifestsFromOCITar reads an OCI layout tarball's index.json and the

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"slices"
-	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -80,30 +79,4 @@ func (r *Resolver) remember(ctx context.Context, refName string, desc v1.Descrip
 		im.Manifests = append(im.Manifests, desc)
 		return nil
 	})
-}
-
-// memIndex keeps roots in memory for stores that have no index of their own.
-type memIndex struct {
-	mu sync.Mutex
-	im v1.IndexManifest
-}
-
-func (m *memIndex) Index(ctx context.Context) (*v1.IndexManifest, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cp := m.im
-	cp.Manifests = slices.Clone(m.im.Manifests)
-	return &cp, nil
-}
-
-func (m *memIndex) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cp := m.im
-	cp.Manifests = slices.Clone(m.im.Manifests)
-	if err := fn(&cp); err != nil {
-		return err
-	}
-	m.im = cp
-	return nil
 }

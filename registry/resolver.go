@@ -19,6 +19,7 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/flight"
+	"github.com/buildcache/buildcache/internal/rootindex"
 )
 
 // maxManifestBytes bounds a manifest read from a registry; registries
@@ -65,7 +66,7 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	}
 	idx, ok := store.(cache.RootIndex)
 	if !ok {
-		idx = &memIndex{}
+		idx = &rootindex.Memory{}
 	}
 	return &Resolver{
 		store:   store,

@@ -15,16 +15,13 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -96,42 +93,16 @@ func (f *fakeRegistry) setFault(fn func(w http.ResponseWriter, r *http.Request) 
 
 // twoPlatformIndex makes a linux/amd64 + linux/arm64 index; shared layers
 // are added to both images.
+// twoPlatformIndex is a random linux/amd64 + linux/arm64 index, two
+// layers of layerSize per image, then the shared layers.
 func twoPlatformIndex(t testing.TB, layerSize int64, shared ...v1.Layer) v1.ImageIndex {
 	t.Helper()
-	var idx v1.ImageIndex = empty.Index
-	for _, plat := range []string{"linux/amd64", "linux/arm64"} {
-		img, err := random.Image(layerSize, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(shared) > 0 {
-			if img, err = mutate.AppendLayers(img, shared...); err != nil {
-				t.Fatal(err)
-			}
-		}
-		p, _ := v1.ParsePlatform(plat)
-		cf, _ := img.ConfigFile()
-		cf = cf.DeepCopy()
-		cf.OS, cf.Architecture = p.OS, p.Architecture
-		if img, err = mutate.ConfigFile(img, cf); err != nil {
-			t.Fatal(err)
-		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: p}})
-	}
-	return idx
+	return testimage.ForTest(t).RandomIndex([]string{"linux/amd64", "linux/arm64"}, layerSize, 2, shared...)
 }
 
 func push(t *testing.T, ref string, idx v1.ImageIndex) v1.Hash {
 	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(r, idx); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := idx.Digest()
-	return d
+	return testimage.ForTest(t).Push(ref, idx)
 }
 
 var both = cache.WithPlatforms("linux/amd64", "linux/arm64")

@@ -2,8 +2,6 @@ package tier
 
 import (
 	"context"
-	"slices"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -36,33 +34,4 @@ func (c *Cache) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) erro
 		return ri.UpdateIndex(ctx, fn)
 	}
 	return c.memIndex.UpdateIndex(ctx, fn)
-}
-
-// memIndex keeps roots in memory for a near tier without an index.
-type memIndex struct {
-	mu sync.Mutex
-	im v1.IndexManifest
-}
-
-func (m *memIndex) Index(context.Context) (*v1.IndexManifest, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.copy(), nil
-}
-
-func (m *memIndex) UpdateIndex(_ context.Context, fn func(*v1.IndexManifest) error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cp := m.copy()
-	if err := fn(cp); err != nil {
-		return err
-	}
-	m.im = *cp
-	return nil
-}
-
-func (m *memIndex) copy() *v1.IndexManifest {
-	cp := m.im
-	cp.Manifests = slices.Clone(m.im.Manifests)
-	return &cp
 }

@@ -25,6 +25,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/rootindex"
 )
 
 // Cache is a cache.LayerCache made of a near and a far tier.
@@ -38,7 +39,7 @@ type Cache struct {
 	fills     atomic.Uint64
 	farErrors atomic.Uint64
 
-	memIndex memIndex // the roots, when the near tier keeps none
+	memIndex rootindex.Memory // the roots, when the near tier keeps none
 
 	mu       sync.Mutex
 	pending  int64                    // bytes queued for background far writes
