@@ -39,12 +39,14 @@
 //     (localfs.Store, localfs.Open).
 //   - Any further type in the same package is named after the interface
 //     of package cache it implements, made by New<Type>, with options of
-//     type <Type>Option named With<Type>X, so that the two sets cannot be
-//     confused: memory.LayerCache (NewLayerCache, WithLayerCacheMaxBytes),
-//     registry.LayerCache (NewLayerCache, WithLayerCacheAuth). registry's
-//     main type is a Resolver (NewResolver, Option), after the
+//     type <Type>Option: memory.LayerCache (NewLayerCache,
+//     LayerCacheOption, WithLayerCacheMaxBytes, prefixed because
+//     memory.Cache has a WithMaxCost of its own), registry.LayerCache
+//     (NewLayerCache, LayerCacheOption, WithIndexTag). registry's main
+//     type is a Resolver (NewResolver, Option), after the
 //     cache.BaseImageResolver it implements, since the package has no one
-//     Cache.
+//     Cache; what both of its types do alike (talk to a registry) is one
+//     ClientOption accepted by both (WithAuth, WithKeychain, WithRetry).
 //   - Options that can be wrong return an error from the constructor, and
 //     each says its default.
 //
