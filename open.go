@@ -14,6 +14,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/redact"
 	"github.com/buildcache/buildcache/internal/units"
 
 	"github.com/buildcache/buildcache/localfs"
@@ -91,18 +92,19 @@ func Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
 func (m *URLMux) Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("buildcache: invalid cache URL: %w", err)
+		// url.Parse's error holds rawURL, password and all.
+		return nil, fmt.Errorf("buildcache: invalid cache URL: %w", redact.Error(err))
 	}
 	if u.Scheme == "" {
-		return nil, fmt.Errorf("buildcache: cache URL %s has no scheme (want file://, mem://, s3://, tier://, ...)", redact(u))
+		return nil, fmt.Errorf("buildcache: cache URL %s has no scheme (want file://, mem://, s3://, tier://, ...)", redact.URL(u))
 	}
 	o, ok := m.opener(strings.ToLower(u.Scheme))
 	if !ok {
-		return nil, fmt.Errorf("buildcache: cache URL %s: unknown scheme %q (known: %s)", redact(u), u.Scheme, strings.Join(m.known(), ", "))
+		return nil, fmt.Errorf("buildcache: cache URL %s: unknown scheme %q (known: %s)", redact.URL(u), u.Scheme, strings.Join(m.known(), ", "))
 	}
 	c, err := o(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("buildcache: opening %s: %w", redact(u), err)
+		return nil, fmt.Errorf("buildcache: opening %s: %w", redact.URL(u), err)
 	}
 	return c, nil
 }
@@ -118,14 +120,6 @@ func (m *URLMux) known() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// redact names a URL in an error without its password or query values,
-// where a misplaced secret would otherwise be echoed.
-func redact(u *url.URL) string {
-	c := *u
-	c.RawQuery, c.Fragment = "", ""
-	return c.Redacted()
 }
 
 // query checks that u has only the allowed parameters, each once.
@@ -258,9 +252,15 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 			return nil, fmt.Errorf("use_path_style=%q: want true or false", v)
 		}
 	}
+	endpoint := q.Get("endpoint")
+	if endpoint != "" {
+		if err := checkEndpoint(endpoint); err != nil {
+			return nil, err
+		}
+	}
 	client := awss3.NewFromConfig(cfg, func(o *awss3.Options) {
-		if e := q.Get("endpoint"); e != "" {
-			o.BaseEndpoint = aws.String(e)
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
 		}
 		o.UsePathStyle = pathStyle
 	})
@@ -279,6 +279,24 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 		opts = append(opts, bcs3.WithTouchRefresh(d))
 	}
 	return bcs3.New(client, u.Host, strings.TrimPrefix(u.Path, "/"), opts...)
+}
+
+// checkEndpoint accepts an S3 endpoint of the form http(s)://host[:port][/path]
+// and nothing that carries credentials, which would be repeated in every
+// error naming the endpoint (they come from the SDK's chain). Its errors
+// name the endpoint redacted.
+func checkEndpoint(e string) error {
+	u, err := url.Parse(e)
+	if err != nil {
+		return fmt.Errorf("endpoint: %w", redact.Error(err))
+	}
+	if u.User != nil {
+		return fmt.Errorf("endpoint %s must not carry credentials: they come from the AWS SDK's default chain", redact.URL(u))
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("endpoint %s: want http://host[:port] or https://host[:port]", redact.URL(u))
+	}
+	return nil
 }
 
 func openOCI(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
@@ -305,5 +323,7 @@ func openOCI(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 			opts = append(opts, registry.WithInsecureRegistries(u.Host))
 		}
 	}
-	return registry.NewLayerCache(u.Host+"/"+strings.Trim(u.Path, "/"), opts...)
+	// The URL's host is the registry, even one that a reference would
+	// take for a Docker Hub namespace ("oci://harbor/team/cache").
+	return registry.NewLayerCacheAt(u.Host, strings.Trim(u.Path, "/"), opts...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
+	"github.com/buildcache/buildcache/registry"
 	"github.com/buildcache/buildcache/tier"
 )
 
@@ -188,6 +189,73 @@ func TestOpenOCI(t *testing.T) {
 		t.Fatalf("round trip through a real registry: %v", err)
 	}
 	for _, bad := range []string{"oci://" + srv.Host, "oci://u:p@" + srv.Host + "/r", "oci://" + srv.Host + "/r?insecure=perhaps", "oci://" + srv.Host + "/r?tag=x"} {
+		if _, err := buildcache.Open(t.Context(), bad); err == nil {
+			t.Errorf("Open(%q) succeeded", bad)
+		}
+	}
+}
+
+// TestOpenErrorsHideSecrets: a password in a URL that fails to parse, or
+// in the endpoint of an s3:// URL, appears in no error, nested in a tier
+// URL or not; credentials in an endpoint are refused like those in the
+// URL's own userinfo.
+func TestOpenErrorsHideSecrets(t *testing.T) {
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	secrets := []string{"pass", "SECRET"}
+	for _, raw := range []string{
+		"oci://u:pass@host/repo%zz",
+		"oci://pass@host/repo%zz",
+		"s3://u:pass@b/p%zz",
+		"file://u:pass@localhost/x%zz",
+		"u:pass@host/repo%zz",
+		"s3://b/p?endpoint=" + url.QueryEscape("http://KEY:SECRET@127.0.0.1:1"),
+		"s3://b/p?endpoint=" + url.QueryEscape("http://SECRET@127.0.0.1:1"),
+		"s3://b/p?endpoint=" + url.QueryEscape("http://KEY:SECRET@127.0.0.1:1/%zz"),
+		"tier://?near=" + url.QueryEscape("oci://u:pass@host/repo%zz") + "&far=mem://",
+		"tier://?near=mem://&far=" + url.QueryEscape("s3://b/p?endpoint="+url.QueryEscape("http://KEY:SECRET@127.0.0.1:1")),
+		"tier://?near=mem://&far=" + url.QueryEscape("tier://?near=mem://&far="+url.QueryEscape("oci://u:pass@h/r%zz")),
+	} {
+		_, err := buildcache.Open(t.Context(), raw)
+		if err == nil {
+			t.Errorf("Open(%q) succeeded", raw)
+			continue
+		}
+		for _, s := range secrets {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("Open(%q) error repeats %q: %v", raw, s, err)
+			}
+		}
+	}
+}
+
+// TestOpenOCISingleLabelHost: the host of an oci:// URL is the registry,
+// even when go-containerregistry's reference rules would take a name
+// without a dot or port for a Docker Hub namespace.
+func TestOpenOCISingleLabelHost(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"oci://harbor/team/cache", "harbor/team/cache"},
+		{"oci://harbor/cache", "harbor/cache"},
+		{"oci://localhost:5000/x", "localhost:5000/x"},
+		{"oci://localhost/x", "localhost/x"},
+		{"oci://registry.example.com/team/cache", "registry.example.com/team/cache"},
+		// a dotted first path component is still part of the repository
+		{"oci://harbor/example.com/cache", "harbor/example.com/cache"},
+	} {
+		c, err := buildcache.Open(t.Context(), tc.url)
+		if err != nil {
+			t.Errorf("Open(%q): %v", tc.url, err)
+			continue
+		}
+		r, ok := c.(*registry.LayerCache)
+		if !ok {
+			t.Fatalf("Open(%q) = %T", tc.url, c)
+		}
+		if got := r.Repository(); got != tc.want {
+			t.Errorf("Open(%q).Repository() = %q, want %q", tc.url, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"oci://harbor/Team/cache", "oci://harbor/team/../cache", "oci://harbor/team//cache"} {
 		if _, err := buildcache.Open(t.Context(), bad); err == nil {
 			t.Errorf("Open(%q) succeeded", bad)
 		}

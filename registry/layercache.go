@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -113,7 +114,60 @@ var (
 // NewLayerCache returns a LayerCache on repo ("harbor.example.com/ci/cache",
 // "localhost:5000/buildcache"). It makes no request: the repository and its
 // index are created by the first Put.
+//
+// repo is a reference, read by go-containerregistry's (and Docker's)
+// rules: its first component is the registry only when it has a "." or
+// ":" or is "localhost"; otherwise the whole is a repository on Docker
+// Hub, so "harbor/team/cache" is index.docker.io/harbor/team/cache and
+// gets Docker Hub's credentials. To name a registry whose host is a single
+// label, use NewLayerCacheAt.
 func NewLayerCache(repo string, opts ...LayerCacheOption) (*LayerCache, error) {
+	r, err := name.NewRepository(repo)
+	if err != nil {
+		return nil, fmt.Errorf("registry: NewLayerCache: invalid repository %q: %w", repo, err)
+	}
+	return newLayerCache("NewLayerCache", r, opts)
+}
+
+// NewLayerCacheAt returns a LayerCache on repository ("team/cache") of the
+// registry at host ("harbor", "localhost:5000", "registry.example.com"),
+// as NewLayerCache does. host is the registry whatever it looks like,
+// as the host of a URL is: NewLayerCacheAt("harbor", "team/cache") talks
+// to harbor, where NewLayerCache("harbor/team/cache") would talk to Docker
+// Hub. repository is lower-case path components of letters, digits and
+// "._-" (no empty, "." or ".." component).
+func NewLayerCacheAt(host, repository string, opts ...LayerCacheOption) (*LayerCache, error) {
+	r, err := repositoryAt(host, repository)
+	if err != nil {
+		return nil, fmt.Errorf("registry: NewLayerCacheAt: %w", err)
+	}
+	return newLayerCache("NewLayerCacheAt", r, opts)
+}
+
+// repositoryAt is repository on the registry host, with none of a
+// reference's guessing about which part is the registry.
+func repositoryAt(host, repository string) (name.Repository, error) {
+	if host == "" {
+		return name.Repository{}, errors.New("no registry host")
+	}
+	reg, err := name.NewRegistry(host)
+	if err != nil {
+		return name.Repository{}, fmt.Errorf("invalid registry host %q: %w", host, err)
+	}
+	for _, c := range strings.Split(repository, "/") {
+		if c == "" || c == "." || c == ".." {
+			return name.Repository{}, fmt.Errorf("invalid repository %q: empty, \".\" or \"..\" path component", repository)
+		}
+	}
+	// "localhost/" makes the parser take all of repository for the
+	// repository, so that it checks the characters and the length.
+	if _, err := name.NewRepository("localhost/" + repository); err != nil {
+		return name.Repository{}, fmt.Errorf("invalid repository %q: %w", repository, err)
+	}
+	return reg.Repo(repository), nil
+}
+
+func newLayerCache(fn string, r name.Repository, opts []LayerCacheOption) (*LayerCache, error) {
 	o := defaultLayerCacheOptions()
 	for _, opt := range opts {
 		if err := opt.applyLayerCache(&o); err != nil {
@@ -121,11 +175,7 @@ func NewLayerCache(repo string, opts ...LayerCacheOption) (*LayerCache, error) {
 		}
 	}
 	if err := o.client.check(); err != nil {
-		return nil, fmt.Errorf("registry: NewLayerCache: %w", err)
-	}
-	r, err := name.NewRepository(repo)
-	if err != nil {
-		return nil, fmt.Errorf("registry: NewLayerCache: invalid repository %q: %w", repo, err)
+		return nil, fmt.Errorf("registry: %s: %w", fn, err)
 	}
 	client := newClient(o.client)
 	r = client.normalize(r)
@@ -139,7 +189,10 @@ func NewLayerCache(repo string, opts ...LayerCacheOption) (*LayerCache, error) {
 }
 
 // Repository is the repository the blobs live in ("host:port/ci/cache"),
-// for tools that share it, such as BuildKit's type=registry cache.
+// for tools that share it, such as BuildKit's type=registry cache. For a
+// registry whose host is a single label (NewLayerCacheAt("harbor", ...))
+// it is "harbor/ci/cache", which a tool that reads it as a reference
+// takes for a Docker Hub repository, as NewLayerCache does.
 func (c *LayerCache) Repository() string { return c.repo.Name() }
 
 // IndexTag is the tag of the manifest listing the cached blobs. Nothing

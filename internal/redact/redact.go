@@ -25,6 +25,13 @@ func URL(u *url.URL) string {
 	}
 	c := *u
 	c.RawQuery, c.Fragment, c.RawFragment, c.ForceQuery = "", "", "", false
+	if c.Opaque != "" {
+		// "u:pass@host/x" parses as scheme "u" with an opaque rest.
+		return String(c.String())
+	}
+	if c.Host == "" && c.Path == "" && c.User == nil && c.Scheme != "" {
+		return c.Scheme + "://" // url.URL.String would say "tier:"
+	}
 	if c.User != nil {
 		if _, ok := c.User.Password(); ok {
 			c.User = url.UserPassword(c.User.Username(), Mask)

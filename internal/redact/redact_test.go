@@ -35,6 +35,8 @@ func TestURL(t *testing.T) {
 		{"oci://u:pass@host/repo?x=SECRET#frag", "oci://u:xxxxx@host/repo"},
 		{"oci://token@host/repo", "oci://xxxxx@host/repo"},
 		{"file:///var/cache?max_bytes=1", "file:///var/cache"},
+		{"tier://?near=oci://u:pass@h/r", "tier://"},
+		{"mem://", "mem://"},
 	} {
 		u, err := url.Parse(tc.in)
 		if err != nil {
@@ -66,5 +68,15 @@ func TestError(t *testing.T) {
 	other := errors.New("x")
 	if Error(other) != other || Error(nil) != nil {
 		t.Fatal("Error changed an error that is not a *url.Error")
+	}
+}
+
+func TestURLOpaque(t *testing.T) {
+	u, err := url.Parse("u:pass@host/repo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := URL(u); strings.Contains(got, "pass") {
+		t.Fatalf("URL(%q) = %q", u, got)
 	}
 }
