@@ -19,7 +19,9 @@
 // The prefix is used as given, as BuildKit does: "myapp/" (with the slash)
 // puts blobs at "myapp/blobs/sha256:<hex>". WithBlobsPrefix and
 // WithManifestsPrefix match BuildKit's blobs_prefix and manifests_prefix.
-// BlobKey and ManifestKey return the keys.
+// BlobKey and ManifestKey return the keys. A prefix that would read as
+// another path to a tool that maps keys to files ("../x/", "./x", "/x",
+// a backslash, a control character) is an error.
 //
 // # Integrity
 //

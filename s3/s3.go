@@ -79,9 +79,14 @@ type options struct {
 type Option func(*options) error
 
 // WithBlobsPrefix sets where blobs go under the prefix, as BuildKit's
-// blobs_prefix attribute does. Default "blobs/".
+// blobs_prefix attribute does. Default "blobs/". A prefix with a "." or
+// ".." path segment, a backslash, a control character or invalid UTF-8 is
+// an error, as it is in New's prefix.
 func WithBlobsPrefix(p string) Option {
 	return func(o *options) error {
+		if err := subPrefix("WithBlobsPrefix", p); err != nil {
+			return err
+		}
 		o.blobsPrefix = p
 		return nil
 	}
@@ -89,9 +94,12 @@ func WithBlobsPrefix(p string) Option {
 
 // WithManifestsPrefix sets where BuildKit's cache manifests live under the
 // prefix, as its manifests_prefix attribute does (see ManifestKey).
-// Default "manifests/".
+// Default "manifests/". It is checked as WithBlobsPrefix is.
 func WithManifestsPrefix(p string) Option {
 	return func(o *options) error {
+		if err := subPrefix("WithManifestsPrefix", p); err != nil {
+			return err
+		}
 		o.manifestsPrefix = p
 		return nil
 	}
@@ -152,7 +160,11 @@ func WithClock(now func() time.Time) Option {
 
 // New returns a Cache of the blobs under prefix in bucket. prefix is used
 // as given, as BuildKit uses its prefix attribute: "ci/" puts blobs at
-// "ci/blobs/sha256:<hex>". New makes no request; Check does.
+// "ci/blobs/sha256:<hex>". A prefix that starts with "/", has a "." or
+// ".." path segment ("../x/"), a backslash, a control character or invalid
+// UTF-8 is an error, as is a client whose BaseEndpoint carries
+// credentials ("http://key:secret@host"). New makes no request; Check
+// does.
 func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, error) {
 	o := options{
 		blobsPrefix:     DefaultBlobsPrefix,
@@ -175,6 +187,9 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 	if strings.ContainsAny(bucket, "/?#") {
 		return nil, fmt.Errorf("s3: New: invalid bucket name %q", bucket)
 	}
+	if err := checkPrefixes(prefix, o); err != nil {
+		return nil, err
+	}
 	c := &Cache{
 		client: client,
 		bucket: bucket,
@@ -184,6 +199,9 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 	co := client.Options()
 	switch {
 	case co.BaseEndpoint != nil && *co.BaseEndpoint != "":
+		if err := checkEndpoint(*co.BaseEndpoint); err != nil {
+			return nil, err
+		}
 		c.endpoint = *co.BaseEndpoint
 	case co.Region != "":
 		c.endpoint = "AWS S3 in " + co.Region
