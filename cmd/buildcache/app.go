@@ -116,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	code := exitCode(err)
+	err = redactArgs(err, args)
 	var re *reportedError
 	if err != nil && !errors.As(err, &re) {
 		fmt.Fprintf(stderr, "buildcache: %v\n", err)

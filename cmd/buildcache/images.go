@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/redact"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -33,6 +34,10 @@ func (f *resolveFlags) add(cmd *cobra.Command) {
 func (f *resolveFlags) options(refs []string) ([]cache.ResolveOption, error) {
 	for _, ref := range refs {
 		if _, err := name.ParseReference(ref); err != nil {
+			if r := redact.String(ref); r != ref {
+				// The parser's error quotes ref, password and all.
+				return nil, &usageError{&redactedError{fmt.Sprintf("invalid image reference %q: an image reference carries no credentials (they come from the Docker keychain)", r), err}}
+			}
 			return nil, &usageError{fmt.Errorf("invalid image reference %q: %w", ref, err)}
 		}
 	}
