@@ -73,6 +73,72 @@
 // packages), with Go 1.26 on linux/amd64. A program that needs only a
 // directory and minds its size imports localfs, not this package.
 //
+// # Security
+//
+// Three adversaries are considered: a hostile registry, a hostile co-user
+// of a cache directory, and a hostile cache URL. None of them can make a
+// cache serve bytes that do not match their digest: every backend verifies
+// what it serves and what it stores. What else each can and cannot do:
+//
+// A hostile registry (or anyone between it and a plain-HTTP client) can
+// refuse service, answer slowly, and say what a tag points to (pin by
+// digest not to trust that). It cannot:
+//
+//   - fill the disk or the heap: every download is bounded by the size in
+//     its descriptor, and a negative or absurd size is refused before any
+//     request; manifests, indexes and configs, which come without one, are
+//     capped at a few MiB (TODO(lead): the cap and its constant name in
+//     registry/doc.go). localfs's WithMinFreeBytes holds while a download
+//     streams. A download that fails leaves nothing behind.
+//   - hang a call: the client's transport has timeouts on connecting, the
+//     TLS handshake, the response header and a body that stops moving
+//     (TODO(lead): the defaults, and the option that overrides them), and
+//     a cached image whose registry has gone silent is served Stale
+//     within a bounded time (TODO(lead): the bound). A context's deadline
+//     still wins; the CLI has --timeout (TODO(lead): its default). A body
+//     that keeps trickling is bounded by the size caps and the deadline,
+//     not by the stall timeout.
+//   - get credentials meant for another registry: the host of an oci://
+//     URL is the registry, even a single label ("oci://harbor/team/cache"
+//     is harbor's, not Docker Hub's), and credentials are sent only after
+//     its own 401. Plain HTTP is used only for loopback addresses and
+//     hosts named insecure (WithInsecureRegistries, insecure=true), so a
+//     password does not cross the network in cleartext otherwise.
+//
+// A hostile co-user of a localfs directory (anyone who may write to it)
+// can delete, truncate or corrupt entries and fill the disk: reads then
+// miss or fail with cache.ErrCorrupt, and the bytes are fetched again.
+// The directory's permissions are the boundary; share one only with users
+// you trust to leave it working. Such a user cannot:
+//
+//   - make the store read, write, touch or delete anything outside its
+//     directory: the store never follows a symbolic link (files are opened
+//     with O_NOFOLLOW and checked with Lstat), and an entry that is not a
+//     regular file is corrupt: Verify reports it and Put replaces it.
+//   - make the store serve what it did not verify.
+//
+// Among cooperating processes, a lease protects the blobs of a pull in
+// progress from every collector (eviction in Put, GC, the CLI's gc), and
+// a root is recorded only for a complete image.
+//
+// A hostile cache URL (from a flag, a config file, an environment
+// variable) names what it names: a file:// URL any directory the process
+// may write to, an oci:// or s3:// URL any host it can reach, so take a
+// cache URL from the same trust as a path. It cannot:
+//
+//   - carry credentials: userinfo in an oci:// or s3:// URL, or in an S3
+//     endpoint (endpoint= in the URL, or the BaseEndpoint of a client
+//     given to s3.New), is refused. Credentials come from the Docker
+//     keychain and the AWS SDK's chain.
+//   - get a secret echoed: errors name URLs and image references with
+//     their userinfo masked ("user:xxxxx@host") and without query strings,
+//     also when the URL does not parse and when it is nested in a tier://
+//     URL; the CLI does the same in its usage errors.
+//   - climb out of an S3 prefix: a prefix or blobs or manifests prefix
+//     with a "." or ".." segment, a leading "/", a backslash or a control
+//     character is refused.
+//   - slip in a typo: unknown query parameters are errors.
+//
 // # Errors
 //
 // Backends return errors that wrap cache.ErrNotFound, cache.ErrCorrupt,

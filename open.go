@@ -79,10 +79,15 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 //	tier://?near=<url>&far=<url>[&async_far=<max pending bytes>]
 //
 // (near and far are URL-escaped URLs.) S3 credentials come from the AWS
-// SDK's default chain (environment, shared config, instance roles), never
-// from the URL; blobs_prefix, manifests_prefix and touch_refresh set the
-// BuildKit-compatible layout options of package s3. Unknown query parameters are an
-// error, so a typo is never silently ignored.
+// SDK's default chain (environment, shared config, instance roles) and
+// registry credentials from the Docker keychain, never from the URL:
+// userinfo in the URL or in endpoint= is an error. blobs_prefix,
+// manifests_prefix and touch_refresh set the BuildKit-compatible layout
+// options of package s3. The host of an oci:// URL is the registry, even a
+// single label ("oci://harbor/team/cache" is repository team/cache on
+// harbor, see registry.NewLayerCacheAt). Unknown query parameters are an
+// error, so a typo is never silently ignored. Errors name the URL without
+// userinfo or query string.
 func Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
 	var m URLMux
 	return m.Open(ctx, rawURL)
