@@ -240,6 +240,12 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 	if err != nil {
 		return nil, err
 	}
+	endpoint := q.Get("endpoint")
+	if endpoint != "" {
+		if err := checkEndpoint(endpoint); err != nil {
+			return nil, err
+		}
+	}
 	var cfgOpts []func(*awsconfig.LoadOptions) error
 	if r := q.Get("region"); r != "" {
 		cfgOpts = append(cfgOpts, awsconfig.WithRegion(r))
@@ -255,12 +261,6 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 	if v := q.Get("use_path_style"); v != "" {
 		if pathStyle, err = strconv.ParseBool(v); err != nil {
 			return nil, fmt.Errorf("use_path_style=%q: want true or false", v)
-		}
-	}
-	endpoint := q.Get("endpoint")
-	if endpoint != "" {
-		if err := checkEndpoint(endpoint); err != nil {
-			return nil, err
 		}
 	}
 	client := awss3.NewFromConfig(cfg, func(o *awss3.Options) {

@@ -213,6 +213,8 @@ func TestOpenErrorsHideSecrets(t *testing.T) {
 		"s3://b/p?endpoint=" + url.QueryEscape("http://SECRET@127.0.0.1:1"),
 		"s3://b/p?endpoint=" + url.QueryEscape("http://KEY:SECRET@127.0.0.1:1/%zz"),
 		"tier://?near=" + url.QueryEscape("oci://u:pass@host/repo%zz") + "&far=mem://",
+		"tier://?near=oci://u:pass@host/repo%zz&far=mem://",
+		"tier://?near=oci://u:pass@host/repo&far=mem://%zz",
 		"tier://?near=mem://&far=" + url.QueryEscape("s3://b/p?endpoint="+url.QueryEscape("http://KEY:SECRET@127.0.0.1:1")),
 		"tier://?near=mem://&far=" + url.QueryEscape("tier://?near=mem://&far="+url.QueryEscape("oci://u:pass@h/r%zz")),
 	} {
