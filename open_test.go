@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache"
@@ -236,13 +237,13 @@ func TestOpenErrorsHideSecrets(t *testing.T) {
 // without a dot or port for a Docker Hub namespace.
 func TestOpenOCISingleLabelHost(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
-		{"oci://harbor/team/cache", "harbor/team/cache"},
-		{"oci://harbor/cache", "harbor/cache"},
+		{"oci://harbor/team/cache", "harbor:443/team/cache"},
+		{"oci://harbor/cache", "harbor:443/cache"},
 		{"oci://localhost:5000/x", "localhost:5000/x"},
 		{"oci://localhost/x", "localhost/x"},
 		{"oci://registry.example.com/team/cache", "registry.example.com/team/cache"},
 		// a dotted first path component is still part of the repository
-		{"oci://harbor/example.com/cache", "harbor/example.com/cache"},
+		{"oci://harbor/example.com/cache", "harbor:443/example.com/cache"},
 	} {
 		c, err := buildcache.Open(t.Context(), tc.url)
 		if err != nil {
@@ -255,6 +256,10 @@ func TestOpenOCISingleLabelHost(t *testing.T) {
 		}
 		if got := r.Repository(); got != tc.want {
 			t.Errorf("Open(%q).Repository() = %q, want %q", tc.url, got, tc.want)
+		}
+		// Read back as a reference, it names the URL's host, not Docker Hub.
+		if back, err := name.NewRepository(r.Repository()); err != nil || !strings.HasPrefix(tc.want, back.RegistryStr()+"/") {
+			t.Errorf("Open(%q).Repository() read back: %v, %v", tc.url, back, err)
 		}
 	}
 	for _, bad := range []string{"oci://harbor/Team/cache", "oci://harbor/team/../cache", "oci://harbor/team//cache"} {

@@ -55,6 +55,10 @@ func TestCacheFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	singleLabelLC, err := registry.NewLayerCacheAt("harbor", "team/cache")
+	if err != nil {
+		t.Fatal(err)
+	}
 	minio := awss3.Options{Region: "eu-west-1", BaseEndpoint: aws.String("http://127.0.0.1:9000"), UsePathStyle: true}
 	aws := awss3.Options{Region: "us-east-2"}
 	tests := []struct {
@@ -98,6 +102,16 @@ func TestCacheFor(t *testing.T) {
 			want: CacheEntries{
 				Imports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache"}),
 				Exports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache", "mode": "max"}),
+			},
+		},
+		{
+			// BuildKit reads "harbor/team/cache" as Docker Hub's; the
+			// default port keeps the registry the cache talks to.
+			name:  "registry layer cache on a single-label host",
+			cache: singleLabelLC,
+			want: CacheEntries{
+				Imports: entry("registry", attrs{"ref": "harbor:443/team/cache:buildcache"}),
+				Exports: entry("registry", attrs{"ref": "harbor:443/team/cache:buildcache", "mode": "max"}),
 			},
 		},
 		{

@@ -189,11 +189,23 @@ func newLayerCache(fn string, r name.Repository, opts []LayerCacheOption) (*Laye
 }
 
 // Repository is the repository the blobs live in ("host:port/ci/cache"),
-// for tools that share it, such as BuildKit's type=registry cache. For a
-// registry whose host is a single label (NewLayerCacheAt("harbor", ...))
-// it is "harbor/ci/cache", which a tool that reads it as a reference
-// takes for a Docker Hub repository, as NewLayerCache does.
-func (c *LayerCache) Repository() string { return c.repo.Name() }
+// as a reference that names the same registry when read back by
+// go-containerregistry or by BuildKit's type=registry cache. A registry
+// whose host is a single label (NewLayerCacheAt("harbor", ...)) is given
+// its scheme's default port, "harbor:443/ci/cache", because a reference
+// whose first part has no dot, colon or "localhost" means Docker Hub.
+// Credentials for it are looked up under "harbor:443".
+func (c *LayerCache) Repository() string {
+	host := c.repo.RegistryStr()
+	if host != "localhost" && !strings.ContainsAny(host, ".:") {
+		port := ":443"
+		if c.Insecure() {
+			port = ":80"
+		}
+		return host + port + "/" + c.repo.RepositoryStr()
+	}
+	return c.repo.Name()
+}
 
 // IndexTag is the tag of the manifest listing the cached blobs. Nothing
 // else may write to it.

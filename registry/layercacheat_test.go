@@ -54,8 +54,10 @@ func TestNewLayerCacheAtSingleLabelHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Repository(); got != "harbor/team/cache" {
-		t.Fatalf("Repository() = %q, want harbor/team/cache", got)
+	// Read back as a reference (BuildKit's ref=), "harbor/team/cache"
+	// would be Docker Hub's; the explicit default port keeps the host.
+	if got := c.Repository(); got != "harbor:443/team/cache" {
+		t.Fatalf("Repository() = %q, want harbor:443/team/cache", got)
 	}
 	_, _ = c.Stat(t.Context(), cachetest.NewBlob(1, 10).Digest)
 	rt.mu.Lock()
