@@ -35,7 +35,8 @@ func (b *blobs) add(t *testing.T, v any) v1.Descriptor {
 	return v1.Descriptor{Digest: d, Size: int64(len(raw))}
 }
 
-func (b *blobs) get(d v1.Hash, _ bool) ([]byte, error) {
+func (b *blobs) get(desc v1.Descriptor, _ bool) ([]byte, error) {
+	d := desc.Digest
 	b.mu.Lock()
 	b.reads[d]++
 	b.mu.Unlock()
