@@ -31,6 +31,13 @@ func manifestMap(pms []platformManifest) map[string]v1.Hash {
 // the requested platforms' manifests (see imagewalk.Walk), reading
 // children and a single-platform image's config with get.
 func (r *Resolver) platformManifests(top v1.Hash, raw []byte, platforms []string, get imagewalk.Getter) ([]platformManifest, error) {
+	// A single-platform image's sizes are checked before the walk reads
+	// its config, so that a bad one is refused before any request.
+	if m, err := v1.ParseManifest(bytes.NewReader(raw)); err == nil && m.Config.Digest != (v1.Hash{}) {
+		if _, err := parseManifest(v1.Descriptor{Digest: top}, raw); err != nil {
+			return nil, err
+		}
+	}
 	found, err := imagewalk.Walk(raw, top, platforms, func(d v1.Descriptor, config bool) ([]byte, error) {
 		b, err := get(d, config)
 		if err != nil {
