@@ -17,7 +17,7 @@ import (
 )
 
 // EndlessCap is how far a Hostile registry streams an endless blob or
-// manifest before it cuts the connection: far more than any bound a
+// manifest, per response, before it cuts the connection: far more than any bound a
 // client should keep, little enough that a test of a client that keeps
 // none still ends, with its heap intact.
 const EndlessCap = 32 << 20
@@ -132,8 +132,8 @@ func (h *Hostile) Requests(d v1.Hash) int {
 	return h.requests[d]
 }
 
-// Served returns how many bytes of d's bodies were written so far (Close
-// first to count them all).
+// Served returns how many bytes of d's bodies were written so far, over
+// all requests (Close first to count them all).
 func (h *Hostile) Served(d v1.Hash) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -204,8 +204,8 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	zeros := make([]byte, 32<<10)
-	for served.Load() < EndlessCap {
-		n, err := w.Write(zeros)
+	for sent := int64(n); sent < EndlessCap; sent += int64(n) {
+		n, err = w.Write(zeros)
 		served.Add(int64(n))
 		if err != nil {
 			return // the client hung up
