@@ -99,7 +99,8 @@ func manifestsFromOCITar(path string) (map[string]v1.Hash, error) {
 		}
 		blobs[key] = b
 	}
-	get := func(d v1.Hash, _ bool) ([]byte, error) {
+	get := func(desc v1.Descriptor, _ bool) ([]byte, error) {
+		d := desc.Digest
 		b, ok := blobs[d.Hex]
 		if !ok || d.Algorithm != "sha256" {
 			return nil, fmt.Errorf("blob %s is not in the tarball", d)
@@ -124,7 +125,8 @@ func manifestsFromRegistry(ctx context.Context, out Output, d v1.Hash) (map[stri
 	}
 	repo := ref.Context()
 	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
-	get := func(h v1.Hash, config bool) ([]byte, error) {
+	get := func(desc v1.Descriptor, config bool) ([]byte, error) {
+		h := desc.Digest
 		if !config {
 			desc, err := remote.Get(repo.Digest(h.String()), ropts...)
 			if err != nil {

@@ -41,6 +41,30 @@
 // concurrent downloads of one blob, share one request. A pull fetches the
 // platforms' manifests at once and then the blobs in parallel (WithJobs).
 //
+// # Bounds
+//
+// A registry may be hostile or broken, so every download a pull makes is
+// bounded before it starts, by the size a descriptor states where there is
+// one and by a cap where there is none:
+//
+//   - A manifest or index: 4 MiB (maxManifestBytes, as registries and
+//     containerd cap them). One an index lists is read no further than the
+//     size the index states, which must be 1 byte to 4 MiB.
+//   - An image config: the size its manifest states, at most 8 MiB
+//     (maxConfigBytes; configs are a few KiB).
+//   - A layer: the size its manifest states, at most 1 TiB (maxBlobBytes;
+//     the largest layers in use are tens of GiB).
+//
+// A negative size, or one above its cap, is an error naming the digest
+// and the size, before any request for that blob. A body longer than its
+// stated size is cut one byte past it: the store's Put fails with an
+// error naming the digest and the size, wrapping cache.ErrDigestMismatch,
+// stores nothing, and the connection is closed. The manifest an index
+// lists for a platform must be an image manifest (a nested index there is
+// an error, not followed); a descriptor whose media type is neither an
+// image manifest's nor an index's is not fetched as one; "no manifest for
+// platform" names at most 10 of an index's platforms.
+//
 // # Durability
 //
 // A pulled image's root is recorded only once its blobs are durable. A

@@ -39,7 +39,7 @@ func (r *Resolver) Image(ctx context.Context, res *cache.ResolvedImage, platform
 	if err != nil {
 		return nil, fmt.Errorf("registry: %s %s manifest %s: %w", res.Ref, platform, d, err)
 	}
-	cfg, err := r.readBlob(ctx, m.Config.Digest, maxManifestBytes)
+	cfg, err := r.readBlob(ctx, m.Config.Digest, maxConfigBytes)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %s %s config: %w", res.Ref, platform, err)
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -28,15 +29,17 @@ func manifestMap(pms []platformManifest) map[string]v1.Hash {
 
 // platformManifests interprets raw, the manifest or index top, and returns
 // the requested platforms' manifests (see imagewalk.Walk), reading
-// children with getManifest and a single-platform image's config with
-// getConfig.
-func (r *Resolver) platformManifests(top v1.Hash, raw []byte, platforms []string, getManifest, getConfig func(v1.Hash) ([]byte, error)) ([]platformManifest, error) {
-	found, err := imagewalk.Walk(raw, top, platforms, func(d v1.Hash, config bool) (b []byte, err error) {
-		if config {
-			b, err = getConfig(d)
-		} else {
-			b, err = getManifest(d)
+// children and a single-platform image's config with get.
+func (r *Resolver) platformManifests(top v1.Hash, raw []byte, platforms []string, get imagewalk.Getter) ([]platformManifest, error) {
+	// A single-platform image's sizes are checked before the walk reads
+	// its config, so that a bad one is refused before any request.
+	if m, err := v1.ParseManifest(bytes.NewReader(raw)); err == nil && m.Config.Digest != (v1.Hash{}) {
+		if _, err := parseManifest(v1.Descriptor{Digest: top}, raw); err != nil {
+			return nil, err
 		}
+	}
+	found, err := imagewalk.Walk(raw, top, platforms, func(d v1.Descriptor, config bool) ([]byte, error) {
+		b, err := get(d, config)
 		if err != nil {
 			return nil, readErr{err}
 		}
@@ -58,6 +61,16 @@ func (r *Resolver) platformManifests(top v1.Hash, raw []byte, platforms []string
 	return out, nil
 }
 
+// storedGetter reads what a walk needs from the store alone.
+func (r *Resolver) storedGetter(ctx context.Context) imagewalk.Getter {
+	return func(d v1.Descriptor, config bool) ([]byte, error) {
+		if config {
+			return r.readBlob(ctx, d.Digest, maxConfigBytes)
+		}
+		return r.readBlob(ctx, d.Digest, maxManifestBytes)
+	}
+}
+
 // readErr marks an error of the reads platformManifests hands to
 // imagewalk.Walk, which returns them unwrapped.
 type readErr struct{ error }
@@ -70,10 +83,16 @@ func parseManifest(desc v1.Descriptor, raw []byte) (platformManifest, error) {
 	if err := cache.ValidateDigest(m.Config.Digest); err != nil {
 		return platformManifest{}, fmt.Errorf("registry: manifest %s config: %w", desc.Digest, err)
 	}
+	if err := checkBlobSize("config", m.Config, maxConfigBytes); err != nil {
+		return platformManifest{}, fmt.Errorf("registry: manifest %s: %w", desc.Digest, err)
+	}
 	pm := platformManifest{desc: desc, raw: raw, blobs: append([]v1.Descriptor{m.Config}, m.Layers...)}
 	for _, l := range m.Layers {
 		if err := cache.ValidateDigest(l.Digest); err != nil {
 			return platformManifest{}, fmt.Errorf("registry: manifest %s layer: %w", desc.Digest, err)
+		}
+		if err := checkBlobSize("layer", l, maxBlobBytes); err != nil {
+			return platformManifest{}, fmt.Errorf("registry: manifest %s: %w", desc.Digest, err)
 		}
 		if len(l.URLs) > 0 {
 			return platformManifest{}, fmt.Errorf("registry: manifest %s has a foreign layer %s, which buildcache does not fetch", desc.Digest, l.Digest)
@@ -82,7 +101,19 @@ func parseManifest(desc v1.Descriptor, raw []byte) (platformManifest, error) {
 	return pm, nil
 }
 
-// pull downloads ref's manifest(s) and whatever blobs the store lacks, and
+// checkBlobSize refuses, before any request, a blob whose descriptor
+// states a negative size or one above limit: the download is bounded by
+// the stated size, so that size must be sane.
+func checkBlobSize(kind string, d v1.Descriptor, limit int64) error {
+	if d.Size < 0 {
+		return fmt.Errorf("%s %s has a negative size, %d", kind, d.Digest, d.Size)
+	}
+	if d.Size > limit {
+		return fmt.Errorf("%s %s claims %d bytes, more than the %d a %s may have", kind, d.Digest, d.Size, limit, kind)
+	}
+	return nil
+}
+
 func parsePlatform(s string) (*v1.Platform, error) {
 	p, err := imagewalk.ParsePlatform(s)
 	if err != nil {

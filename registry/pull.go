@@ -36,20 +36,13 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	if dref, ok := ref.(name.Digest); ok && top.Digest.String() != dref.DigestStr() {
 		return nil, fmt.Errorf("registry: %s served a manifest with digest %s: %w", ref, top.Digest, cache.ErrDigestMismatch)
 	}
-	getManifest := func(d v1.Hash) ([]byte, error) {
-		if !force {
-			if b, err := r.readBlob(ctx, d, maxManifestBytes); err == nil {
-				return b, nil
-			}
+	get := func(d v1.Descriptor, config bool) ([]byte, error) {
+		if config {
+			return r.fetchConfig(ctx, repo, d, force)
 		}
-		desc, b, err := r.getManifest(ctx, repo, d.String())
-		if err == nil && desc.Digest != d {
-			err = fmt.Errorf("registry: %s served %s for %s: %w", repo, desc.Digest, d, cache.ErrDigestMismatch)
-		}
-		return b, err
+		return r.fetchManifest(ctx, repo, d, force)
 	}
-	getConfig := func(d v1.Hash) ([]byte, error) { return r.fetchSmallBlob(ctx, repo, d, force) }
-	manifests, err := r.platformManifests(top.Digest, topRaw, platforms, getManifest, getConfig)
+	manifests, err := r.platformManifests(top.Digest, topRaw, platforms, get)
 	if err != nil {
 		return nil, err
 	}
@@ -103,20 +96,45 @@ func (r *Resolver) putBytes(ctx context.Context, d v1.Hash, b []byte) error {
 	return r.put(ctx, d, int64(len(b)), bytes.NewReader(b))
 }
 
+// fetchManifest returns manifest or index d, which an index lists, from
+// the store or else the registry, reading no more than its stated size.
+func (r *Resolver) fetchManifest(ctx context.Context, repo name.Repository, d v1.Descriptor, force bool) ([]byte, error) {
+	if d.Size <= 0 || d.Size > maxManifestBytes {
+		return nil, fmt.Errorf("registry: %s: manifest %s is listed with size %d, not 1 to %d bytes", repo, d.Digest, d.Size, maxManifestBytes)
+	}
+	if !force {
+		if b, err := r.readBlob(ctx, d.Digest, d.Size); err == nil {
+			return b, nil
+		}
+	}
+	desc, b, err := r.getManifestLimit(ctx, repo, d.Digest.String(), d.Size)
+	if err == nil && desc.Digest != d.Digest {
+		err = fmt.Errorf("registry: %s served %s for %s: %w", repo, desc.Digest, d.Digest, cache.ErrDigestMismatch)
+	}
+	return b, err
+}
+
 // getManifest GETs a manifest and checks it against the digest the
-// registry claims and, for a digest reference, the one asked for.
+// registry claims and, for a digest reference, the one asked for. It
+// reads at most maxManifestBytes.
 func (r *Resolver) getManifest(ctx context.Context, repo name.Repository, id string) (v1.Descriptor, []byte, error) {
+	return r.getManifestLimit(ctx, repo, id, maxManifestBytes)
+}
+
+// getManifestLimit is getManifest reading at most limit bytes: the size an
+// index states, or maxManifestBytes.
+func (r *Resolver) getManifestLimit(ctx context.Context, repo name.Repository, id string, limit int64) (v1.Descriptor, []byte, error) {
 	resp, err := r.client.do(ctx, request{method: http.MethodGet, repo: repo, kind: "manifests", ref: id, accept: manifestAccept})
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return v1.Descriptor{}, nil, &RemoteError{Op: "GET manifest", URL: r.client.url(repo, "manifests", id), Err: err}
 	}
-	if len(b) > maxManifestBytes {
-		return v1.Descriptor{}, nil, fmt.Errorf("registry: manifest %s@%s is larger than %d bytes", repo, id, maxManifestBytes)
+	if int64(len(b)) > limit {
+		return v1.Descriptor{}, nil, fmt.Errorf("registry: manifest %s@%s is larger than %d bytes", repo, id, limit)
 	}
 	r.stats.blobs.Add(1)
 	r.stats.bytes.Add(uint64(len(b)))
@@ -140,13 +158,30 @@ func (r *Resolver) getManifest(ctx context.Context, repo name.Repository, id str
 	return v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}, b, nil
 }
 
-// fetchSmallBlob downloads a config-sized blob into the store and returns it.
-func (r *Resolver) fetchSmallBlob(ctx context.Context, repo name.Repository, d v1.Hash, force bool) ([]byte, error) {
-	if err := r.fetchBlob(ctx, repo, v1.Descriptor{Digest: d, Size: -1}, force, nil); err != nil {
+// fetchConfig downloads image config d into the store, bounded by the
+// size its manifest states, and returns it.
+func (r *Resolver) fetchConfig(ctx context.Context, repo name.Repository, d v1.Descriptor, force bool) ([]byte, error) {
+	if err := checkBlobSize("config", d, maxConfigBytes); err != nil {
+		return nil, fmt.Errorf("registry: %s: %w", repo, err)
+	}
+	if err := r.fetchBlob(ctx, repo, d, force, nil); err != nil {
 		return nil, err
 	}
-	return r.readBlob(ctx, d, maxManifestBytes)
+	return r.readBlob(ctx, d.Digest, maxConfigBytes)
 }
+
+// Bounds on what a pull downloads, besides maxManifestBytes (the package
+// doc, # Bounds, states them).
+const (
+	// maxConfigBytes bounds an image config, which is read into memory.
+	// Configs are a few KiB (their history grows a line per layer); one of
+	// several MiB is a mistake or an attack.
+	maxConfigBytes = 8 << 20
+	// maxBlobBytes bounds the size a descriptor may state for a layer:
+	// the largest layers in use (CUDA, model weights) are tens of GiB, and
+	// a claim beyond 1 TiB is a lie, refused before any request.
+	maxBlobBytes = 1 << 40
+)
 
 // smallBlob is the size up to which a blob (a config, a tiny layer) is
 // fetched in a lane of its own: such a download is a round trip more than
@@ -207,9 +242,13 @@ func (r *Resolver) fetchBlobs(ctx context.Context, ref name.Reference, manifests
 }
 
 // fetchBlob downloads one blob into the store, verified by the store's
-// Put. Concurrent fetches of one digest share one download. A connection
-// cut mid-blob is retried.
+// Put, which reads no more than desc.Size bytes. Concurrent fetches of one
+// digest share one download. A connection cut mid-blob is retried.
 func (r *Resolver) fetchBlob(ctx context.Context, repo name.Repository, desc v1.Descriptor, force bool, prog *progressReporter) error {
+	if err := checkBlobSize("blob", desc, maxBlobBytes); err != nil {
+		// Callers check first; this keeps any download from being unbounded.
+		return fmt.Errorf("registry: %s: %w", repo, err)
+	}
 	_, _, err := r.blobs.Do(ctx, desc.Digest.String(), func(ctx context.Context) (struct{}, error) {
 		if !force {
 			if _, err := r.store.Stat(ctx, desc.Digest); err == nil {

@@ -291,8 +291,7 @@ func (r *Resolver) complete(ctx context.Context, top v1.Descriptor, platforms []
 	if err != nil {
 		return nil, err
 	}
-	local := func(d v1.Hash) ([]byte, error) { return r.readBlob(ctx, d, maxManifestBytes) }
-	manifests, err := r.platformManifests(top.Digest, b, platforms, local, local)
+	manifests, err := r.platformManifests(top.Digest, b, platforms, r.storedGetter(ctx))
 	if err != nil {
 		return nil, err
 	}

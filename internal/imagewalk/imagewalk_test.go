@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,8 @@ func (b *blobs) add(t *testing.T, v any) v1.Descriptor {
 	return v1.Descriptor{Digest: d, Size: int64(len(raw))}
 }
 
-func (b *blobs) get(d v1.Hash, _ bool) ([]byte, error) {
+func (b *blobs) get(desc v1.Descriptor, _ bool) ([]byte, error) {
+	d := desc.Digest
 	b.mu.Lock()
 	b.reads[d]++
 	b.mu.Unlock()
@@ -172,5 +174,89 @@ func TestPlatformKey(t *testing.T) {
 		if got := PlatformKey(tt.p); got != tt.want {
 			t.Errorf("PlatformKey(%+v) = %q, want %q", tt.p, got, tt.want)
 		}
+	}
+}
+
+// Issue 11: a walk checks every descriptor before it reads it, keeps
+// stated sizes, and bounds its reads; a hostile index cannot make it read
+// without end or return a manifest whose size is a lie.
+func TestWalkBounds(t *testing.T) {
+	b := newBlobs()
+	amd := b.image(t, "linux", "amd64", "")
+	amdP := withPlatform(amd, "linux/amd64")
+	index := func(ds ...v1.Descriptor) (v1.Descriptor, []byte) {
+		d := b.add(t, v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: ds})
+		d.MediaType = types.OCIImageIndex
+		return d, b.m[d.Digest]
+	}
+	negative, wrong, noDigest, layer := amdP, amdP, amdP, amdP
+	negative.Size = -1
+	wrong.Size = amd.Size + 1
+	noDigest.Digest = v1.Hash{Algorithm: "sha512", Hex: strings.Repeat("a", 128)}
+	layer.MediaType = types.OCILayer
+
+	// Each level lists the one below 40 times: 40^3 reads unbounded.
+	level := amdP
+	for range 3 {
+		d, _ := index(slices.Repeat([]v1.Descriptor{level}, 40)...)
+		level = d
+	}
+	wideTop, wideRaw := index(level)
+	// A single manifest whose config's stated size is negative.
+	badCfg := b.add(t, map[string]any{"schemaVersion": 2, "mediaType": types.OCIManifestSchema1,
+		"config": map[string]any{"mediaType": types.OCIConfigJSON, "digest": amd.Digest, "size": -7}})
+
+	for _, tt := range []struct {
+		name      string
+		top       v1.Descriptor
+		raw       []byte
+		platforms []string
+		wantErr   string
+	}{
+		{"negative size, chosen", v1.Descriptor{}, nil, []string{"linux/amd64"}, "with a negative size, -1"},
+		{"negative size, all", v1.Descriptor{}, nil, nil, "with a negative size, -1"},
+		{"wrong size", v1.Descriptor{}, nil, nil, "its descriptor says"},
+		{"sha512 digest", v1.Descriptor{}, nil, nil, "lists a bad digest"},
+		{"a layer listed as a manifest", v1.Descriptor{}, nil, []string{"linux/amd64"}, "no manifest for platform"},
+		{"wide", wideTop, wideRaw, nil, "reaches more than 1024 manifests and configs"},
+		{"config of negative size", badCfg, b.m[badCfg.Digest], nil, "with a negative size, -7"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			top, raw := tt.top, tt.raw
+			if raw == nil {
+				d := map[string]v1.Descriptor{"negative size, chosen": negative, "negative size, all": negative,
+					"wrong size": wrong, "sha512 digest": noDigest, "a layer listed as a manifest": layer}[tt.name]
+				top, raw = index(d)
+			}
+			b.reads = map[v1.Hash]int{}
+			got, err := Walk(raw, top.Digest, tt.platforms, b.get)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Walk = %v, %v; want an error with %q", got, err, tt.wantErr)
+			}
+			total := 0
+			for _, n := range b.reads {
+				total += n
+			}
+			if total > maxReads {
+				t.Errorf("%d reads, more than %d", total, maxReads)
+			}
+		})
+	}
+}
+
+// "no manifest for platform" names 10 platforms and counts the rest
+// (issue 11, item 8: 159 KB of stderr for 10,000 entries).
+func TestMatchListsTenPlatforms(t *testing.T) {
+	im := &v1.IndexManifest{}
+	for i := range 10000 {
+		im.Manifests = append(im.Manifests, v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: fmt.Sprint("arch", i)}})
+	}
+	im.Manifests[3].Platform.Architecture = strings.Repeat("\x1b[31m", 100) // a terminal escape, repeated
+	_, err := Match(im, "linux/amd64")
+	if err == nil || !strings.HasSuffix(err.Error(), "linux/arch9 … and 9990 more)") {
+		t.Fatalf("Match = %.300q; want 10 platforms and a count of the rest", fmt.Sprint(err))
+	}
+	if len(err.Error()) > 512 || strings.Contains(err.Error(), "\x1b") {
+		t.Errorf("Match error (%d bytes) = %q: too long or not clipped", len(err.Error()), err)
 	}
 }
