@@ -110,6 +110,9 @@ func (c *LayerCache) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) 
 	return &countingReader{r: bytes.NewReader(el.Value.(*blobEntry).data), n: &c.stats.BytesOut}, nil
 }
 
+// maxPrealloc bounds what Put reserves before any byte has arrived.
+const maxPrealloc = 1 << 20
+
 // Put implements cache.Putter. The bytes are read into a buffer of the
 // declared size while they are hashed, and stored only if they match.
 func (c *LayerCache) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) error {
@@ -130,9 +133,12 @@ func (c *LayerCache) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader
 	}
 	c.mu.Unlock()
 
+	// Room for the declared size, but only up to maxPrealloc: a size is a
+	// claim, and a claim of a terabyte must cost nothing until the bytes
+	// arrive (a memory store may have no budget at all).
 	var buf bytes.Buffer
 	if size > 0 {
-		buf.Grow(int(size))
+		buf.Grow(int(min(size, maxPrealloc)))
 	}
 	vr := verify.NewReader(ctxio.Reader(ctx, r), d, size, cache.ErrDigestMismatch)
 	src := io.Reader(vr)

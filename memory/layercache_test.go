@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/memory"
@@ -97,5 +99,25 @@ func TestLayerCacheOptions(t *testing.T) {
 	b := cachetest.NewBlob(6, 4<<20)
 	if err := c.Put(t.Context(), b.Digest, int64(len(b.Data)), bytes.NewReader(b.Data)); err != nil {
 		t.Fatalf("Put into an unbounded cache: %v", err)
+	}
+}
+
+// TestLayerCachePutDoesNotTrustTheDeclaredSize: a descriptor claiming a
+// terabyte, with a few bytes behind it, fails as short and allocates
+// nothing near the claim (it used to reserve the whole size up front and
+// die of an out-of-memory error without a budget set).
+func TestLayerCachePutDoesNotTrustTheDeclaredSize(t *testing.T) {
+	c, err := memory.NewLayerCache()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("not a terabyte")
+	d, _, _ := v1.SHA256(bytes.NewReader(body))
+	err = c.Put(t.Context(), d, 1<<40, bytes.NewReader(body))
+	if !errors.Is(err, cache.ErrDigestMismatch) {
+		t.Fatalf("Put with a 1 TiB claim and %d bytes = %v, want ErrDigestMismatch", len(body), err)
+	}
+	if _, err := c.Stat(t.Context(), d); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("Stat after the failed Put = %v, want ErrNotFound", err)
 	}
 }
