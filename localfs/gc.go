@@ -102,15 +102,11 @@ func isManifest(mt types.MediaType) bool {
 
 // readSmallBlob reads and verifies a blob of at most limit bytes.
 func (s *Store) readSmallBlob(d v1.Hash, limit int64) ([]byte, error) {
-	f, err := os.Open(s.blobPath(d))
+	f, info, err := openRegular(s.blobPath(d))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	if info.Size() > limit {
 		return nil, fmt.Errorf("%s: %d bytes is too large for a manifest", d, info.Size())
 	}

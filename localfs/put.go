@@ -213,7 +213,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 	case serr != nil:
 		return 0, noSpace(serr)
 	}
-	if err := s.commit(ctx, tmp, s.blobPath(d), syncRename); err != nil {
+	if err := s.commit(ctx, f, tmp, s.blobPath(d), syncRename); err != nil {
 		return 0, err
 	}
 	committed = true
@@ -225,15 +225,15 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 // so a collector in another process never removes a blob between our
 // decision to keep it and its arrival; with syncRename, it syncs the
 // directory so the rename survives a crash.
-func (s *Store) commit(ctx context.Context, tmp, final string, syncRename bool) error {
+func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncRename bool) error {
 	l, err := lockFile(ctx, s.gcLock, false)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
 	// The mtime is the LRU clock; stamp it from the store's clock.
-	now := s.opts.now()
-	_ = os.Chtimes(tmp, now, now)
+	touchFile(f, s.opts.now())
+	// The rename replaces whatever is at final, a link too, never its target.
 	if err := os.Rename(tmp, final); err != nil {
 		return noSpace(err) // a full directory block fails the rename with ENOSPC
 	}
@@ -248,7 +248,7 @@ func (s *Store) commit(ctx context.Context, tmp, final string, syncRename bool) 
 // process from removing it between the check and the touch.
 func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, error) {
 	p := s.blobPath(d)
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Lstat(p); err != nil {
 		return false, nil
 	}
 	l, err := lockFile(ctx, s.gcLock, false)
@@ -256,7 +256,11 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 		return false, fmt.Errorf("localfs: put %s: %w", d, err)
 	}
 	defer l.Unlock()
-	info, err := os.Stat(p)
+	info, err := lstatRegular(p)
+	if errors.Is(err, errNotRegular) {
+		s.stats.Corruptions.Add(1) // not stored: the commit's rename replaces it
+		return false, nil
+	}
 	if err != nil || (size >= 0 && info.Size() != size) {
 		return false, nil
 	}
@@ -266,11 +270,22 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 
 // touch records a use of a blob in its mtime, the durable LRU clock that
 // every process sharing the directory sees. It is skipped when the last
-// touch is recent, to keep hits cheap.
+// touch is recent, to keep hits cheap. A link put at path since it was
+// checked is touched itself, not its target.
 func (s *Store) touch(path string, last time.Time) {
-	now := s.opts.now()
-	if now.Sub(last) < s.opts.touchInterval && !last.After(now) {
-		return
+	if now, due := s.touchDue(last); due {
+		touchPath(path, now) // best effort: a deleted blob needs no touch
 	}
-	_ = os.Chtimes(path, now, now) // best effort: a deleted blob needs no touch
+}
+
+// touchOpen is touch for a blob open as f.
+func (s *Store) touchOpen(f *os.File, last time.Time) {
+	if now, due := s.touchDue(last); due {
+		touchFile(f, now)
+	}
+}
+
+func (s *Store) touchDue(last time.Time) (time.Time, bool) {
+	now := s.opts.now()
+	return now, now.Sub(last) >= s.opts.touchInterval || last.After(now)
 }
