@@ -23,7 +23,12 @@ func (s *Store) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("localfs: get %s: %w", d, err)
 	}
-	f, info, err := openRegular(s.blobPath(d))
+	var f *os.File
+	var info os.FileInfo
+	err := s.underLease(ctx, d, func() (err error) {
+		f, info, err = openRegular(s.blobPath(d))
+		return err
+	})
 	if errors.Is(err, errNotRegular) {
 		s.stats.Misses.Add(1)
 		_, err = s.dropIrregular("get", d, err)

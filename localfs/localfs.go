@@ -292,7 +292,11 @@ func (s *Store) Stat(ctx context.Context, d v1.Hash) (int64, error) {
 	if err := cache.ValidateDigest(d); err != nil {
 		return 0, err
 	}
-	info, err := lstatRegular(s.blobPath(d))
+	var info os.FileInfo
+	err := s.underLease(ctx, d, func() (err error) {
+		info, err = lstatRegular(s.blobPath(d))
+		return err
+	})
 	if errors.Is(err, errNotRegular) {
 		_, err = s.dropIrregular("stat", d, err)
 		return 0, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,9 @@ func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncR
 		return err
 	}
 	defer l.Unlock()
+	if err := s.leaseOf(ctx).name(filepath.Base(final)); err != nil {
+		return err
+	}
 	// The mtime is the LRU clock; stamp it from the store's clock.
 	touchFile(f, s.opts.now())
 	// The rename replaces whatever is at final, a link too, never its target.
@@ -256,6 +260,9 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 		return false, fmt.Errorf("localfs: put %s: %w", d, err)
 	}
 	defer l.Unlock()
+	if err := s.leaseOf(ctx).name(d.Hex); err != nil {
+		return false, fmt.Errorf("localfs: put %s: %w", d, err)
+	}
 	info, err := lstatRegular(p)
 	if errors.Is(err, errNotRegular) {
 		s.stats.Corruptions.Add(1) // not stored: the commit's rename replaces it

@@ -129,8 +129,8 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 	if err != nil {
 		return rep, err
 	}
-	for hex, required := range keep {
-		if !required {
+	for hex, r := range keep {
+		if !r.required {
 			continue
 		}
 		if _, err := os.Lstat(filepath.Join(s.blobDir, hex)); errors.Is(err, fs.ErrNotExist) {
