@@ -27,6 +27,12 @@ const copyBufSize = 1 << 20
 // writeback, so disk writes overlap the rest of the download.
 const writebackChunk = 8 << 20
 
+// spaceCheckInterval is how many bytes a Put writes between checks that
+// the free-space floor and the byte budget still hold: a statfs every
+// 4 MiB is noise next to the writes, and bounds how far below
+// WithMinFreeBytes a stream of unknown or wrong size can take the disk.
+const spaceCheckInterval = 4 << 20
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
 // Put implements cache.Putter. The bytes are hashed while they are written
@@ -94,6 +100,27 @@ func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syn
 	}
 	s.used.Add(n)
 	s.stats.BytesIn.Add(uint64(n))
+	return nil
+}
+
+// spaceWhileWriting checks, with written bytes in the temp file so far,
+// that the free-space floor holds and that the blob still fits the byte
+// budget: the check before the write trusts the size given, which may be
+// unknown (-1) or a lie that the hash only exposes at the end.
+func (s *Store) spaceWhileWriting(written int64) error {
+	if s.opts.maxBytes > 0 && written > s.opts.maxBytes {
+		return fmt.Errorf("%d bytes written exceed the store's budget of %d: %w", written, s.opts.maxBytes, cache.ErrNoSpace)
+	}
+	if s.opts.minFreeBytes == 0 {
+		return nil // a full disk fails the write itself
+	}
+	free, err := freeBytes(s.root)
+	if err != nil {
+		return err
+	}
+	if free < s.opts.minFreeBytes {
+		return fmt.Errorf("after %d bytes written the file system has %d bytes free, below the %d kept free: %w", written, free, s.opts.minFreeBytes, cache.ErrNoSpace)
+	}
 	return nil
 }
 
@@ -177,6 +204,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 	buf := *bp
 	var werr error
 	var flushed int64 // bytes already handed to the disk by startWriteback
+	var checked int64 // bytes written when free space was last checked
 	for werr == nil {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -184,9 +212,16 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 				werr = noSpace(err)
 				break
 			}
-			if w := written.Add(int64(n)); w-flushed >= writebackChunk {
+			w := written.Add(int64(n))
+			if w-flushed >= writebackChunk {
 				startWriteback(f, flushed, w-flushed)
 				flushed = w
+			}
+			if w-checked >= spaceCheckInterval {
+				checked = w
+				if werr = s.spaceWhileWriting(w); werr != nil {
+					break
+				}
 			}
 			select {
 			case more <- struct{}{}:
