@@ -15,6 +15,7 @@
 //	    tmp/            temp files of writes in progress
 //	    gc.lock         taken by GC and eviction (exclusive), by commits (shared)
 //	    index.lock      serialises UpdateIndex between processes
+//	    leases/         one locked file per lease of a pull in progress
 //
 // Open creates an empty layout in an empty or missing directory, and
 // refuses (never overwrites) a directory that holds something else: an
@@ -56,9 +57,30 @@
 //     temp files that nobody holds and that are older than WithTempGrace:
 //     the leftovers of a killed writer, never a live one's.
 //
+// A pull that writes blobs before it records its root takes a lease
+// (Lease, cache.Leaser; registry.Resolver does): a file in
+// .buildcache/leases that it keeps locked and in which it names every blob
+// it Puts, Stats or Gets with the lease's context, under gc.lock shared.
+// Eviction and GC, in any process, keep the blobs that live leases name.
+// A lease file that a collector can lock has no live holder (released, or
+// its process died) and is removed.
+//
 // What the store counts (Stats) and its view of the bytes in use are per
 // process: another process's writes are counted by the next eviction or
 // GC, which scan the directory.
+//
+// # Links
+//
+// The store never reads, writes, touches or removes anything outside its
+// directory through a symbolic link that a co-user of the directory put
+// in place of one of its entries. Files are opened with O_NOFOLLOW and
+// must be regular files; times are set through the descriptor. A blob
+// entry that is a link (or a directory, a FIFO) is corrupt: Stat and Get
+// fail with cache.ErrCorrupt and remove the link itself, Put replaces it,
+// Verify reports it (and, with VerifyRemove, removes it). blobs/ and
+// blobs/sha256 must be real directories (Open refuses links there); the
+// private directories are replaced if they are not, and temp files are
+// swept through a descriptor of the real temp directory.
 //
 // # Errors
 //
@@ -85,7 +107,7 @@
 // The roots are the descriptors in index.json. A blob is reachable if a
 // root names it or a reachable manifest or index references it (its
 // manifests, config, layers, blobs, subject); reachable blobs are never
-// evicted or collected. A resolver records the images it pulled as roots
+// evicted or collected, nor are blobs named by a live lease. A resolver records the images it pulled as roots
 // (cache.RootIndex), and BuildKit records its cache exports there too.
 //
 // Unreachable blobs go in two ways. A Put that would exceed the budget or

@@ -19,18 +19,26 @@ import (
 	"github.com/buildcache/buildcache/internal/verify"
 )
 
+// reach says how a blob is reachable from index.json.
+type reach struct {
+	required bool // it must be present: a root, or what a manifest references
+	named    bool // a root with a reference name (a recorded image) reaches it
+}
+
 // reachable returns the blobs that index.json's roots reach: the roots and,
 // recursively, the manifests, configs and layers that index and manifest
-// blobs reference. Missing or unreadable manifests end their branch. The
-// value says whether the blob must be present: roots and what a manifest
-// references must, while an index's children may be absent (a resolver
-// fetches only the platforms it was asked for).
-func (s *Store) reachable(ctx context.Context) (map[string]bool, error) {
+// blobs reference. Missing or unreadable manifests end their branch.
+// Roots and what a manifest references are required, while an index's
+// children may be absent (a resolver fetches only the platforms it was
+// asked for). Named roots are walked first, so that a blob first met from
+// them is all that is named.
+func (s *Store) reachable(ctx context.Context) (map[string]reach, error) {
 	im, err := s.Index(ctx)
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
+	seen := map[string]reach{}
+	named := false // the root being walked has a reference name
 	var visit func(desc v1.Descriptor, required bool) error
 	visit = func(desc v1.Descriptor, required bool) error {
 		if cache.ValidateDigest(desc.Digest) != nil {
@@ -39,11 +47,12 @@ func (s *Store) reachable(ctx context.Context) (map[string]bool, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if req, ok := seen[desc.Digest.Hex]; ok {
-			seen[desc.Digest.Hex] = req || required
+		if r, ok := seen[desc.Digest.Hex]; ok {
+			r.required = r.required || required
+			seen[desc.Digest.Hex] = r
 			return nil
 		}
-		seen[desc.Digest.Hex] = required
+		seen[desc.Digest.Hex] = reach{required: required, named: named}
 		if !isManifest(desc.MediaType) {
 			return nil
 		}
@@ -79,13 +88,23 @@ func (s *Store) reachable(ctx context.Context) (map[string]bool, error) {
 		}
 		return nil
 	}
-	for _, desc := range im.Manifests {
-		if err := visit(desc, true); err != nil {
-			return nil, err
+	for _, pass := range []bool{true, false} {
+		named = pass
+		for _, desc := range im.Manifests {
+			if (desc.Annotations[ociRefName] != "") != pass {
+				continue
+			}
+			if err := visit(desc, true); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return seen, nil
 }
+
+// ociRefName is the OCI annotation that names a root; a resolver records
+// the images it pulled under it (cache.AnnotationRefName).
+const ociRefName = cache.AnnotationRefName
 
 // maxManifestSize bounds what reachability parses; registries refuse
 // manifests over 4 MiB too.
@@ -102,15 +121,11 @@ func isManifest(mt types.MediaType) bool {
 
 // readSmallBlob reads and verifies a blob of at most limit bytes.
 func (s *Store) readSmallBlob(d v1.Hash, limit int64) ([]byte, error) {
-	f, err := os.Open(s.blobPath(d))
+	f, info, err := openRegular(s.blobPath(d))
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	if info.Size() > limit {
 		return nil, fmt.Errorf("%s: %d bytes is too large for a manifest", d, info.Size())
 	}
@@ -174,13 +189,14 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 	if err != nil {
 		return 0, err
 	}
+	leased := s.leasedBlobs()
 	enough := func(freed int64) bool {
 		withinBudget := s.opts.maxBytes == 0 || used-freed+need <= s.opts.maxBytes
 		return withinBudget && freed >= freeAtLeast
 	}
 	var evictable int64
 	for _, b := range blobs {
-		if _, reached := keep[b.hex]; !reached {
+		if _, reached := keep[b.hex]; !reached && !leased[b.hex] {
 			evictable += b.size
 		}
 	}
@@ -191,7 +207,7 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 		if s.opts.maxBytes > 0 {
 			budget = fmt.Sprintf("budget %d bytes", s.opts.maxBytes)
 		}
-		return 0, fmt.Errorf("%d bytes needed (%s, %d to free on disk); blobs use %d bytes, of which only %d may be evicted (the rest is reachable from index.json): %w",
+		return 0, fmt.Errorf("%d bytes needed (%s, %d to free on disk); blobs use %d bytes, of which only %d may be evicted (the rest is reachable from index.json or leased by pulls in progress): %w",
 			need, budget, freeAtLeast, used, evictable, cache.ErrNoSpace)
 	}
 	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
@@ -200,7 +216,7 @@ func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, erro
 		if enough(freed) {
 			break
 		}
-		if _, reached := keep[b.hex]; reached {
+		if _, reached := keep[b.hex]; reached || leased[b.hex] {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.blobDir, b.hex)); err != nil {
@@ -258,13 +274,15 @@ type GCReport struct {
 	Kept         int   // blobs kept
 	KeptBytes    int64
 	Roots        int // blobs reachable from index.json, never collected
+	Named        int // of Roots, those reachable from a root with a reference name (a recorded image)
+	Leased       int // blobs kept because a pull in progress holds a lease on them (cache.Leaser)
 	TempsRemoved int // abandoned temp files swept
 }
 
 // GC removes abandoned temp files, blobs that no root reaches and that
 // were unused for longer than the TTL, and then the least recently used
 // unreachable blobs until the rest fit the byte budget. Blobs reachable
-// from index.json are kept. It holds the exclusive GC lock: writers in
+// from index.json are kept, and so are blobs named by a live lease. It holds the exclusive GC lock: writers in
 // other processes wait to commit, readers are not disturbed (an open blob
 // stays readable after it is removed).
 func (s *Store) GC(ctx context.Context, opts ...GCOption) (GCReport, error) {
@@ -289,14 +307,24 @@ func (s *Store) GC(ctx context.Context, opts ...GCOption) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	leased := s.leasedBlobs()
 	sort.Slice(blobs, func(i, j int) bool { return blobs[i].lastUse.Before(blobs[j].lastUse) })
 	cutoff := s.opts.now().Add(-o.ttl)
 	for _, b := range blobs {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		if _, reached := keep[b.hex]; reached {
+		if r, reached := keep[b.hex]; reached {
 			rep.Roots++
+			if r.named {
+				rep.Named++
+			}
+			rep.Kept++
+			rep.KeptBytes += b.size
+			continue
+		}
+		if leased[b.hex] {
+			rep.Leased++
 			rep.Kept++
 			rep.KeptBytes += b.size
 			continue

@@ -23,21 +23,25 @@ func (s *Store) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("localfs: get %s: %w", d, err)
 	}
-	p := s.blobPath(d)
-	f, err := os.Open(p)
+	var f *os.File
+	var info os.FileInfo
+	err := s.underLease(ctx, d, func() (err error) {
+		f, info, err = openRegular(s.blobPath(d))
+		return err
+	})
+	if errors.Is(err, errNotRegular) {
+		s.stats.Misses.Add(1)
+		_, err = s.dropIrregular("get", d, err)
+		return nil, err
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			s.stats.Misses.Add(1)
 		}
 		return nil, s.pathErr("get", d, err)
 	}
-	info, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, s.pathErr("get", d, err)
-	}
 	s.stats.Hits.Add(1)
-	s.touch(p, info.ModTime())
+	s.touchOpen(f, info.ModTime())
 	return &blobReader{s: s, d: d, f: f, v: verify.NewReader(f, d, info.Size(), cache.ErrCorrupt)}, nil
 }
 
@@ -91,7 +95,7 @@ func (s *Store) removeIfSame(d v1.Hash, f *os.File) {
 	defer l.Unlock()
 	p := s.blobPath(d)
 	opened, err1 := f.Stat()
-	current, err2 := os.Stat(p)
+	current, err2 := os.Lstat(p)
 	if err1 == nil && err2 == nil && os.SameFile(opened, current) {
 		if os.Remove(p) == nil {
 			s.used.Add(-current.Size())

@@ -47,6 +47,7 @@ var helperRoles = map[string]func(t *testing.T, c *helperChild){
 	"same-put":      samePutRole,
 	"gc-loop":       gcLoopRole,
 	"get-loop":      getLoopRole,
+	"lease-holder":  leaseHolderRole, // lease_test.go
 }
 
 // TestHelperProcess is not a test: it is the body of the helper processes.

@@ -40,7 +40,7 @@ func (s *Store) readIndex(ctx context.Context) (raw []byte, im *v1.IndexManifest
 }
 
 func parseIndexFile(p string) ([]byte, *v1.IndexManifest, error) {
-	b, err := os.ReadFile(p)
+	b, err := readRegular(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("localfs: reading %s: %w", p, err)
 	}
@@ -122,7 +122,7 @@ func commitIndex(ctx context.Context, tmp, p string, before []byte) (bool, error
 		if err != nil {
 			return false, err
 		}
-		now, err := os.ReadFile(p)
+		now, err := readRegular(p)
 		switch {
 		case err != nil && !errors.Is(err, fs.ErrNotExist):
 			l.Unlock()

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildcache/buildcache/cache"
 )
@@ -91,10 +93,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		opts:      o,
 		writing:   map[string]*digestLock{},
 	}
-	for _, d := range []string{s.blobDir, s.tmpDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("localfs: Open %s: %w", root, noSpace(err))
-		}
+	if err := s.ensureDirs(); err != nil {
+		return nil, fmt.Errorf("localfs: Open %s: %w", root, noSpace(err))
 	}
 	if err := s.initLayout(); err != nil {
 		return nil, err
@@ -106,6 +106,30 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// ensureDirs makes the store's directories, and checks that none is a
+// link to somewhere else: blobs/ and blobs/sha256 that are not real
+// directories are refused (GC removes files there), our private
+// directories are replaced.
+func (s *Store) ensureDirs() error {
+	if err := os.MkdirAll(s.root, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		path    string
+		replace bool
+	}{
+		{filepath.Dir(s.blobDir), false},
+		{s.blobDir, false},
+		{filepath.Dir(s.tmpDir), true},
+		{s.tmpDir, true},
+	} {
+		if err := ensureDir(d.path, d.replace); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Dir is the store's root: an OCI image layout directory that
@@ -121,7 +145,7 @@ func (s *Store) blobPath(d v1.Hash) string { return filepath.Join(s.blobDir, d.H
 
 func (s *Store) initLayout() error {
 	lp := filepath.Join(s.root, layoutFile)
-	b, err := os.ReadFile(lp)
+	b, err := readRegular(lp)
 	switch {
 	case err == nil:
 		var l struct {
@@ -138,7 +162,7 @@ func (s *Store) initLayout() error {
 		return fmt.Errorf("localfs: reading %s: %w", lp, err)
 	}
 	ip := filepath.Join(s.root, indexFile)
-	if _, err := os.Stat(ip); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(ip); errors.Is(err, fs.ErrNotExist) {
 		return s.UpdateIndex(context.Background(), func(*v1.IndexManifest) error { return nil })
 	}
 	_, err = s.Index(context.Background())
@@ -199,32 +223,46 @@ func syncDir(dir string) error {
 }
 
 // sweepTemps removes temp files that no live writer holds and that are
-// older than the grace period, the leftovers of a killed process.
+// older than the grace period, the leftovers of a killed process. It
+// works through a descriptor of the temp directory opened without
+// following links, so a temp directory replaced by a link to elsewhere
+// is left alone rather than swept.
 func (s *Store) sweepTemps() (removed int) {
-	entries, err := os.ReadDir(s.tmpDir)
+	dir, err := openDirNoFollow(s.root, privateDir, tmpDirName)
 	if err != nil {
 		return 0
 	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return 0
+	}
+	dfd := int(dir.Fd())
 	cutoff := s.opts.now().Add(-s.opts.tempGrace)
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), tmpSuffix) {
+	for _, name := range names {
+		if !strings.HasSuffix(name, tmpSuffix) {
 			continue
 		}
-		p := filepath.Join(s.tmpDir, e.Name())
-		info, err := e.Info()
-		if err != nil || info.ModTime().After(cutoff) {
+		var st unix.Stat_t
+		if unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || time.Unix(st.Mtim.Unix()).After(cutoff) {
 			continue
 		}
-		f, err := os.Open(p)
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			if unix.Unlinkat(dfd, name, 0) == nil { // a link or a FIFO of ours: junk, removed itself
+				removed++
+			}
+			continue
+		}
+		fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue
 		}
-		if tryLockExclusive(f) {
-			if os.Remove(p) == nil {
+		if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+			if unix.Unlinkat(dfd, name, 0) == nil {
 				removed++
 			}
 		}
-		f.Close()
+		unix.Close(fd)
 	}
 	return removed
 }
@@ -254,7 +292,15 @@ func (s *Store) Stat(ctx context.Context, d v1.Hash) (int64, error) {
 	if err := cache.ValidateDigest(d); err != nil {
 		return 0, err
 	}
-	info, err := os.Stat(s.blobPath(d))
+	var info os.FileInfo
+	err := s.underLease(ctx, d, func() (err error) {
+		info, err = lstatRegular(s.blobPath(d))
+		return err
+	})
+	if errors.Is(err, errNotRegular) {
+		_, err = s.dropIrregular("stat", d, err)
+		return 0, err
+	}
 	if err != nil {
 		return 0, s.pathErr("stat", d, err)
 	}
@@ -267,14 +313,16 @@ func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
 		return err
 	}
 	p := s.blobPath(d)
-	info, err := os.Stat(p)
+	info, err := os.Lstat(p) // a link is removed itself
 	if err != nil {
 		return s.pathErr("delete", d, err)
 	}
 	if err := os.Remove(p); err != nil {
 		return s.pathErr("delete", d, err)
 	}
-	s.used.Add(-info.Size())
+	if info.Mode().IsRegular() {
+		s.used.Add(-info.Size())
+	}
 	return nil
 }
 

@@ -79,7 +79,7 @@ type fileLock struct{ f *os.File }
 // lockFile takes a shared or exclusive lock on path, waiting until ctx is
 // done.
 func lockFile(ctx context.Context, path string, exclusive bool) (*fileLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openLockFile(path, os.O_RDWR)
 	if err != nil {
 		return nil, fmt.Errorf("localfs: opening lock %s: %w", path, err)
 	}
@@ -123,7 +123,7 @@ func lockOCIIndex(ctx context.Context, path string, exclusive bool) (*ociIndexLo
 	var l *ociIndexLock
 	err := pollFlock(ctx, path, ociIndexWaitFirst, ociIndexWaitMax, func() error {
 		for {
-			f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+			f, err := openLockFile(path, os.O_RDONLY)
 			if errors.Is(err, fs.ErrPermission) || errors.Is(err, unix.EROFS) {
 				l = &ociIndexLock{}
 				return nil
@@ -148,13 +148,35 @@ func lockOCIIndex(ctx context.Context, path string, exclusive bool) (*ociIndexLo
 	return l, nil
 }
 
+// openLockFile opens or creates a lock file, never through a link: a link
+// at its path (to a file outside the store, or dangling, which O_CREATE
+// would create) is removed and a lock file of our own made instead.
+func openLockFile(path string, mode int) (*os.File, error) {
+	for attempt := 0; ; attempt++ {
+		f, err := os.OpenFile(path, mode|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o644)
+		if err == nil {
+			if info, serr := f.Stat(); serr == nil && !info.Mode().IsRegular() {
+				f.Close()
+				return nil, fmt.Errorf("%s is a %s: %w", path, modeName(info.Mode()), errNotRegular)
+			}
+			return f, nil
+		}
+		if !errors.Is(err, unix.ELOOP) || attempt > 0 {
+			return nil, err
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s is a symbolic link that cannot be removed: %w", path, err)
+		}
+	}
+}
+
 // stillAt reports whether the locked file is the one at path.
 func (l *ociIndexLock) stillAt(path string) bool {
 	if l.f == nil {
 		return true
 	}
 	var held, now unix.Stat_t
-	if unix.Fstat(int(l.f.Fd()), &held) != nil || unix.Stat(path, &now) != nil {
+	if unix.Fstat(int(l.f.Fd()), &held) != nil || unix.Lstat(path, &now) != nil {
 		return false
 	}
 	return held.Dev == now.Dev && held.Ino == now.Ino

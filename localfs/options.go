@@ -40,7 +40,10 @@ func WithMaxBytes(n int64) Option {
 
 // WithMinFreeBytes keeps at least n bytes free on the file system: a Put
 // that would leave less evicts first, then fails with ErrNoSpace without
-// writing. Default 0: a Put needs only room for its own bytes.
+// writing. While a Put streams, free space is checked again every 4 MiB,
+// so a stream longer than announced (or of unknown size) fails with
+// ErrNoSpace, leaving nothing behind, once the floor is reached. Default
+// 0: a Put needs only room for its own bytes.
 func WithMinFreeBytes(n int64) Option {
 	return func(o *options) error {
 		if err := nonNegative("WithMinFreeBytes", n); err != nil {

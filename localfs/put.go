@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,12 @@ const copyBufSize = 1 << 20
 // writebackChunk is how much a Put writes before it starts that part's
 // writeback, so disk writes overlap the rest of the download.
 const writebackChunk = 8 << 20
+
+// spaceCheckInterval is how many bytes a Put writes between checks that
+// the free-space floor and the byte budget still hold: a statfs every
+// 4 MiB is noise next to the writes, and bounds how far below
+// WithMinFreeBytes a stream of unknown or wrong size can take the disk.
+const spaceCheckInterval = 4 << 20
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
@@ -93,6 +100,27 @@ func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syn
 	}
 	s.used.Add(n)
 	s.stats.BytesIn.Add(uint64(n))
+	return nil
+}
+
+// spaceWhileWriting checks, with written bytes in the temp file so far,
+// that the free-space floor holds and that the blob still fits the byte
+// budget: the check before the write trusts the size given, which may be
+// unknown (-1) or a lie that the hash only exposes at the end.
+func (s *Store) spaceWhileWriting(written int64) error {
+	if s.opts.maxBytes > 0 && written > s.opts.maxBytes {
+		return fmt.Errorf("%d bytes written exceed the store's budget of %d: %w", written, s.opts.maxBytes, cache.ErrNoSpace)
+	}
+	if s.opts.minFreeBytes == 0 {
+		return nil // a full disk fails the write itself
+	}
+	free, err := freeBytes(s.root)
+	if err != nil {
+		return err
+	}
+	if free < s.opts.minFreeBytes {
+		return fmt.Errorf("after %d bytes written the file system has %d bytes free, below the %d kept free: %w", written, free, s.opts.minFreeBytes, cache.ErrNoSpace)
+	}
 	return nil
 }
 
@@ -176,6 +204,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 	buf := *bp
 	var werr error
 	var flushed int64 // bytes already handed to the disk by startWriteback
+	var checked int64 // bytes written when free space was last checked
 	for werr == nil {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -183,9 +212,16 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 				werr = noSpace(err)
 				break
 			}
-			if w := written.Add(int64(n)); w-flushed >= writebackChunk {
+			w := written.Add(int64(n))
+			if w-flushed >= writebackChunk {
 				startWriteback(f, flushed, w-flushed)
 				flushed = w
+			}
+			if w-checked >= spaceCheckInterval {
+				checked = w
+				if werr = s.spaceWhileWriting(w); werr != nil {
+					break
+				}
 			}
 			select {
 			case more <- struct{}{}:
@@ -213,7 +249,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 	case serr != nil:
 		return 0, noSpace(serr)
 	}
-	if err := s.commit(ctx, tmp, s.blobPath(d), syncRename); err != nil {
+	if err := s.commit(ctx, f, tmp, s.blobPath(d), syncRename); err != nil {
 		return 0, err
 	}
 	committed = true
@@ -225,15 +261,18 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 // so a collector in another process never removes a blob between our
 // decision to keep it and its arrival; with syncRename, it syncs the
 // directory so the rename survives a crash.
-func (s *Store) commit(ctx context.Context, tmp, final string, syncRename bool) error {
+func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncRename bool) error {
 	l, err := lockFile(ctx, s.gcLock, false)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
+	if err := s.leaseOf(ctx).name(filepath.Base(final)); err != nil {
+		return err
+	}
 	// The mtime is the LRU clock; stamp it from the store's clock.
-	now := s.opts.now()
-	_ = os.Chtimes(tmp, now, now)
+	touchFile(f, s.opts.now())
+	// The rename replaces whatever is at final, a link too, never its target.
 	if err := os.Rename(tmp, final); err != nil {
 		return noSpace(err) // a full directory block fails the rename with ENOSPC
 	}
@@ -248,7 +287,7 @@ func (s *Store) commit(ctx context.Context, tmp, final string, syncRename bool) 
 // process from removing it between the check and the touch.
 func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, error) {
 	p := s.blobPath(d)
-	if _, err := os.Stat(p); err != nil {
+	if _, err := os.Lstat(p); err != nil {
 		return false, nil
 	}
 	l, err := lockFile(ctx, s.gcLock, false)
@@ -256,7 +295,14 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 		return false, fmt.Errorf("localfs: put %s: %w", d, err)
 	}
 	defer l.Unlock()
-	info, err := os.Stat(p)
+	if err := s.leaseOf(ctx).name(d.Hex); err != nil {
+		return false, fmt.Errorf("localfs: put %s: %w", d, err)
+	}
+	info, err := lstatRegular(p)
+	if errors.Is(err, errNotRegular) {
+		s.stats.Corruptions.Add(1) // not stored: the commit's rename replaces it
+		return false, nil
+	}
 	if err != nil || (size >= 0 && info.Size() != size) {
 		return false, nil
 	}
@@ -266,11 +312,22 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 
 // touch records a use of a blob in its mtime, the durable LRU clock that
 // every process sharing the directory sees. It is skipped when the last
-// touch is recent, to keep hits cheap.
+// touch is recent, to keep hits cheap. A link put at path since it was
+// checked is touched itself, not its target.
 func (s *Store) touch(path string, last time.Time) {
-	now := s.opts.now()
-	if now.Sub(last) < s.opts.touchInterval && !last.After(now) {
-		return
+	if now, due := s.touchDue(last); due {
+		touchPath(path, now) // best effort: a deleted blob needs no touch
 	}
-	_ = os.Chtimes(path, now, now) // best effort: a deleted blob needs no touch
+}
+
+// touchOpen is touch for a blob open as f.
+func (s *Store) touchOpen(f *os.File, last time.Time) {
+	if now, due := s.touchDue(last); due {
+		touchFile(f, now)
+	}
+}
+
+func (s *Store) touchDue(last time.Time) (time.Time, bool) {
+	now := s.opts.now()
+	return now, now.Sub(last) >= s.opts.touchInterval || last.After(now)
 }

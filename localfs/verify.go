@@ -24,11 +24,15 @@ type BadBlob struct {
 
 // VerifyReport says what Verify found.
 type VerifyReport struct {
-	Checked int       // blobs hashed
-	Bytes   int64     // bytes hashed
-	Bad     []BadBlob // blobs whose bytes do not match their name
-	Removed int       // bad blobs removed (VerifyRemove)
-	Missing []v1.Hash // blobs that index.json reaches but that are absent
+	Checked int   // blobs hashed
+	Bytes   int64 // bytes hashed
+	// Bad are blobs whose bytes do not match their name, and entries named
+	// like a blob that are not regular files (a symbolic link, a
+	// directory): both wrap cache.ErrCorrupt.
+	Bad       []BadBlob
+	Removed   int       // bad entries removed (VerifyRemove); a link is removed, never its target
+	Missing   []v1.Hash // blobs that index.json reaches but that are absent
+	Unchecked []BadBlob // entries that could not be read (permissions, I/O), neither good nor known bad
 }
 
 // VerifyOption configures Verify. It has the shape of Option and
@@ -60,6 +64,24 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 	if err != nil {
 		return rep, err
 	}
+	irregular, err := s.irregularBlobs()
+	if err != nil {
+		return rep, err
+	}
+	for _, d := range irregular {
+		_, err := lstatRegular(s.blobPath(d))
+		if !errors.Is(err, errNotRegular) {
+			continue // gone or replaced since
+		}
+		bad := fmt.Errorf("localfs: verify %s: %w: %w", d, cache.ErrCorrupt, err)
+		if o.remove {
+			var removed bool
+			if removed, bad = s.dropIrregular("verify", d, err); removed {
+				rep.Removed++
+			}
+		}
+		rep.Bad = append(rep.Bad, BadBlob{Digest: d, Err: bad})
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	for _, b := range blobs {
@@ -67,15 +89,27 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 			return rep, err
 		}
 		d := v1.Hash{Algorithm: "sha256", Hex: b.hex}
-		f, err := os.Open(s.blobPath(d))
+		f, info, err := openRegular(s.blobPath(d))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err != nil {
-			return rep, fmt.Errorf("localfs: verify %s: %w", d, err)
+		if errors.Is(err, errNotRegular) {
+			// Replaced by a link since the scan: the next Verify, Get or
+			// Stat reports it; say it was not checked now.
+			rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
+			continue
 		}
-		vr := verify.NewReader(f, d, b.size, cache.ErrCorrupt)
+		if err != nil {
+			rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
+			continue
+		}
+		vr := verify.NewReader(f, d, info.Size(), cache.ErrCorrupt)
 		_, err = io.CopyBuffer(io.Discard, vr, *bp)
+		if err != nil && !errors.Is(err, cache.ErrCorrupt) {
+			rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
+			f.Close()
+			continue
+		}
 		rep.Checked++
 		rep.Bytes += vr.N()
 		if err == nil && !vr.Verified() {
@@ -83,7 +117,7 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 		}
 		if err != nil {
 			rep.Bad = append(rep.Bad, BadBlob{Digest: d, Err: err})
-			if o.remove && errors.Is(err, cache.ErrCorrupt) {
+			if o.remove {
 				s.stats.Corruptions.Add(1)
 				s.removeIfSame(d, f)
 				rep.Removed++
@@ -95,11 +129,11 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 	if err != nil {
 		return rep, err
 	}
-	for hex, required := range keep {
-		if !required {
+	for hex, r := range keep {
+		if !r.required {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(s.blobDir, hex)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(s.blobDir, hex)); errors.Is(err, fs.ErrNotExist) {
 			rep.Missing = append(rep.Missing, v1.Hash{Algorithm: "sha256", Hex: hex})
 		}
 	}

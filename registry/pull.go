@@ -24,6 +24,11 @@ import (
 // records ref. known, if set, is the digest a HEAD just returned; force
 // downloads blobs even if they are stored (cache bypass).
 func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descriptor, platforms []string, force bool) (*cache.ResolvedImage, error) {
+	ctx, release, err := r.lease(ctx) // until the root is recorded: records.go
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	repo := ref.Context()
 	id := ref.Identifier()
 	if known != nil {
@@ -67,7 +72,7 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 			return nil, err
 		}
 	}
-	if err := r.remember(ctx, ref.Name(), top); err != nil {
+	if err := r.rememberComplete(ctx, ref.Name(), top, platforms); err != nil {
 		return nil, err
 	}
 	r.stats.pulled.Add(1)

@@ -2,7 +2,11 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"slices"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -59,7 +63,49 @@ func (r *Resolver) revalidated(ctx context.Context, refName string, rec *record)
 		r.mu.Unlock()
 		return nil
 	}
-	return r.remember(ctx, refName, rec.desc)
+	err := r.remember(ctx, refName, rec.desc)
+	if err != nil && readOnly(err) {
+		// A read-only store still answers: nothing changed but the time,
+		// which is kept in memory and costs at most one extra HEAD later.
+		r.mu.Lock()
+		r.checked[refName] = now
+		r.mu.Unlock()
+		r.stats.unrecorded.Add(1)
+		return nil
+	}
+	return err
+}
+
+// readOnly reports whether err is a store refusing a write because it is
+// read-only (a read-only mount, or a directory the process may not write).
+func readOnly(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)
+}
+
+// lease makes the store's collectors, in every process, keep what the
+// pull with the returned context writes or looks at until release, which
+// the pull calls once its root is recorded (or it failed). A store that
+// cannot lease (cache.Leaser) is returned ctx unchanged.
+func (r *Resolver) lease(ctx context.Context) (leased context.Context, release func(), err error) {
+	l, ok := r.store.(cache.Leaser)
+	if !ok {
+		return ctx, func() {}, nil
+	}
+	leased, end, err := l.Lease(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry: %w", err)
+	}
+	return leased, func() { _ = end() }, nil // a lease left behind expires with the process
+}
+
+// rememberComplete records refName -> top after checking, under the
+// pull's lease, that the store holds all of the image for platforms: a
+// root is only ever recorded for a complete image.
+func (r *Resolver) rememberComplete(ctx context.Context, refName string, top v1.Descriptor, platforms []string) error {
+	if _, err := r.complete(ctx, top, platforms); err != nil {
+		return fmt.Errorf("registry: %s: not recorded, the pulled image is not complete in the store: %w", refName, err)
+	}
+	return r.remember(ctx, refName, top)
 }
 
 // remember records ref -> desc as a root, replacing an older record.

@@ -86,16 +86,20 @@ type ResolverStats struct {
 	Stale        uint64 // the registry failed and the cached copy was served
 	BlobsFetched uint64 // blobs (manifests included) downloaded
 	BytesFetched uint64
+	// RevalidationsUnrecorded counts revalidations a read-only store could
+	// not record in its index; they are kept in memory instead.
+	RevalidationsUnrecorded uint64
 }
 
 type resolverCounters struct {
 	resolves, hits, revalidated, pulled, stale, blobs, bytes atomic.Uint64
+	unrecorded                                               atomic.Uint64 // records.go
 }
 
 // Stats reports what the resolver has done.
 func (r *Resolver) Stats() ResolverStats {
 	c := &r.stats
-	return ResolverStats{c.resolves.Load(), c.hits.Load(), c.revalidated.Load(), c.pulled.Load(), c.stale.Load(), c.blobs.Load(), c.bytes.Load()}
+	return ResolverStats{c.resolves.Load(), c.hits.Load(), c.revalidated.Load(), c.pulled.Load(), c.stale.Load(), c.blobs.Load(), c.bytes.Load(), c.unrecorded.Load()}
 }
 
 // Resolve resolves ref ("golang:1.22", "registry:5000/app@sha256:...") to

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +19,34 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/localfs"
 )
+
+// openExistingStore opens the cache for a command that reads or tidies it
+// (ls, stats, verify, gc): a directory that is neither missing, empty nor
+// a cache already is refused rather than silently made into one.
+func (a *app) openExistingStore() (*localfs.Store, error) {
+	if a.cacheDir != "" {
+		if err := checkIsStore(a.cacheDir); err != nil {
+			return nil, err
+		}
+	}
+	return a.openStore()
+}
+
+// checkIsStore accepts a cache (it has an oci-layout file), an empty
+// directory and a missing one.
+func checkIsStore(dir string) error {
+	if _, err := os.Lstat(filepath.Join(dir, "oci-layout")); err == nil {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(entries) == 0) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading cache directory: %w", err)
+	}
+	return usagef("%s is not a cache (it has no oci-layout file) and is not empty: refusing to make it one; pass --cache with a cache directory", dir)
+}
 
 // recordedImages returns the store's roots that a resolver recorded: those
 // with a reference name, sorted by it.
@@ -60,7 +92,7 @@ each). With --json: {"images": [{"ref", "digest", "resolved_at",
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, err := a.openStore()
+			store, err := a.openExistingStore()
 			if err != nil {
 				return err
 			}
@@ -127,14 +159,17 @@ func (a *app) verifyCommand() *cobra.Command {
 		Long: `Hash every blob in the cache and check that the recorded images' blobs are
 present. A bad blob (its bytes do not hash to its name) makes verify exit 4,
 unless --remove removed it; an image that lost a blob is pulled again by the
-next warm or resolve. Missing blobs are reported but are not an error. With
---json: {"checked", "bytes", "bad": [{"digest", "error"}], "removed",
-"missing": [digest]}.
+next warm or resolve. Missing blobs are reported but are not an error. An
+entry named like a blob but is not a regular file (a symbolic link) is
+bad too. Blobs that could not be read are reported as unchecked and make
+verify exit 1. With --json: {"checked", "bytes", "bad": [{"digest",
+"error"}], "removed", "missing": [digest], "unchecked": [{"digest",
+"error"}]}.
 
 ` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			store, err := a.openStore()
+			store, err := a.openExistingStore()
 			if err != nil {
 				return err
 			}
@@ -147,14 +182,18 @@ next warm or resolve. Missing blobs are reported but are not an error. With
 				return err
 			}
 			out := struct {
-				Checked int       `json:"checked"`
-				Bytes   int64     `json:"bytes"`
-				Bad     []badBlob `json:"bad"`
-				Removed int       `json:"removed"`
-				Missing []string  `json:"missing"`
-			}{Checked: rep.Checked, Bytes: rep.Bytes, Bad: []badBlob{}, Removed: rep.Removed, Missing: []string{}}
+				Checked   int       `json:"checked"`
+				Bytes     int64     `json:"bytes"`
+				Bad       []badBlob `json:"bad"`
+				Removed   int       `json:"removed"`
+				Missing   []string  `json:"missing"`
+				Unchecked []badBlob `json:"unchecked"`
+			}{Checked: rep.Checked, Bytes: rep.Bytes, Bad: []badBlob{}, Removed: rep.Removed, Missing: []string{}, Unchecked: []badBlob{}}
 			for _, b := range rep.Bad {
 				out.Bad = append(out.Bad, badBlob{b.Digest.String(), b.Err.Error()})
+			}
+			for _, b := range rep.Unchecked {
+				out.Unchecked = append(out.Unchecked, badBlob{b.Digest.String(), b.Err.Error()})
 			}
 			for _, d := range rep.Missing {
 				out.Missing = append(out.Missing, d.String())
@@ -174,6 +213,9 @@ next warm or resolve. Missing blobs are reported but are not an error. With
 				for _, d := range out.Missing {
 					fmt.Fprintf(a.stdout, "missing %s (warm pulls it again)\n", d)
 				}
+				for _, b := range out.Unchecked {
+					fmt.Fprintf(a.stdout, "unchecked %s: %s\n", b.Digest, b.Error)
+				}
 			}
 			if left := len(rep.Bad) - rep.Removed; left > 0 {
 				hint := ""
@@ -181,6 +223,9 @@ next warm or resolve. Missing blobs are reported but are not an error. With
 					hint = "; verify --remove removes them"
 				}
 				return fmt.Errorf("%d bad blobs in %s%s: %w", left, store.Dir(), hint, cache.ErrCorrupt)
+			}
+			if len(rep.Unchecked) > 0 {
+				return fmt.Errorf("%d blobs in %s could not be checked", len(rep.Unchecked), store.Dir())
 			}
 			return nil
 		}),
@@ -203,21 +248,24 @@ func (a *app) gcCommand() *cobra.Command {
     longer than D (0s drops them all), so their blobs are no longer kept.
  2. Remove blobs that no recorded image reaches: with --ttl D, those unused
     for longer than D; with --max-bytes N, the least recently used until the
-    blobs fit in N bytes. 0 for either removes every such blob, so do not
-    use 0 while another process is warming the same cache: it may remove
-    blobs of an image that is being pulled. Without either flag, only
-    abandoned temp files are removed.
+    blobs fit in N bytes. 0 for either removes every such blob. Without
+    either flag, only abandoned temp files are removed.
 
-Blobs of recorded images are never removed. Sizes take units (500MB, 10GiB);
+Blobs of recorded images (and of any other index.json entry) are never
+removed, nor are those of pulls in progress in other processes: they hold
+a lease until they have recorded their image. Sizes take units (500MB, 10GiB);
 durations take Go's units and d for days (7d, 36h). With --json:
 {"pruned": [ref], "removed", "freed_bytes", "kept", "kept_bytes",
-"reachable", "temps_removed"}.
+"reachable", "recorded", "leased", "temps_removed"}: reachable counts the
+blobs index.json reaches, recorded those of them that recorded images
+(entries with a reference name) reach, leased those kept for pulls in
+progress.
 
 ` + seeExitCodes,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, err := a.openStore()
+			store, err := a.openExistingStore()
 			if err != nil {
 				return err
 			}
@@ -259,22 +307,31 @@ durations take Go's units and d for days (7d, 36h). With --json:
 				Kept         int      `json:"kept"`
 				KeptBytes    int64    `json:"kept_bytes"`
 				Reachable    int      `json:"reachable"`
+				Recorded     int      `json:"recorded"`
+				Leased       int      `json:"leased"`
 				TempsRemoved int      `json:"temps_removed"`
-			}{pruned, rep.Removed, rep.FreedBytes, rep.Kept, rep.KeptBytes, rep.Roots, rep.TempsRemoved}
+			}{pruned, rep.Removed, rep.FreedBytes, rep.Kept, rep.KeptBytes, rep.Roots, rep.Named, rep.Leased, rep.TempsRemoved}
 			if a.json {
 				return a.printJSON(out)
 			}
 			for _, ref := range pruned {
 				fmt.Fprintf(a.stdout, "pruned %s\n", ref)
 			}
-			fmt.Fprintf(a.stdout, "removed %d blobs, %s; kept %d blobs, %s (%d of recorded images)",
-				rep.Removed, humanize.IBytes(uint64(rep.FreedBytes)), rep.Kept, humanize.IBytes(uint64(rep.KeptBytes)), rep.Roots)
+			fmt.Fprintf(a.stdout, "removed %d blobs, %s; kept %d blobs, %s (%d of recorded images",
+				rep.Removed, humanize.IBytes(uint64(rep.FreedBytes)), rep.Kept, humanize.IBytes(uint64(rep.KeptBytes)), rep.Named)
+			if other := rep.Roots - rep.Named; other > 0 {
+				fmt.Fprintf(a.stdout, ", %d of other index.json entries", other)
+			}
+			if rep.Leased > 0 {
+				fmt.Fprintf(a.stdout, ", %d of pulls in progress", rep.Leased)
+			}
+			fmt.Fprint(a.stdout, ")")
 			if rep.TempsRemoved > 0 {
 				fmt.Fprintf(a.stdout, "; removed %d abandoned temp files", rep.TempsRemoved)
 			}
 			fmt.Fprintln(a.stdout)
-			if unneeded := rep.Kept - rep.Roots; !collect && unneeded > 0 {
-				fmt.Fprintf(a.stderr, "%d blobs no recorded image needs were kept: --ttl or --max-bytes removes them\n", unneeded)
+			if unneeded := rep.Kept - rep.Roots - rep.Leased; !collect && unneeded > 0 {
+				fmt.Fprintf(a.stderr, "%d blobs that no index.json entry needs were kept: --ttl or --max-bytes removes them\n", unneeded)
 			}
 			return nil
 		}),
@@ -301,7 +358,7 @@ program using the library reports. With --json: {"dir", "blobs", "bytes",
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, err := a.openStore()
+			store, err := a.openExistingStore()
 			if err != nil {
 				return err
 			}
