@@ -26,7 +26,8 @@ import (
 // should trip it.
 const hangGuard = 30 * time.Second
 
-// short are timeouts a test can afford to run into.
+// short are timeouts a test can afford to run into, for a resolver that
+// only meets the fault: a healthy request under load may take longer.
 var short = registry.WithTimeouts(registry.Timeouts{ResponseHeader: 100 * time.Millisecond, Stall: 100 * time.Millisecond})
 
 // resolveBounded runs Resolve and fails the test if it has not returned
@@ -108,10 +109,11 @@ func TestSilentRegistryServesStale(t *testing.T) {
 	reg := newSilentRegistry(t)
 	ref := reg.host + "/app:1"
 	push(t, ref, twoPlatformIndex(t, 256))
-	r := newResolver(t, openStore(t), short)
-	if _, err := r.Resolve(t.Context(), ref); err != nil {
+	store := openStore(t)
+	if _, err := newResolver(t, store).Resolve(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
+	r := newResolver(t, store, short)
 
 	reg.silence()
 	res, err := resolveBounded(t, t.Context(), r, ref)
@@ -137,10 +139,11 @@ func TestStalledBodyServesStale(t *testing.T) {
 	reg := newFakeRegistry(t)
 	ref := reg.host + "/app:1"
 	push(t, ref, twoPlatformIndex(t, 256))
-	r := newResolver(t, openStore(t), short)
-	if _, err := r.Resolve(t.Context(), ref); err != nil {
+	store := openStore(t)
+	if _, err := newResolver(t, store).Resolve(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
+	r := newResolver(t, store, short)
 
 	released := make(chan struct{})
 	t.Cleanup(func() { close(released) })
@@ -177,7 +180,7 @@ func TestStalledBodyServesStale(t *testing.T) {
 // nothing within the stall bound fails, as a timeout.
 func TestLayerCacheGetOfAStalledBodyFails(t *testing.T) {
 	reg := lcNewRegistry(t)
-	c := lcNewCache(t, reg.repo("ci/cache"), short)
+	c := lcNewCache(t, reg.repo("ci/cache"), registry.WithTimeouts(registry.Timeouts{Stall: 200 * time.Millisecond}))
 	b := cachetest.NewBlob(131, 1000)
 	lcPut(t, c, b)
 	released := make(chan struct{})
