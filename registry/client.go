@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -30,16 +32,19 @@ var manifestAccept = strings.Join([]string{
 // (manifests and blobs, pull scope, any repository) and the LayerCache
 // (blobs, uploads and its index, push scope, one repository) need. It
 // sends requests without credentials first and logs in only when a
-// registry answers 401, so an anonymous registry costs no extra round trip
-// (no /v2/ ping) and a revalidation is exactly one HEAD. Concurrent
-// requests that meet the same challenge share one login.
+// registry answers 401, with the challenge of that answer, so an anonymous
+// registry costs no extra round trip (no /v2/ ping), a revalidation is
+// exactly one HEAD, and an authenticated one two (the 401, then the HEAD;
+// a bearer token adds the token server's). Concurrent requests that meet
+// the same challenge share one login. Every try of a request is bounded
+// by the Timeouts (see watchdog).
 type client struct {
-	base     http.RoundTripper
+	base     http.RoundTripper // the transport, setting our User-Agent
 	keychain authn.Keychain
 	auth     authn.Authenticator // overrides keychain when set
 	retry    retryPolicy
+	timeouts Timeouts
 	insecure map[string]bool // registries ("host:port") spoken to over plain HTTP
-	agent    string
 
 	mu     sync.Mutex
 	authed map[string]login // by scopeKey
@@ -60,9 +65,16 @@ type loginKey struct {
 }
 
 func newClient(o clientOptions) *client {
+	base := o.transport
+	if base == nil {
+		base = newDefaultTransport(o.timeouts)
+	}
+	if o.userAgent != "" {
+		base = agentTransport{inner: base, agent: o.userAgent}
+	}
 	c := &client{
-		base: o.transport, keychain: o.keychain, auth: o.auth, retry: o.retry,
-		agent: o.userAgent, insecure: map[string]bool{}, authed: map[string]login{},
+		base: base, keychain: o.keychain, auth: o.auth, retry: o.retry, timeouts: o.timeouts,
+		insecure: map[string]bool{}, authed: map[string]login{},
 	}
 	if c.keychain == nil {
 		c.keychain = authn.DefaultKeychain
@@ -71,6 +83,22 @@ func newClient(o clientOptions) *client {
 		c.insecure[h] = true
 	}
 	return c
+}
+
+// agentTransport sets the client's User-Agent on every request, logins
+// and token requests included: go-containerregistry's login transport
+// puts its own on the requests it wraps, and this one sits beneath it.
+type agentTransport struct {
+	inner http.RoundTripper
+	agent string
+}
+
+func (a agentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") != a.agent {
+		req = req.Clone(req.Context()) // a RoundTripper must not change its request
+		req.Header.Set("User-Agent", a.agent)
+	}
+	return a.inner.RoundTrip(req)
 }
 
 // request is one call of the distribution API.
@@ -91,10 +119,37 @@ type request struct {
 	once   bool      // no retries
 }
 
-// normalize marks repo's registry insecure when it is listed as such, so
-// that URLs and the login's ping both use plain HTTP.
+// scheme is how the client speaks to reg: plain HTTP to a loopback
+// registry ("localhost", 127.0.0.0/8, ::1) and to those
+// WithInsecureRegistries names, HTTPS to every other, private addresses
+// included, as Docker and containerd do. (go-containerregistry's
+// name.Registry.Scheme picks plain HTTP for RFC 1918 addresses too, which
+// would send credentials in clear across a network; it is not used.)
+func (c *client) scheme(reg name.Registry) string {
+	if c.insecure[reg.RegistryStr()] || loopback(reg.RegistryStr()) {
+		return "http"
+	}
+	return "https"
+}
+
+// loopback reports whether a registry's "host[:port]" is this machine.
+func loopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// normalize marks repo's registry insecure when the client speaks plain
+// HTTP to it, so that go-containerregistry's login may too.
 func (c *client) normalize(repo name.Repository) name.Repository {
-	if c.insecure[repo.RegistryStr()] && repo.Registry.Scheme() != "http" {
+	if c.scheme(repo.Registry) == "http" && repo.Registry.Scheme() != "http" {
 		if reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure); err == nil {
 			repo.Registry = reg
 		}
@@ -103,8 +158,7 @@ func (c *client) normalize(repo name.Repository) name.Repository {
 }
 
 func (c *client) url(repo name.Repository, kind, ref string) string {
-	repo = c.normalize(repo)
-	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr(), kind, ref)
+	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", c.scheme(repo.Registry), repo.RegistryStr(), repo.RepositoryStr(), kind, ref)
 }
 
 func scope(repo name.Repository, push bool) string {
@@ -128,40 +182,12 @@ func (c *client) transport(key string) (http.RoundTripper, int) {
 	return c.base, 0
 }
 
-// login answers repo's challenge (basic or bearer token) for the scope,
-// with go-containerregistry's transport package. gen is the login the
-// refused request used: callers refused under the same one share one
-// login, and if another has happened since, its transport is used.
-func (c *client) login(ctx context.Context, repo name.Repository, push bool, gen int) error {
-	key := scopeKey(repo, push)
-	_, _, err := c.logins.Do(ctx, loginKey{key, gen}, func(ctx context.Context) (struct{}, error) {
-		if _, cur := c.transport(key); cur != gen {
-			return struct{}{}, nil
-		}
-		auth := c.auth
-		if auth == nil {
-			var err error
-			if auth, err = authn.Resolve(ctx, c.keychain, repo); err != nil {
-				return struct{}{}, fmt.Errorf("registry: credentials for %s: %w", repo, err)
-			}
-		}
-		repo := c.normalize(repo)
-		rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{scope(repo, push)})
-		if err != nil {
-			return struct{}{}, &RemoteError{Op: "authenticate", URL: repo.RegistryStr(), Err: err}
-		}
-		c.mu.Lock()
-		c.authed[key] = login{rt: rt, gen: gen + 1}
-		c.mu.Unlock()
-		return struct{}{}, nil
-	})
-	return err
-}
-
 // do sends r, logging in on the first 401 and retrying 429, 5xx and
 // broken connections as the retry policy says. A status not in r.ok is a
 // *RemoteError wrapping the registry's *transport.Error; the caller closes
-// the body of any other response.
+// the body of any other response. Each try is bounded by the Timeouts: a
+// try that runs into one is a broken connection, and so is a returned
+// body whose Read waits longer than the Stall bound.
 func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 	where := c.url(r.repo, r.kind, r.ref)
 	target := cmp.Or(r.url, where)
@@ -178,15 +204,15 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 	wait := c.retry.start()
 	loggedIn := false
 	for attempt := 1; ; attempt++ {
-		req, err := c.newRequest(ctx, r, target)
-		if err != nil {
-			return nil, fmt.Errorf("registry: %s: %w", op, err)
-		}
 		rt, gen := c.transport(key)
-		resp, err := (&http.Client{Transport: rt}).Do(req)
+		resp, err := c.try(ctx, rt, r, target)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)
+			}
+			var redirect *redirectError
+			if errors.As(err, &redirect) {
+				return nil, &RemoteError{Op: op, URL: where, Status: redirect.status, Err: err}
 			}
 			if attempt < attempts && netfail.Retryable(err) {
 				if err := wait.pause(ctx, ""); err != nil {
@@ -200,9 +226,10 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 		case slices.Contains(ok, resp.StatusCode):
 			return resp, nil
 		case resp.StatusCode == http.StatusUnauthorized && !loggedIn && r.stream == nil:
+			challenge := challengeOf(resp, r.repo)
 			drain(resp)
 			loggedIn = true
-			if err := c.login(ctx, r.repo, r.push, gen); err != nil {
+			if err := c.login(ctx, r.repo, r.push, gen, challenge); err != nil {
 				return nil, err
 			}
 			attempt-- // the challenge is not a failure
@@ -221,11 +248,61 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 	}
 }
 
-func (c *client) newRequest(ctx context.Context, r request, url string) (*http.Request, error) {
+// try sends r once through rt under a watchdog: the answer's headers must
+// come within the ResponseHeader bound of the request being sent, and its
+// body (returned wrapped) must keep moving.
+func (c *client) try(ctx context.Context, rt http.RoundTripper, r request, url string) (*http.Response, error) {
+	wd := newWatchdog(ctx, c.timeouts)
+	req, err := c.newRequest(wd.ctx, r, url, wd)
+	if err != nil {
+		wd.release()
+		return nil, err
+	}
+	wd.arm(wd.header, false)
+	resp, err := (&http.Client{Transport: rt, CheckRedirect: checkRedirect}).Do(req)
+	wd.gotAnswer()
+	if err != nil {
+		err = wd.explain(err)
+		wd.release()
+		return nil, err
+	}
+	resp.Body = &watchedBody{rc: resp.Body, w: wd}
+	return resp, nil
+}
+
+// maxRedirects is as many redirects as net/http follows by default.
+const maxRedirects = 10
+
+// checkRedirect follows up to maxRedirects redirects to http or https
+// URLs. A loop, or a redirect anywhere else (file://), is the registry's
+// answer, an error of its own, not an outage.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	status := 0
+	if req.Response != nil {
+		status = req.Response.StatusCode
+	}
+	switch {
+	case len(via) >= maxRedirects:
+		return &redirectError{status: status, why: fmt.Sprintf("more than %d redirects", maxRedirects)}
+	case req.URL.Scheme != "http" && req.URL.Scheme != "https":
+		return &redirectError{status: status, why: fmt.Sprintf("a redirect to a %q URL", req.URL.Scheme)}
+	}
+	return nil
+}
+
+// redirectError is a redirect the client refuses to follow.
+type redirectError struct {
+	status int // of the redirect
+	why    string
+}
+
+func (e *redirectError) Error() string { return "refused " + e.why }
+
+func (c *client) newRequest(ctx context.Context, r request, url string, wd *watchdog) (*http.Request, error) {
 	var body io.Reader
 	switch {
 	case r.stream != nil:
-		body = r.stream
+		body = &watchedUpload{r: r.stream, w: wd}
 	case r.body != nil:
 		body = bytes.NewReader(r.body)
 	}
@@ -241,9 +318,6 @@ func (c *client) newRequest(ctx context.Context, r request, url string) (*http.R
 	}
 	if r.accept != "" {
 		req.Header.Set("Accept", r.accept)
-	}
-	if c.agent != "" {
-		req.Header.Set("User-Agent", c.agent)
 	}
 	return req, nil
 }

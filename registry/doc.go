@@ -31,15 +31,44 @@
 //
 // A Resolver and a LayerCache talk to registries the same way, set by the
 // same ClientOptions (WithKeychain, WithAuth, WithTransport,
-// WithInsecureRegistries, WithRetry). Requests go out without credentials
-// and authenticate only when the registry answers 401 (with credentials
-// from the keychain, default authn.DefaultKeychain), so anonymous
-// registries cost no /v2/ ping; concurrent requests that meet one
-// challenge share one login. 429, 5xx and broken connections are retried
-// with backoff, honouring Retry-After. localhost, 127.0.0.1 and private
-// addresses use plain HTTP; WithInsecureRegistries adds others. Concurrent identical resolves, and
-// concurrent downloads of one blob, share one request. A pull fetches the
-// platforms' manifests at once and then the blobs in parallel (WithJobs).
+// WithInsecureRegistries, WithRetry, WithTimeouts). Requests go out
+// without credentials and authenticate only when the registry answers 401
+// (with credentials from the keychain, default authn.DefaultKeychain),
+// using the challenge of that 401: anonymous registries cost no /v2/ ping,
+// an authenticated revalidation costs the 401 and the HEAD (and a bearer
+// token's request), and concurrent requests that meet one challenge share
+// one login. Every request carries the User-Agent "buildcache", logins and
+// token requests included. 429, 5xx and broken connections are retried
+// with backoff, honouring Retry-After. Up to 10 redirects to http or https
+// URLs are followed; a longer chain or a redirect elsewhere (file://) is
+// the registry's error, with the redirect's status: not an outage, not
+// served Stale, not retried.
+//
+// Plain HTTP is used only for loopback registries ("localhost",
+// 127.0.0.0/8, ::1) and those WithInsecureRegistries names; every other
+// registry, private addresses such as 10.0.0.0/8 or 192.168.0.0/16
+// included, whatever the port, is spoken to over HTTPS, as Docker and
+// containerd do. Concurrent identical resolves, and concurrent downloads
+// of one blob, share one request. A pull fetches the platforms' manifests
+// at once and then the blobs in parallel (WithJobs).
+//
+// # Timeouts
+//
+// A registry that stops answering fails a request within bounds
+// (WithTimeouts; the defaults in brackets): connecting [30s], the TLS
+// handshake [10s], waiting for an answer's headers once the request is
+// sent [30s], and each wait for the next bytes of a body that stops
+// moving, downloads and uploads alike [30s; time the caller spends
+// between Reads does not count]. Such a failure is a *RemoteError that
+// is a timeout (net.Error): it is retried like a broken connection
+// (WithRetry), so a silent registry costs at most attempts × bound plus
+// the backoff before a cached image is served Stale, or, if nothing is
+// cached, cache.ErrOffline. The header and stall bounds are kept by the
+// client itself, by cancelling the request's context, so they also hold
+// for a transport given with WithTransport (which keeps its own dial and
+// TLS settings; WithTimeouts' Connect and TLSHandshake conflict with it).
+// A context's deadline or cancellation always wins: the call ends with
+// the context's error, and nothing is served Stale.
 //
 // # Bounds
 //

@@ -15,7 +15,7 @@ import (
 type RemoteError struct {
 	Op     string // "HEAD manifest", "GET blob", ...
 	URL    string
-	Status int   // 0 when no response arrived
+	Status int   // 0 when no response arrived; a refused redirect's own (3xx)
 	Err    error // the transport error or the registry's error body
 }
 
@@ -29,7 +29,9 @@ func (e *RemoteError) Error() string {
 func (e *RemoteError) Unwrap() error { return e.Err }
 
 // Temporary reports whether the failure is the registry's or the
-// network's (unreachable, 5xx, 429) rather than the request's (404, 401).
+// network's (unreachable or timed out, 5xx, 429) rather than the
+// request's (404, 401) or a redirect the client refused (a loop, a
+// file:// URL).
 func (e *RemoteError) Temporary() bool {
 	return e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500
 }

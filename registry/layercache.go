@@ -212,9 +212,8 @@ func (c *LayerCache) Repository() string {
 func (c *LayerCache) IndexTag() string { return c.tag.TagStr() }
 
 // Insecure reports whether the registry is spoken to over plain HTTP
-// (WithInsecureRegistries, or a loopback or private-network address, as
-// go-containerregistry decides).
-func (c *LayerCache) Insecure() bool { return c.repo.Scheme() == "http" }
+// (WithInsecureRegistries, or a loopback address).
+func (c *LayerCache) Insecure() bool { return c.client.scheme(c.repo.Registry) == "http" }
 
 // Stats reports what the cache has done since it was created. Evictions
 // counts entries dropped because their blob was gone from the registry.

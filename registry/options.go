@@ -9,11 +9,10 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // ClientOption configures how a Resolver or a LayerCache talks to
-// registries: credentials, transport, plain HTTP, retries. Every
+// registries: credentials, transport, plain HTTP, retries, timeouts. Every
 // ClientOption is both an Option and a LayerCacheOption.
 type ClientOption func(*clientOptions) error
 
@@ -23,19 +22,25 @@ func (f ClientOption) applyLayerCache(o *layerCacheOptions) error { return f(&o.
 type clientOptions struct {
 	keychain  authn.Keychain // nil: authn.DefaultKeychain
 	auth      authn.Authenticator
-	transport http.RoundTripper
+	transport http.RoundTripper // nil: newDefaultTransport(timeouts)
 	insecure  []string
 	retry     retryPolicy
+	timeouts  Timeouts
 	userAgent string
+
+	dialTimeoutsSet bool // WithTimeouts set Connect or TLSHandshake
 }
 
 func defaultClientOptions() clientOptions {
-	return clientOptions{transport: remote.DefaultTransport, retry: defaultRetry(), userAgent: "buildcache"}
+	return clientOptions{retry: defaultRetry(), timeouts: defaultTimeouts(), userAgent: "buildcache"}
 }
 
 func (o *clientOptions) check() error {
 	if o.auth != nil && o.keychain != nil {
 		return errors.New("either WithAuth or WithKeychain, not both")
+	}
+	if o.transport != nil && o.dialTimeoutsSet {
+		return errors.New("WithTimeouts' Connect and TLSHandshake apply to the default transport, not to WithTransport's: set them on that transport")
 	}
 	return nil
 }
@@ -66,7 +71,11 @@ func WithAuth(a authn.Authenticator) ClientOption {
 	}
 }
 
-// WithTransport sets the HTTP transport (default remote.DefaultTransport).
+// WithTransport sets the HTTP transport (default: one like
+// remote.DefaultTransport, with WithTimeouts' Connect and TLSHandshake
+// bounds). t's own dial and TLS settings then apply; the client still
+// bounds the wait for response headers and stalled bodies (WithTimeouts)
+// by cancelling each request's context, and still sets its User-Agent.
 func WithTransport(t http.RoundTripper) ClientOption {
 	return func(o *clientOptions) error {
 		if t == nil {
@@ -78,8 +87,10 @@ func WithTransport(t http.RoundTripper) ClientOption {
 }
 
 // WithInsecureRegistries talks plain HTTP to these registries
-// ("host:port"; default none). localhost, 127.0.0.1 and private addresses
-// use plain HTTP already.
+// ("host:port", as in the image reference; default none). Loopback
+// registries ("localhost", 127.0.0.0/8, ::1) use plain HTTP already;
+// every other registry, private addresses included, is spoken to over
+// HTTPS unless named here, as Docker and containerd do.
 func WithInsecureRegistries(hosts ...string) ClientOption {
 	return func(o *clientOptions) error {
 		o.insecure = append(o.insecure, hosts...)

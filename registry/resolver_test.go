@@ -611,31 +611,29 @@ func TestUnreachableAndUncachedIsOffline(t *testing.T) {
 	}
 }
 
-// Resolves that meet the same 401 at once share one login: one ping of
-// /v2/, however many requests were challenged.
+// Resolves that meet the same 401 at once share one login: one token
+// request, however many requests were challenged. (The login answers
+// the 401's challenge itself, so there is no /v2/ ping to count.)
 func TestConcurrentChallengesShareOneLogin(t *testing.T) {
-	reg := newFakeRegistry(t)
-	ref := reg.host + "/app:1"
+	a := newAuthDouble(t, true)
+	ref := a.reg.host + "/app:1"
+	a.reg.setFault(nil)
 	push(t, ref, twoPlatformIndex(t, 256))
 	platforms := [][]string{{"linux/amd64"}, {"linux/arm64"}, {"linux/amd64", "linux/arm64"}}
-	var challenged, pings atomic.Int32
+	var challenged, tokens atomic.Int32
 	allChallenged := make(chan struct{})
-	reg.setFault(func(w http.ResponseWriter, r *http.Request) bool {
-		if u, p, ok := r.BasicAuth(); ok && u == "ci" && p == "s3cret" {
-			return false
+	a.tokenHit = func() {
+		tokens.Add(1)
+		select { // answer the login only once every resolve is waiting for it
+		case <-allChallenged:
+		case <-time.After(10 * time.Second):
 		}
-		if r.URL.Path == "/v2/" {
-			pings.Add(1)
-			select { // answer the login's ping only once every resolve is waiting for it
-			case <-allChallenged:
-			case <-time.After(10 * time.Second):
-			}
-		} else if challenged.Add(1) == int32(len(platforms)) {
+	}
+	a.reg.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/token" && r.Header.Get("Authorization") == "" && challenged.Add(1) == int32(len(platforms)) {
 			close(allChallenged)
 		}
-		w.Header().Set("WWW-Authenticate", `Basic realm="buildcache-test"`)
-		w.WriteHeader(http.StatusUnauthorized)
-		return true
+		return a.serve(w, r)
 	})
 	r := newResolver(t, openStore(t), registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
 	var wg sync.WaitGroup
@@ -647,7 +645,7 @@ func TestConcurrentChallengesShareOneLogin(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := pings.Load(); n != 1 {
-		t.Errorf("%d logins (pings of /v2/) for %d challenged requests, want 1", n, challenged.Load())
+	if n := tokens.Load(); n != 1 {
+		t.Errorf("%d logins (token requests) for %d challenged requests, want 1", n, challenged.Load())
 	}
 }

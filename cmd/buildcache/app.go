@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
@@ -93,6 +94,7 @@ type app struct {
 	cacheDir string
 	json     bool
 	insecure []string
+	timeout  time.Duration // per registry wait; 0: the registry package's defaults
 
 	started   bool // a command began to run: later errors are not usage errors
 	wroteJSON bool // the command printed its JSON document
@@ -141,7 +143,7 @@ func (a *app) rootCommand() *cobra.Command {
 local cache directory (an OCI image layout) and revalidates them with one
 HEAD request, so builds stop downloading what they already have.
 
-` + exitCodesHelp,
+` + timeoutsHelp + "\n\n" + exitCodesHelp,
 		Args:          cobra.NoArgs,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -156,7 +158,8 @@ HEAD request, so builds stop downloading what they already have.
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.cacheDir, "cache", osDefaultCacheDir(), "the cache `DIR`: $XDG_CACHE_HOME/buildcache, else ~/.cache/buildcache")
 	pf.BoolVar(&a.json, "json", false, "print one JSON document on stdout, also on failure ({\"error\": ..., \"exit_code\": ...})")
-	pf.StringArrayVar(&a.insecure, "insecure-registry", nil, "talk plain HTTP to this registry `host:port` (repeatable)")
+	pf.StringArrayVar(&a.insecure, "insecure-registry", nil, "talk plain HTTP to this registry `host:port` (repeatable; only loopback registries use it otherwise)")
+	pf.Var(durationValue{&a.timeout}, "timeout", timeoutHelp)
 
 	root.AddCommand(a.warmCommand(), a.resolveCommand(), a.lsCommand(), a.verifyCommand(), a.gcCommand(), a.statsCommand())
 	return root
@@ -178,9 +181,25 @@ func (a *app) openStore() (*localfs.Store, error) {
 	return localfs.Open(a.cacheDir)
 }
 
+// timeoutHelp says what --timeout bounds: each wait for a registry, not
+// the whole command, so that a registry gone silent is served stale.
+const timeoutHelp = "wait at most `D` for a registry to connect, answer or send more of a body, per try (0: 30s; TLS handshake 10s); not a deadline for the whole command"
+
+const timeoutsHelp = `Timeouts:
+  --timeout D bounds each wait for a registry: connecting, the TLS
+  handshake, the answer's headers, the next bytes of a body (default 30s,
+  the handshake 10s). A registry silent for longer counts as unreachable:
+  the try is retried, then a cached image is served stale (exit 0 with a
+  warning) and an uncached one exits 3. It is not a deadline for the whole
+  command, as a download that keeps moving may take longer: use timeout(1)
+  for that.`
+
 func (a *app) newResolver(store *localfs.Store, opts ...registry.Option) (*registry.Resolver, error) {
-	opts = append([]registry.Option{registry.WithInsecureRegistries(a.insecure...)}, opts...)
-	return registry.NewResolver(store, opts...)
+	base := []registry.Option{registry.WithInsecureRegistries(a.insecure...)}
+	if d := a.timeout; d > 0 {
+		base = append(base, registry.WithTimeouts(registry.Timeouts{Connect: d, TLSHandshake: d, ResponseHeader: d, Stall: d}))
+	}
+	return registry.NewResolver(store, append(base, opts...)...)
 }
 
 func (a *app) printJSON(v any) error {

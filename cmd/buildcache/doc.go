@@ -5,7 +5,7 @@
 //
 // # Usage
 //
-//	buildcache [--cache DIR] [--json] [--insecure-registry HOST:PORT]... COMMAND
+//	buildcache [--cache DIR] [--json] [--insecure-registry HOST:PORT]... [--timeout D] COMMAND
 //
 //	warm IMAGE... [--platform P,P] [--policy always|if-not-present|never]
 //	    Make sure each image's requested platforms are stored, pulling what
@@ -33,8 +33,14 @@
 // --cache defaults to $XDG_CACHE_HOME/buildcache, or ~/.cache/buildcache.
 // --json makes every command print one JSON document on stdout, also when
 // it fails ({"error": "...", "exit_code": N}); messages and progress go to
-// stderr. --insecure-registry talks plain HTTP to a registry (localhost and
-// private addresses already use it). --policy always revalidates a cached
+// stderr. --insecure-registry talks plain HTTP to a registry (only loopback
+// registries, localhost, 127.0.0.0/8 and ::1, use it otherwise; private
+// addresses get HTTPS). --timeout D bounds each wait for a registry: to
+// connect, for the TLS handshake, for an answer's headers and for the next
+// bytes of a body (default: 30s, the handshake 10s); each try waits anew,
+// and a registry silent for longer counts as unreachable, so a cached image
+// is served stale. It is not a deadline for the whole command (a download
+// that keeps moving may take longer; use timeout(1) for that). --policy always revalidates a cached
 // image with one HEAD and pulls only when the tag moved; if-not-present
 // makes no request for a cached image; never makes none at all. Sizes take
 // units (500MB = 500*10^6 bytes, 10GiB = 10*2^30); durations take Go's
