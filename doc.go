@@ -87,15 +87,18 @@
 //   - fill the disk or the heap: every download is bounded by the size in
 //     its descriptor, and a negative or absurd size is refused before any
 //     request; manifests, indexes and configs, which come without one, are
-//     capped at a few MiB (TODO(lead): the cap and its constant name in
-//     registry/doc.go). localfs's WithMinFreeBytes holds while a download
+//     capped: a manifest or index at 4 MiB, a config at 8 MiB, a layer's
+//     claimed size at 1 TiB (registry/doc.go, # Bounds). localfs's WithMinFreeBytes holds while a download
 //     streams. A download that fails leaves nothing behind.
 //   - hang a call: the client's transport has timeouts on connecting, the
 //     TLS handshake, the response header and a body that stops moving
-//     (TODO(lead): the defaults, and the option that overrides them), and
-//     a cached image whose registry has gone silent is served Stale
-//     within a bounded time (TODO(lead): the bound). A context's deadline
-//     still wins; the CLI has --timeout (TODO(lead): its default). A body
+//     (30 s, 10 s, 30 s and 30 s by default; registry.WithTimeouts), and
+//     a cached image whose registry has gone silent is served Stale once
+//     the retries are spent: at most attempts × bound plus backoff, about
+//     two minutes with the defaults. A context's deadline still wins; the
+//     CLI's --timeout sets all four bounds at once (0, the default, keeps
+//     the library's). Redirects are followed at most 10 times and only to
+//     http or https. A body
 //     that keeps trickling is bounded by the size caps and the deadline,
 //     not by the stall timeout.
 //   - get credentials meant for another registry: the host of an oci://
