@@ -73,6 +73,11 @@
 //	buildcache_tier_corruptions_total{tier}
 //	buildcache_tier_errors_total{tier}
 //
+// A tier's own counters are its backend's: they include the tiered
+// cache's copying (the near tier serves each blob put once more to copy
+// it to the far tier), and a far backend shared by several tier.Caches
+// reports all of their traffic under each.
+//
 // Resource caches (label cache):
 //
 //	buildcache_resource_cache_hits_total          Gets answered with a cached value

@@ -37,7 +37,8 @@ var _ prometheus.Collector = (*TierCollector)(nil)
 // cache=<name>. Register it instead of, not beside, a LayerCacheCollector
 // of the same tier.Cache and name: both export the buildcache_layer_cache_*
 // series of the cache as a whole. A tier whose backend counts nothing
-// reports zeros. Each scrape calls t.StatsByTier() once.
+// reports zeros; one shared by several tier.Caches reports their sum in
+// each. Each scrape calls t.StatsByTier() once.
 func NewTierCollector(name string, t TierStatsReporter) *TierCollector {
 	labels := prometheus.Labels{"cache": name}
 	return &TierCollector{
