@@ -1,0 +1,79 @@
+package metrics_test
+
+import (
+	"io"
+	"log"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testimage"
+	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/metrics"
+	"github.com/buildcache/buildcache/registry"
+)
+
+// resolveThreeWays pushes a two-platform image to an in-process registry
+// and resolves it cold, warm (PullAlways: one HEAD) and warm
+// (PullIfNotPresent: no request), through a resolver over a localfs store.
+func resolveThreeWays(t *testing.T) (*registry.Resolver, *localfs.Store) {
+	t.Helper()
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/flink:1.14.5"
+	img := testimage.ForTest(t)
+	img.Push(ref, img.RandomIndex([]string{"linux/amd64", "linux/arm64"}, 1024, 2))
+
+	store, err := localfs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := registry.NewResolver(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []cache.PullPolicy{cache.PullAlways, cache.PullAlways, cache.PullIfNotPresent} {
+		if _, err := r.Resolve(t.Context(), ref, cache.WithPolicy(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r, store
+}
+
+func TestResolverCollector(t *testing.T) {
+	r, _ := resolveThreeWays(t)
+	col := metrics.NewResolverCollector(r)
+	// The index, and for the resolver's default platform (one) its
+	// manifest, config and two layers.
+	want := `
+# HELP buildcache_resolver_fetched_blobs_total Blobs, manifests included, downloaded from registries.
+# TYPE buildcache_resolver_fetched_blobs_total counter
+buildcache_resolver_fetched_blobs_total 5
+# HELP buildcache_resolver_resolutions_total Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served). Concurrent calls that shared one resolution count once.
+# TYPE buildcache_resolver_resolutions_total counter
+buildcache_resolver_resolutions_total{source="hit"} 1
+buildcache_resolver_resolutions_total{source="pulled"} 1
+buildcache_resolver_resolutions_total{source="revalidated"} 1
+buildcache_resolver_resolutions_total{source="stale"} 0
+# HELP buildcache_resolver_resolves_total Resolve calls that returned an image; concurrent calls that shared one resolution count each.
+# TYPE buildcache_resolver_resolves_total counter
+buildcache_resolver_resolves_total 3
+`
+	if err := testutil.CollectAndCompare(col, strings.NewReader(want),
+		"buildcache_resolver_fetched_blobs_total", "buildcache_resolver_resolutions_total", "buildcache_resolver_resolves_total"); err != nil {
+		t.Error(err)
+	}
+	// The byte count depends on how well random layers compress: at
+	// least the two 1 KiB layers' worth, and what Stats says.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(col)
+	got := gatherValue(t, reg, "buildcache_resolver_fetched_bytes_total", nil)
+	if want := float64(r.Stats().BytesFetched); got != want || got < 2*1024 {
+		t.Errorf("fetched bytes = %v, want %v (at least 2 KiB)", got, want)
+	}
+}
