@@ -1,10 +1,7 @@
 package metrics_test
 
 import (
-	batchv1 "k8s.io/api/batch/v1"
-
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/k8sclient"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/metrics"
@@ -24,6 +21,4 @@ var (
 	_ metrics.TierStatsReporter     = (*tier.Cache)(nil)
 	_ metrics.ResolverStatsReporter = (*registry.Resolver)(nil)
 	_ metrics.ResourceStatsReporter = (*memory.Cache[string, int])(nil)
-	_ metrics.K8sStatsReporter      = (*k8sclient.Client)(nil)
-	_ metrics.K8sTypedStatsReporter = (*k8sclient.Typed[*batchv1.Job, *batchv1.JobList])(nil)
 )

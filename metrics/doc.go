@@ -28,9 +28,11 @@
 //     register it instead of a LayerCacheCollector for the same cache.
 //   - NewResourceCacheCollector(name, c): a memory.Cache[K, V] (the
 //     ResourceCache).
-//   - NewK8sClientCollector(name, c): a k8sclient.Client, per resource type.
-//   - NewK8sTypedCollector(name, gvr, t): a k8sclient.Typed, which counts
-//     the one resource type gvr.
+//   - k8smetrics.NewClientCollector(name, c): a k8sclient.Client, per
+//     resource type, and k8smetrics.NewTypedCollector(name, gvr, t): a
+//     k8sclient.Typed, which counts the one resource type gvr. They live in
+//     the subpackage k8smetrics so that this package does not link
+//     client-go.
 //
 // The name is the value of the collector's cache (or client) label. Two
 // collectors of the same kind on one registry need different names:

@@ -3,6 +3,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/buildcache/buildcache/internal/promfamily"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -12,12 +13,12 @@ type ResolverStatsReporter interface {
 	Stats() registry.ResolverStats
 }
 
-var resolverSpecs = []spec[registry.ResolverStats]{
-	counter("resolves_total", "Resolve calls that returned an image; concurrent calls that shared one resolution count each.",
+var resolverSpecs = []promfamily.Spec[registry.ResolverStats]{
+	promfamily.Counter("resolves_total", "Resolve calls that returned an image; concurrent calls that shared one resolution count each.",
 		func(s registry.ResolverStats) uint64 { return s.Resolves }),
-	counter("fetched_blobs_total", "Blobs, manifests included, downloaded from registries.",
+	promfamily.Counter("fetched_blobs_total", "Blobs, manifests included, downloaded from registries.",
 		func(s registry.ResolverStats) uint64 { return s.BlobsFetched }),
-	counter("fetched_bytes_total", "Bytes of blobs and manifests downloaded from registries.",
+	promfamily.Counter("fetched_bytes_total", "Bytes of blobs and manifests downloaded from registries.",
 		func(s registry.ResolverStats) uint64 { return s.BytesFetched }),
 }
 
@@ -25,7 +26,7 @@ var resolverSpecs = []spec[registry.ResolverStats]{
 // buildcache_resolver_* families. Create it with NewResolverCollector.
 type ResolverCollector struct {
 	r           ResolverStatsReporter
-	fs          []family[registry.ResolverStats]
+	fs          []promfamily.Family[registry.ResolverStats]
 	resolutions *prometheus.Desc
 }
 
@@ -38,8 +39,8 @@ var _ prometheus.Collector = (*ResolverCollector)(nil)
 func NewResolverCollector(r ResolverStatsReporter) *ResolverCollector {
 	return &ResolverCollector{
 		r:  r,
-		fs: families("resolver", resolverSpecs, nil, nil),
-		resolutions: prometheus.NewDesc(prometheus.BuildFQName(namespace, "resolver", "resolutions_total"),
+		fs: promfamily.New("resolver", resolverSpecs, nil, nil),
+		resolutions: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "resolutions_total"),
 			`Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served). Concurrent calls that shared one resolution count once.`,
 			[]string{"source"}, nil),
 	}
@@ -47,14 +48,14 @@ func NewResolverCollector(r ResolverStatsReporter) *ResolverCollector {
 
 // Describe implements prometheus.Collector.
 func (rc *ResolverCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(rc.fs, ch)
+	promfamily.Describe(rc.fs, ch)
 	ch <- rc.resolutions
 }
 
 // Collect implements prometheus.Collector.
 func (rc *ResolverCollector) Collect(ch chan<- prometheus.Metric) {
 	s := rc.r.Stats()
-	collect(rc.fs, s, ch)
+	promfamily.Collect(rc.fs, s, ch)
 	for _, src := range []struct {
 		label string
 		n     uint64

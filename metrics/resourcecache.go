@@ -3,6 +3,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/buildcache/buildcache/internal/promfamily"
 	"github.com/buildcache/buildcache/memory"
 )
 
@@ -12,15 +13,15 @@ type ResourceStatsReporter interface {
 	Stats() memory.ResourceStats
 }
 
-var resourceCacheSpecs = []spec[memory.ResourceStats]{
-	counter("hits_total", "Gets answered with a cached value.", func(s memory.ResourceStats) uint64 { return s.Hits }),
-	counter("negative_hits_total", "Gets answered with a cached (negative) error.", func(s memory.ResourceStats) uint64 { return s.NegativeHits }),
-	counter("misses_total", "Gets that found no fresh entry, including those that joined a load.", func(s memory.ResourceStats) uint64 { return s.Misses }),
-	counter("loads_total", "Load functions called, by Get and Refresh.", func(s memory.ResourceStats) uint64 { return s.Loads }),
-	counter("load_errors_total", "Loads that returned an error (negative ones included) or panicked.", func(s memory.ResourceStats) uint64 { return s.LoadErrors }),
-	counter("coalesced_total", "Gets that waited for a load another caller started.", func(s memory.ResourceStats) uint64 { return s.Coalesced }),
-	counter("evictions_total", "Entries evicted for room or expiry, or refused admission.", func(s memory.ResourceStats) uint64 { return s.Evictions }),
-	counter("invalidations_total", "Calls of Invalidate.", func(s memory.ResourceStats) uint64 { return s.Invalidations }),
+var resourceCacheSpecs = []promfamily.Spec[memory.ResourceStats]{
+	promfamily.Counter("hits_total", "Gets answered with a cached value.", func(s memory.ResourceStats) uint64 { return s.Hits }),
+	promfamily.Counter("negative_hits_total", "Gets answered with a cached (negative) error.", func(s memory.ResourceStats) uint64 { return s.NegativeHits }),
+	promfamily.Counter("misses_total", "Gets that found no fresh entry, including those that joined a load.", func(s memory.ResourceStats) uint64 { return s.Misses }),
+	promfamily.Counter("loads_total", "Load functions called, by Get and Refresh.", func(s memory.ResourceStats) uint64 { return s.Loads }),
+	promfamily.Counter("load_errors_total", "Loads that returned an error (negative ones included) or panicked.", func(s memory.ResourceStats) uint64 { return s.LoadErrors }),
+	promfamily.Counter("coalesced_total", "Gets that waited for a load another caller started.", func(s memory.ResourceStats) uint64 { return s.Coalesced }),
+	promfamily.Counter("evictions_total", "Entries evicted for room or expiry, or refused admission.", func(s memory.ResourceStats) uint64 { return s.Evictions }),
+	promfamily.Counter("invalidations_total", "Calls of Invalidate.", func(s memory.ResourceStats) uint64 { return s.Invalidations }),
 }
 
 // ResourceCacheCollector exports the counters of a memory.Cache (the
@@ -28,7 +29,7 @@ var resourceCacheSpecs = []spec[memory.ResourceStats]{
 // cache=<name>. Create it with NewResourceCacheCollector.
 type ResourceCacheCollector struct {
 	c  ResourceStatsReporter
-	fs []family[memory.ResourceStats]
+	fs []promfamily.Family[memory.ResourceStats]
 }
 
 var _ prometheus.Collector = (*ResourceCacheCollector)(nil)
@@ -39,14 +40,16 @@ var _ prometheus.Collector = (*ResourceCacheCollector)(nil)
 func NewResourceCacheCollector(name string, c ResourceStatsReporter) *ResourceCacheCollector {
 	return &ResourceCacheCollector{
 		c:  c,
-		fs: families("resource_cache", resourceCacheSpecs, nil, prometheus.Labels{"cache": name}),
+		fs: promfamily.New("resource_cache", resourceCacheSpecs, nil, prometheus.Labels{"cache": name}),
 	}
 }
 
 // Describe implements prometheus.Collector.
-func (rc *ResourceCacheCollector) Describe(ch chan<- *prometheus.Desc) { describe(rc.fs, ch) }
+func (rc *ResourceCacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	promfamily.Describe(rc.fs, ch)
+}
 
 // Collect implements prometheus.Collector.
 func (rc *ResourceCacheCollector) Collect(ch chan<- prometheus.Metric) {
-	collect(rc.fs, rc.c.Stats(), ch)
+	promfamily.Collect(rc.fs, rc.c.Stats(), ch)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/buildcache/buildcache/k8sclient/k8stest"
 	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/metrics"
+	"github.com/buildcache/buildcache/metrics/k8smetrics"
 	"github.com/buildcache/buildcache/tier"
 )
 
@@ -64,7 +65,7 @@ func allCollectors(t *testing.T) *prometheus.Registry {
 		metrics.NewLayerCacheCollector("localfs", store),
 		metrics.NewTierCollector("ci", tc),
 		metrics.NewResourceCacheCollector("values", rc),
-		metrics.NewK8sClientCollector("operator", kc),
+		k8smetrics.NewClientCollector("operator", kc),
 	)
 	return reg
 }

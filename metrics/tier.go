@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/promfamily"
 	"github.com/buildcache/buildcache/tier"
 )
 
@@ -13,9 +14,9 @@ type TierStatsReporter interface {
 }
 
 // tierSpecs are the tier's own families beyond those of cache.Stats.
-var tierSpecs = []spec[tier.Stats]{
-	counter("fills_total", "Blobs read from the far tier and copied into the near tier.", func(s tier.Stats) uint64 { return s.Fills }),
-	counter("far_errors_total", "Far tier failures the tiered cache absorbed while the near tier went on.", func(s tier.Stats) uint64 { return s.FarErrors }),
+var tierSpecs = []promfamily.Spec[tier.Stats]{
+	promfamily.Counter("fills_total", "Blobs read from the far tier and copied into the near tier.", func(s tier.Stats) uint64 { return s.Fills }),
+	promfamily.Counter("far_errors_total", "Far tier failures the tiered cache absorbed while the near tier went on.", func(s tier.Stats) uint64 { return s.FarErrors }),
 }
 
 // TierCollector exports a tier.Cache: the cache as a whole in the
@@ -25,9 +26,9 @@ var tierSpecs = []spec[tier.Stats]{
 // tier="near" or tier="far". Create it with NewTierCollector.
 type TierCollector struct {
 	t      TierStatsReporter
-	whole  []family[cache.Stats]
-	tiers  []family[cache.Stats]
-	own    []family[tier.Stats]
+	whole  []promfamily.Family[cache.Stats]
+	tiers  []promfamily.Family[cache.Stats]
+	own    []promfamily.Family[tier.Stats]
 	served *prometheus.Desc
 }
 
@@ -43,29 +44,29 @@ func NewTierCollector(name string, t TierStatsReporter) *TierCollector {
 	labels := prometheus.Labels{"cache": name}
 	return &TierCollector{
 		t:     t,
-		whole: families("layer_cache", layerCacheSpecs, nil, labels),
-		tiers: families("tier", layerCacheSpecs, []string{"tier"}, labels),
-		own:   families("tier", tierSpecs, nil, labels),
-		served: prometheus.NewDesc(prometheus.BuildFQName(namespace, "tier", "gets_served_total"),
+		whole: promfamily.New("layer_cache", layerCacheSpecs, nil, labels),
+		tiers: promfamily.New("tier", layerCacheSpecs, []string{"tier"}, labels),
+		own:   promfamily.New("tier", tierSpecs, nil, labels),
+		served: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "tier", "gets_served_total"),
 			"Gets of the tiered cache served by each tier.", []string{"tier"}, labels),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (tc *TierCollector) Describe(ch chan<- *prometheus.Desc) {
-	describe(tc.whole, ch)
-	describe(tc.tiers, ch)
-	describe(tc.own, ch)
+	promfamily.Describe(tc.whole, ch)
+	promfamily.Describe(tc.tiers, ch)
+	promfamily.Describe(tc.own, ch)
 	ch <- tc.served
 }
 
 // Collect implements prometheus.Collector.
 func (tc *TierCollector) Collect(ch chan<- prometheus.Metric) {
 	s := tc.t.StatsByTier()
-	collect(tc.whole, s.Stats, ch)
-	collect(tc.tiers, s.Near, ch, "near")
-	collect(tc.tiers, s.Far, ch, "far")
-	collect(tc.own, s, ch)
+	promfamily.Collect(tc.whole, s.Stats, ch)
+	promfamily.Collect(tc.tiers, s.Near, ch, "near")
+	promfamily.Collect(tc.tiers, s.Far, ch, "far")
+	promfamily.Collect(tc.own, s, ch)
 	ch <- prometheus.MustNewConstMetric(tc.served, prometheus.CounterValue, float64(s.NearHits), "near")
 	ch <- prometheus.MustNewConstMetric(tc.served, prometheus.CounterValue, float64(s.FarHits), "far")
 }

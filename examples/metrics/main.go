@@ -41,6 +41,7 @@ import (
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/metrics"
+	"github.com/buildcache/buildcache/metrics/k8smetrics"
 	"github.com/buildcache/buildcache/registry"
 	"github.com/buildcache/buildcache/tier"
 )
@@ -143,7 +144,7 @@ func run(ctx context.Context, out io.Writer, cacheDir, listen string) error {
 		metrics.NewResolverCollector(resolver),
 		metrics.NewTierCollector("runner-1", store),
 		metrics.NewResourceCacheCollector("digests", digests),
-		metrics.NewK8sClientCollector("operator", kube),
+		k8smetrics.NewClientCollector("operator", kube),
 	)
 	metricsURL, stopMetrics, err := serve(listen, promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}))
 	if err != nil {

@@ -1,4 +1,4 @@
-package metrics_test
+package k8smetrics_test
 
 import (
 	"strings"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/buildcache/buildcache/k8sclient"
 	"github.com/buildcache/buildcache/k8sclient/k8stest"
-	"github.com/buildcache/buildcache/metrics"
+	"github.com/buildcache/buildcache/metrics/k8smetrics"
 )
 
 func TestResourceLabel(t *testing.T) {
@@ -22,7 +22,7 @@ func TestResourceLabel(t *testing.T) {
 		{Version: "v1", Resource: "pods"}: "v1/pods",
 		k8stest.PackageRepositoriesGVR:    "packages.glasskube.dev/v1alpha1/packagerepositories",
 	} {
-		if got := metrics.ResourceLabel(gvr); got != want {
+		if got := k8smetrics.ResourceLabel(gvr); got != want {
 			t.Errorf("ResourceLabel(%v) = %q, want %q", gvr, got, want)
 		}
 	}
@@ -30,7 +30,7 @@ func TestResourceLabel(t *testing.T) {
 
 // Three Gets of a PackageRepository (one request, two hits), two
 // Exists of a Job that is not there (one 404, then a remembered one).
-func TestK8sClientCollector(t *testing.T) {
+func TestClientCollector(t *testing.T) {
 	srv := k8stest.NewServer()
 	t.Cleanup(srv.Close)
 	srv.Create(k8stest.PackageRepositoriesGVR, k8stest.NewPackageRepository("glasskube", "https://packages.dl.glasskube.dev/packages"))
@@ -81,7 +81,7 @@ buildcache_k8sclient_requests_total{client="operator",resource="packages.glassku
 buildcache_k8sclient_watching{client="operator",resource="batch/v1/jobs"} 0
 buildcache_k8sclient_watching{client="operator",resource="packages.glasskube.dev/v1alpha1/packagerepositories"} 0
 `
-	col := metrics.NewK8sClientCollector("operator", c)
+	col := k8smetrics.NewClientCollector("operator", c)
 	if err := testutil.CollectAndCompare(col, strings.NewReader(want),
 		"buildcache_k8sclient_hits_total", "buildcache_k8sclient_misses_total", "buildcache_k8sclient_negative_hits_total",
 		"buildcache_k8sclient_request_errors_total", "buildcache_k8sclient_requests_total", "buildcache_k8sclient_watching"); err != nil {
@@ -121,7 +121,7 @@ buildcache_k8sclient_hits_total{client="jobs",resource="batch/v1/jobs"} 3
 # TYPE buildcache_k8sclient_requests_total counter
 buildcache_k8sclient_requests_total{client="jobs",resource="batch/v1/jobs"} 1
 `
-	col := metrics.NewK8sTypedCollector("jobs", batchv1.SchemeGroupVersion.WithResource("jobs"), jobs)
+	col := k8smetrics.NewTypedCollector("jobs", batchv1.SchemeGroupVersion.WithResource("jobs"), jobs)
 	if err := testutil.CollectAndCompare(col, strings.NewReader(want),
 		"buildcache_k8sclient_hits_total", "buildcache_k8sclient_requests_total"); err != nil {
 		t.Error(err)
