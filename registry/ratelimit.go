@@ -130,14 +130,19 @@ func parseRateLimit(h http.Header, now time.Time) (RateLimit, bool) {
 			reset = n
 		}
 	} else if v := h.Get("RateLimit"); v != "" {
+		// The first value of each key wins: in a list of policies, the
+		// first is the one in force.
+		seen := map[string]bool{}
 		for _, member := range strings.Split(v, ",") {
 			for _, kv := range strings.Split(member, ";") {
 				k, val, _ := strings.Cut(strings.TrimSpace(kv), "=")
 				n, err := strconv.Atoi(strings.TrimSpace(val))
-				if err != nil || n < 0 {
+				k = strings.ToLower(k)
+				if err != nil || n < 0 || seen[k] {
 					continue
 				}
-				switch strings.ToLower(k) {
+				seen[k] = true
+				switch k {
 				case "remaining", "r":
 					rl.Remaining, rl.Stated = n, true
 				case "limit":
@@ -145,9 +150,6 @@ func parseRateLimit(h http.Header, now time.Time) (RateLimit, bool) {
 				case "reset", "t":
 					reset = n
 				}
-			}
-			if rl.Stated {
-				break // the first policy's is the one in force
 			}
 		}
 	}

@@ -236,8 +236,9 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 	if local == nil {
 		return pullMissing()
 	}
+	// The HEAD's own answer states the budget: decide after it.
+	head, err := r.head(ctx, ref, func() bool { reason, _ := r.hold(host); return reason == "" })
 	holdReason, until := r.hold(host)
-	head, err := r.head(ctx, ref, holdReason == "")
 	switch {
 	case errors.Is(err, errHeadNoDigest):
 		return r.reserved(local, why, t, fmt.Sprintf("%s; the HEAD gave no digest and a GET would spend a pull: served the cached copy", holdReason), until, nil)
@@ -299,8 +300,8 @@ func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, why 
 var errHeadNoDigest = errors.New("registry: HEAD gave no digest")
 
 // head asks the registry which digest ref points to: one HEAD request,
-// and a GET if the HEAD gives no digest and allowGet.
-func (r *Resolver) head(ctx context.Context, ref name.Reference, allowGet bool) (*v1.Descriptor, error) {
+// and a GET if the HEAD gives no digest and mayGet, asked then, allows it.
+func (r *Resolver) head(ctx context.Context, ref name.Reference, mayGet func() bool) (*v1.Descriptor, error) {
 	resp, err := r.client.do(ctx, request{method: http.MethodHead, repo: ref.Context(), kind: "manifests", ref: ref.Identifier(), accept: manifestAccept})
 	if err != nil {
 		return nil, err
@@ -310,7 +311,7 @@ func (r *Resolver) head(ctx context.Context, ref name.Reference, allowGet bool) 
 	if err != nil {
 		// Some registries and proxies omit the digest on HEAD: hash the
 		// manifest itself, at the cost of one GET.
-		if !allowGet {
+		if !mayGet() {
 			return nil, errHeadNoDigest
 		}
 		desc, _, err := r.getManifest(ctx, ref.Context(), ref.Identifier())
