@@ -156,3 +156,11 @@ func short(d v1.Hash) string {
 	}
 	return d.Algorithm + ":" + d.Hex[:12]
 }
+
+// blobCount is "1 blob", "3 blobs".
+func blobCount(n int) string {
+	if n == 1 {
+		return "1 blob"
+	}
+	return fmt.Sprintf("%d blobs", n)
+}

@@ -204,7 +204,7 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		}
 		reason := "not in the cache: pulled"
 		if rec != nil {
-			reason = fmt.Sprintf("the cached %s lacks %d blobs: pulled again", short(rec.desc.Digest), len(why.Missing))
+			reason = fmt.Sprintf("the cached %s lacks %s in the store: pulled again what was missing", short(rec.desc.Digest), blobCount(len(why.Missing)))
 		}
 		res, err := r.offlineIfUnreachable(r.pull(ctx, ref, nil, platforms, false))
 		return explain(res, r.rateLimited(host, err), why, t, reason)
