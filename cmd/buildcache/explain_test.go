@@ -40,9 +40,12 @@ func TestResolveExplain(t *testing.T) {
 		"    cached "+shortDigest(d2)+", registry (none)\n", "    registry error: registry: HEAD manifest http://", "connection refused")
 
 	// --json carries the same.
-	doc := cliJSON(t, 0, "--cache", dir, "resolve", "--policy=if-not-present", bothPlatforms, ti.ref)
+	doc := cliJSON(t, 0, "--cache", dir, "resolve", "--explain", "--policy=if-not-present", bothPlatforms, ti.ref)
 	why, _ := image(t, doc, 0)["why"].(map[string]any)
 	if why["policy"] != "if-not-present" || why["stored_digest"] != d2 || why["reason"] != "policy if-not-present: the cache holds it, no request" || why["fetched_blobs"] != 0.0 {
 		t.Errorf("--json why = %v", why)
+	}
+	if _, ok := image(t, cliJSON(t, 0, "--cache", dir, "resolve", "--policy=never", bothPlatforms, ti.ref), 0)["why"]; ok {
+		t.Error("--json without --explain says why")
 	}
 }

@@ -24,6 +24,7 @@ type resolveFlags struct {
 	policy    string
 	maxAge    time.Duration
 	reserve   int
+	explain   bool
 }
 
 func (f *resolveFlags) add(cmd *cobra.Command) {
@@ -31,6 +32,7 @@ func (f *resolveFlags) add(cmd *cobra.Command) {
 	fl.StringSliceVar(&f.platforms, "platform", nil, "resolve these `platforms` (os/arch[/variant]), comma-separated or repeated (default: this machine's)")
 	fl.StringVar(&f.policy, "policy", "always", "pull policy: always (revalidate with one HEAD, pull what changed), if-not-present (no request when cached) or never (offline)")
 	fl.Var(durationValue{&f.maxAge}, "max-age", "with --policy always, serve a cached image checked less than this long ago with no request (default 0: always revalidate)")
+	fl.BoolVar(&f.explain, "explain", false, "say under each image (and with --json, in \"why\") why it was served from where it was")
 	fl.IntVar(&f.reserve, "rate-limit-reserve", -1, "keep the last `N` pulls of a registry's rate limit (RateLimit-Remaining) for uncached images: a moved tag with a cached copy is served from the cache (source reserved); -1 is off")
 }
 
@@ -104,7 +106,6 @@ type warmResult struct {
 
 func (a *app) resolveCommand() *cobra.Command {
 	var f resolveFlags
-	var explain bool
 	cmd := &cobra.Command{
 		Use:   "resolve IMAGE...",
 		Short: "Resolve images to digests, pulling what the cache lacks, and print the digests",
@@ -120,7 +121,7 @@ Like warm, it stores whatever it has to pull; it shows progress bars only
 on a terminal. --explain adds, under each image, why it came from where it
 came from: the policy, the last check against --max-age, the digest the
 registry returned against the cached one, what was missing and fetched, the
-registry's error. With --json: {"images": [{"ref", "digest", "source",
+registry's error. With --json (and --explain for "why"): {"images": [{"ref", "digest", "source",
 "manifests": {platform: digest}, "remote_error", "why": {"policy",
 "max_age_seconds", "bypass", "last_checked", "age_seconds",
 "stored_digest", "remote_digest", "missing", "fetched_blobs",
@@ -131,7 +132,6 @@ registry's error. With --json: {"images": [{"ref", "digest", "source",
 		Args: cobra.MinimumNArgs(1),
 	}
 	f.add(cmd)
-	cmd.Flags().BoolVar(&explain, "explain", false, "print under each image why it was served from where it was")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, refs []string) error {
 		return runBatch(cmd.Context(), a, &f, refs, false, func(_ context.Context, _ *batch, r resolved) imageResult {
 			if !a.json && r.Error == "" {
@@ -139,7 +139,7 @@ registry's error. With --json: {"images": [{"ref", "digest", "source",
 				for _, p := range sortedKeys(r.Manifests) {
 					fmt.Fprintf(a.stdout, "  %s %s\n", p, r.Manifests[p])
 				}
-				if explain {
+				if f.explain {
 					printExplanation(a.stdout, r.Why)
 				}
 			}
@@ -185,6 +185,9 @@ With --json: {"images": [{"ref", "digest", "source", "manifests",
 				fmt.Fprintf(a.stdout, "%s %s %s: %s, %s, %s stored; fetched %s, %s\n",
 					w.Ref, w.Digest, w.Source, plural(len(w.Manifests), "platform"), plural(w.Blobs, "blob"), humanize.IBytes(uint64(w.Bytes)),
 					plural(int(w.FetchedBlobs), "blob"), humanize.IBytes(w.FetchedBytes))
+				if f.explain {
+					printExplanation(a.stdout, w.Why)
+				}
 			}
 			return w
 		})
@@ -209,7 +212,11 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 		if ctx.Err() != nil {
 			break
 		}
-		out = append(out, row(ctx, b, b.resolve(ctx, ref, opts)))
+		r := b.resolve(ctx, ref, opts)
+		if !f.explain {
+			r.Why = nil // --json says why only when asked: its documents stay as they were
+		}
+		out = append(out, row(ctx, b, r))
 	}
 	if a.json {
 		if err := a.printJSON(struct {
