@@ -61,6 +61,12 @@ const (
 	Pulled
 	// Stale: the remote failed and the cached copy was served anyway.
 	Stale
+	// Reserved: the cached copy was served without the pull that would
+	// have brought it up to date, to keep the registry's rate-limit budget
+	// (registry.WithRateLimitReserve): the budget was at or below the
+	// reserve, or a 429's Retry-After had not passed. Why says which, and
+	// whether the tag had moved.
+	Reserved
 )
 
 // String returns the source in lower case, as reports print it.
@@ -74,6 +80,8 @@ func (s Source) String() string {
 		return "pulled"
 	case Stale:
 		return "stale"
+	case Reserved:
+		return "reserved"
 	}
 	return fmt.Sprintf("Source(%d)", int(s))
 }
@@ -84,8 +92,49 @@ type ResolvedImage struct {
 	Digest    v1.Hash            // what the tag points to (index or manifest)
 	Manifests map[string]v1.Hash // "linux/amd64" -> platform manifest digest
 	Source    Source
-	// RemoteErr is the remote error that made Source Stale; nil otherwise.
+	// RemoteErr is the remote error that made Source Stale (or Reserved,
+	// when the registry answered 429); nil otherwise.
 	RemoteErr error
+	// Why says how the resolver came to this answer.
+	Why Explanation
+}
+
+// Explanation is why a resolve answered as it did: what the cache held,
+// what the registry said, what was downloaded. A zero field played no part
+// in the decision (nothing recorded, no request, nothing fetched).
+type Explanation struct {
+	// Policy, MaxAge and Bypass are the settings the resolve ran with.
+	Policy PullPolicy
+	MaxAge time.Duration
+	Bypass bool
+	// LastChecked is when the reference was last known to point to
+	// StoredDigest, before this resolve (zero: never recorded).
+	LastChecked time.Time
+	// Age is how long before this resolve LastChecked was: under MaxAge, a
+	// PullAlways resolve sends no request.
+	Age time.Duration
+	// StoredDigest is what the cache had recorded for the reference (zero:
+	// nothing).
+	StoredDigest v1.Hash
+	// RemoteDigest is what the registry said the reference points to now
+	// (zero: it was not asked, or did not answer).
+	RemoteDigest v1.Hash
+	// Missing lists the blobs (manifests, configs, layers) of the recorded
+	// image that the store lacked: why a recorded image was pulled again.
+	Missing []v1.Hash
+	// Fetched and FetchedBytes count what this resolve downloaded,
+	// manifests included. A download shared with a concurrent resolve
+	// counts in the resolve that started it.
+	Fetched      int
+	FetchedBytes int64
+	// UpstreamError is the registry failure behind a Stale or Reserved
+	// answer ("" otherwise).
+	UpstreamError string
+	// RetryAfter is when a 429 allows the registry to be asked again, when
+	// that held a pull back (Reserved; zero otherwise).
+	RetryAfter time.Time
+	// Reason is one sentence a person can read, naming the decision.
+	Reason string
 }
 
 // BaseImageResolver resolves base image references to per-platform digests,

@@ -45,6 +45,7 @@ type client struct {
 	retry    retryPolicy
 	timeouts Timeouts
 	insecure map[string]bool // registries ("host:port") spoken to over plain HTTP
+	limits   *rateLimits     // each registry's last stated rate limit, from every response
 
 	mu     sync.Mutex
 	authed map[string]login // by scopeKey
@@ -74,7 +75,7 @@ func newClient(o clientOptions) *client {
 	}
 	c := &client{
 		base: base, keychain: o.keychain, auth: o.auth, retry: o.retry, timeouts: o.timeouts,
-		insecure: map[string]bool{}, authed: map[string]login{},
+		insecure: map[string]bool{}, authed: map[string]login{}, limits: newRateLimits(),
 	}
 	if c.keychain == nil {
 		c.keychain = authn.DefaultKeychain
@@ -222,6 +223,7 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 			}
 			return nil, &RemoteError{Op: op, URL: where, Err: err}
 		}
+		c.limits.observe(r.repo.RegistryStr(), resp)
 		switch {
 		case slices.Contains(ok, resp.StatusCode):
 			return resp, nil
@@ -234,7 +236,7 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 			}
 			attempt-- // the challenge is not a failure
 			continue
-		case retryableStatus(resp.StatusCode) && attempt < attempts:
+		case retryableStatus(resp.StatusCode) && attempt < attempts && !c.retry.tooLong(resp):
 			ra := resp.Header.Get("Retry-After")
 			drain(resp)
 			if err := wait.pause(ctx, ra); err != nil {

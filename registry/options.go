@@ -101,7 +101,8 @@ func WithInsecureRegistries(hosts ...string) ClientOption {
 // WithRetry sets how often a request is tried on 429, 5xx and connection
 // failures (default 4 attempts), the first backoff (default 200ms, then
 // doubling), and the longest single wait, Retry-After included
-// (default 10s). A LayerCache's blob upload is never retried: its body is
+// (default 10s). A 429 whose Retry-After is longer than maxWait is not
+// retried: it fails at once, naming the wait. A LayerCache's blob upload is never retried: its body is
 // a stream.
 func WithRetry(attempts int, backoff, maxWait time.Duration) ClientOption {
 	return func(o *clientOptions) error {
@@ -137,6 +138,7 @@ type options struct {
 	jobs         int
 	staleIfError bool
 	bypass       bool
+	reserve      int // rate-limit reserve; -1: off
 	progress     func(Progress)
 	now          func() time.Time
 }
@@ -147,6 +149,7 @@ func defaultOptions() options {
 		platforms:    []string{hostPlatform()},
 		jobs:         4,
 		staleIfError: true,
+		reserve:      -1,
 		now:          time.Now,
 	}
 }
@@ -205,6 +208,34 @@ func WithStaleIfError(on bool) Option {
 func WithCacheBypass() Option {
 	return resolverOption(func(o *options) error {
 		o.bypass = true
+		return nil
+	})
+}
+
+// WithRateLimitReserve keeps the last n pulls of a registry's rate-limit
+// budget (its RateLimit-Remaining, as its last response stated it) for
+// images that are not cached. Default: off, pulls go ahead until the
+// registry refuses. With a reserve, while the registry's remaining count
+// is at or below n, or a 429's Retry-After (else its stated reset, else a
+// minute) has not passed:
+//
+//   - a cached image is still revalidated with one HEAD, which Docker Hub
+//     does not count; if the tag has not moved it is Revalidated as usual;
+//   - if the tag has moved (or the HEAD gives no digest, which a GET would
+//     find), no manifest is fetched: the cached copy is served with
+//     Source cache.Reserved, and Why says why;
+//   - an image that is not cached is pulled, spending the budget kept for
+//     it; while a 429 holds, it fails at once with ErrRateLimited naming
+//     the Retry-After, without a request.
+//
+// n = 0 holds pulls back only when the budget is spent or after a 429.
+// Resolver.Stats reports each registry's last RateLimit.
+func WithRateLimitReserve(n int) Option {
+	return resolverOption(func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("registry: WithRateLimitReserve(%d): need n >= 0", n)
+		}
+		o.reserve = n
 		return nil
 	})
 }

@@ -143,6 +143,7 @@ func (r *Resolver) getManifestLimit(ctx context.Context, repo name.Repository, i
 	}
 	r.stats.blobs.Add(1)
 	r.stats.bytes.Add(uint64(len(b)))
+	tallyOf(ctx).add(1, int64(len(b)))
 	d, _, _ := v1.SHA256(bytes.NewReader(b))
 	if claimed := resp.Header.Get("Docker-Content-Digest"); claimed != "" && claimed != d.String() {
 		return v1.Descriptor{}, nil, fmt.Errorf("registry: %s@%s: registry says %s, bytes hash to %s: %w", repo, id, claimed, d, cache.ErrDigestMismatch)
@@ -287,7 +288,7 @@ func (r *Resolver) downloadBlob(ctx context.Context, repo name.Repository, desc 
 	if force {
 		_ = r.store.Delete(ctx, desc.Digest) // bypass: replace what is there
 	}
-	body := &countingBody{r: resp.Body, prog: prog, total: &r.stats.bytes}
+	body := &countingBody{r: resp.Body, prog: prog, total: &r.stats.bytes, tally: tallyOf(ctx)}
 	err = r.put(ctx, desc.Digest, desc.Size, body)
 	if err != nil {
 		var re *RemoteError
@@ -301,6 +302,7 @@ func (r *Resolver) downloadBlob(ctx context.Context, repo name.Repository, desc 
 		return err
 	}
 	r.stats.blobs.Add(1)
+	body.tally.add(1, 0)
 	return nil
 }
 
@@ -308,6 +310,7 @@ type countingBody struct {
 	r       io.Reader
 	prog    *progressReporter
 	total   *atomic.Uint64
+	tally   *tally // this resolve's, or nil
 	readErr error
 }
 
@@ -315,6 +318,7 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if n > 0 {
 		c.total.Add(uint64(n))
+		c.tally.add(0, int64(n))
 		c.prog.add(int64(n))
 	}
 	if err != nil && err != io.EOF {

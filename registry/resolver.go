@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,38 +69,53 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	if !ok {
 		idx = &rootindex.Memory{}
 	}
+	c := newClient(o.client)
+	c.limits.now = o.now
 	return &Resolver{
 		store:   store,
 		index:   idx,
 		o:       o,
 		checked: map[string]time.Time{},
-		client:  newClient(o.client),
+		client:  c,
 	}, nil
 }
 
 // ResolverStats counts what a Resolver did.
 type ResolverStats struct {
-	Resolves     uint64 // Resolve calls that returned an image
-	Hits         uint64 // answered with no request
-	Revalidated  uint64 // one HEAD confirmed the cached digest
-	Pulled       uint64 // something was downloaded
-	Stale        uint64 // the registry failed and the cached copy was served
+	Resolves    uint64 // Resolve calls that returned an image
+	Hits        uint64 // answered with no request
+	Revalidated uint64 // one HEAD confirmed the cached digest
+	Pulled      uint64 // something was downloaded
+	Stale       uint64 // the registry failed and the cached copy was served
+	// Reserved counts cached copies served without the pull that would
+	// have refreshed them, to keep a rate-limit reserve (cache.Reserved).
+	Reserved     uint64
 	BlobsFetched uint64 // blobs (manifests included) downloaded
 	BytesFetched uint64
 	// RevalidationsUnrecorded counts revalidations a read-only store could
 	// not record in its index; they are kept in memory instead.
 	RevalidationsUnrecorded uint64
+	// RateLimits is each registry's ("host:port", "index.docker.io") last
+	// stated rate limit and 429, from any response; nil when none has
+	// stated one. The map is the caller's.
+	RateLimits map[string]RateLimit
 }
 
 type resolverCounters struct {
-	resolves, hits, revalidated, pulled, stale, blobs, bytes atomic.Uint64
-	unrecorded                                               atomic.Uint64 // records.go
+	resolves, hits, revalidated, pulled, stale, reserved, blobs, bytes atomic.Uint64
+	unrecorded                                                         atomic.Uint64 // records.go
 }
 
 // Stats reports what the resolver has done.
 func (r *Resolver) Stats() ResolverStats {
 	c := &r.stats
-	return ResolverStats{c.resolves.Load(), c.hits.Load(), c.revalidated.Load(), c.pulled.Load(), c.stale.Load(), c.blobs.Load(), c.bytes.Load(), c.unrecorded.Load()}
+	return ResolverStats{
+		Resolves: c.resolves.Load(), Hits: c.hits.Load(), Revalidated: c.revalidated.Load(),
+		Pulled: c.pulled.Load(), Stale: c.stale.Load(), Reserved: c.reserved.Load(),
+		BlobsFetched: c.blobs.Load(), BytesFetched: c.bytes.Load(),
+		RevalidationsUnrecorded: c.unrecorded.Load(),
+		RateLimits:              r.client.limits.snapshot(),
+	}
 }
 
 // Resolve resolves ref ("golang:1.22", "registry:5000/app@sha256:...") to
@@ -133,13 +149,21 @@ func (r *Resolver) Resolve(ctx context.Context, ref string, opts ...cache.Resolv
 	out := *res // each caller gets its own copy to modify
 	out.Ref = ref
 	out.Manifests = maps.Clone(res.Manifests)
+	out.Why.Missing = slices.Clone(res.Why.Missing)
 	return &out, nil
 }
 
 func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []string, ro cache.ResolveOptions) (*cache.ResolvedImage, error) {
 	refName := ref.Name()
+	host := ref.Context().RegistryStr()
+	why := cache.Explanation{Policy: ro.Policy, MaxAge: ro.MaxAge, Bypass: ro.Bypass}
+	ctx, t := withTally(ctx)
 	if ro.Bypass {
-		return r.pull(ctx, ref, nil, platforms, true)
+		if err := r.refuseHeld(refName, host); err != nil {
+			return nil, err
+		}
+		res, err := r.pull(ctx, ref, nil, platforms, true)
+		return explain(res, r.rateLimited(host, err), why, t, "the cache was bypassed: pulled everything from the registry")
 	}
 	rec, err := r.lookup(ctx, refName)
 	if err != nil {
@@ -156,60 +180,95 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 	}
 	var local *cache.ResolvedImage
 	if rec != nil {
+		why.StoredDigest = rec.desc.Digest
+		if at := rec.lastChecked(); !at.IsZero() {
+			why.LastChecked, why.Age = at, r.o.now().Sub(at)
+		}
 		local, err = r.complete(ctx, rec.desc, platforms)
 		if err != nil && !errors.Is(err, cache.ErrNotFound) && !errors.Is(err, cache.ErrCorrupt) {
 			return nil, err
 		}
+		if local == nil {
+			why.Missing = r.missing(ctx, rec.desc, platforms)
+		}
 	}
-	hit := func() (*cache.ResolvedImage, error) {
+	hit := func(reason string) (*cache.ResolvedImage, error) {
 		r.stats.hits.Add(1)
 		local.Source = cache.Hit
-		return local, nil
+		return explain(local, nil, why, t, reason)
+	}
+	// pullMissing pulls an image the cache lacks, or has only in part.
+	pullMissing := func() (*cache.ResolvedImage, error) {
+		if err := r.refuseHeld(refName, host); err != nil {
+			return nil, err
+		}
+		reason := "not in the cache: pulled"
+		if rec != nil {
+			reason = fmt.Sprintf("the cached %s lacks %s in the store: pulled again what was missing", short(rec.desc.Digest), blobCount(len(why.Missing)))
+		}
+		res, err := r.offlineIfUnreachable(r.pull(ctx, ref, nil, platforms, false))
+		return explain(res, r.rateLimited(host, err), why, t, reason)
 	}
 	if local != nil {
 		if _, isDigest := ref.(name.Digest); isDigest {
 			if rec.resolvedAt.IsZero() {
 				_ = r.remember(ctx, refName, rec.desc)
 			}
-			return hit()
+			return hit("a digest reference is immutable, and the cache holds all of it: no request")
 		}
 	}
 	switch ro.Policy {
 	case cache.PullNever:
 		if local != nil {
-			return hit()
+			return hit("policy never: served from the cache, no request")
 		}
 		return nil, fmt.Errorf("registry: %s with policy never: %w", refName, cache.ErrOffline)
 	case cache.PullIfNotPresent:
 		if local != nil {
-			return hit()
+			return hit("policy if-not-present: the cache holds it, no request")
 		}
-		return r.offlineIfUnreachable(r.pull(ctx, ref, nil, platforms, false))
+		return pullMissing()
 	}
 	// PullAlways.
 	if local != nil && ro.MaxAge > 0 && r.o.now().Sub(rec.lastChecked()) < ro.MaxAge {
-		return hit()
+		return hit(fmt.Sprintf("checked %s ago, within the max age of %s: no request", why.Age.Round(time.Second), ro.MaxAge))
 	}
 	if local == nil {
-		return r.offlineIfUnreachable(r.pull(ctx, ref, nil, platforms, false))
+		return pullMissing()
 	}
-	head, err := r.head(ctx, ref)
-	if err != nil {
-		return r.staleOr(ctx, local, err)
+	// The HEAD's own answer states the budget: decide after it.
+	head, err := r.head(ctx, ref, func() bool { reason, _ := r.hold(host); return reason == "" })
+	holdReason, until := r.hold(host)
+	switch {
+	case errors.Is(err, errHeadNoDigest):
+		return r.reserved(local, why, t, fmt.Sprintf("%s; the HEAD gave no digest and a GET would spend a pull: served the cached copy", holdReason), until, nil)
+	case err != nil && r.o.reserve >= 0 && tooManyRequests(err):
+		reason, until := r.held429(host)
+		return r.reserved(local, why, t, reason+": served the cached copy", until, err)
+	case err != nil:
+		return r.staleOr(ctx, local, why, t, err)
 	}
+	why.RemoteDigest = head.Digest
 	if head.Digest == rec.desc.Digest {
 		if err := r.revalidated(ctx, refName, rec); err != nil {
 			return nil, err
 		}
 		r.stats.revalidated.Add(1)
 		local.Source = cache.Revalidated
-		return local, nil
+		return explain(local, nil, why, t, "one HEAD: the tag still points to the cached digest")
+	}
+	if holdReason != "" {
+		return r.reserved(local, why, t, fmt.Sprintf("%s: the tag moved to %s, but the cached %s is served instead of a pull", holdReason, short(head.Digest), short(rec.desc.Digest)), until, nil)
 	}
 	res, err := r.pull(ctx, ref, head, platforms, false)
 	if err != nil {
-		return r.staleOr(ctx, local, err)
+		if r.o.reserve >= 0 && tooManyRequests(err) {
+			reason, until := r.held429(host)
+			return r.reserved(local, why, t, fmt.Sprintf("%s: the tag moved to %s, but the cached %s is served", reason, short(head.Digest), short(rec.desc.Digest)), until, err)
+		}
+		return r.staleOr(ctx, local, why, t, err)
 	}
-	return res, nil
+	return explain(res, nil, why, t, fmt.Sprintf("the tag moved from %s to %s: pulled what the cache lacked", short(rec.desc.Digest), short(head.Digest)))
 }
 
 // offlineIfUnreachable marks "no answer from the registry, nothing cached"
@@ -224,7 +283,7 @@ func (r *Resolver) offlineIfUnreachable(res *cache.ResolvedImage, err error) (*c
 
 // staleOr serves local as Stale when err is the registry's failure and
 // stale-if-error is on; otherwise it returns err.
-func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, err error) (*cache.ResolvedImage, error) {
+func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, why cache.Explanation, t *tally, err error) (*cache.ResolvedImage, error) {
 	var re *RemoteError
 	if !r.o.staleIfError || ctx.Err() != nil || !errors.As(err, &re) || !re.Temporary() {
 		return nil, err
@@ -232,11 +291,17 @@ func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, err 
 	r.stats.stale.Add(1)
 	local.Source = cache.Stale
 	local.RemoteErr = err
-	return local, nil
+	why.UpstreamError = err.Error()
+	return explain(local, nil, why, t, "the registry failed: served the cached copy (stale-if-error)")
 }
 
-// head asks the registry which digest ref points to: one HEAD request.
-func (r *Resolver) head(ctx context.Context, ref name.Reference) (*v1.Descriptor, error) {
+// errHeadNoDigest is a HEAD that gave no digest when a GET to find it
+// was not allowed (a rate-limit hold).
+var errHeadNoDigest = errors.New("registry: HEAD gave no digest")
+
+// head asks the registry which digest ref points to: one HEAD request,
+// and a GET if the HEAD gives no digest and mayGet, asked then, allows it.
+func (r *Resolver) head(ctx context.Context, ref name.Reference, mayGet func() bool) (*v1.Descriptor, error) {
 	resp, err := r.client.do(ctx, request{method: http.MethodHead, repo: ref.Context(), kind: "manifests", ref: ref.Identifier(), accept: manifestAccept})
 	if err != nil {
 		return nil, err
@@ -246,6 +311,9 @@ func (r *Resolver) head(ctx context.Context, ref name.Reference) (*v1.Descriptor
 	if err != nil {
 		// Some registries and proxies omit the digest on HEAD: hash the
 		// manifest itself, at the cost of one GET.
+		if !mayGet() {
+			return nil, errHeadNoDigest
+		}
 		desc, _, err := r.getManifest(ctx, ref.Context(), ref.Identifier())
 		if err != nil {
 			return nil, err

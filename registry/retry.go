@@ -41,6 +41,17 @@ func (b *backoff) pause(ctx context.Context, retryAfterHeader string) error {
 	return b.p.sleep(ctx, min(d, b.p.maxWait))
 }
 
+// tooLong reports whether resp is a 429 whose Retry-After is beyond the
+// longest wait: the registry has said when, and asking sooner wastes
+// tries (and, on Docker Hub, can extend the ban).
+func (p *retryPolicy) tooLong(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusTooManyRequests {
+		return false
+	}
+	d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return ok && d > p.maxWait
+}
+
 // retryableStatus: the registry is overloaded or failing, not refusing.
 func retryableStatus(code int) bool {
 	return code == http.StatusTooManyRequests || code >= 500

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,12 +22,26 @@ import (
 type resolveFlags struct {
 	platforms []string
 	policy    string
+	maxAge    time.Duration
+	reserve   int
+	explain   bool
 }
 
 func (f *resolveFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringSliceVar(&f.platforms, "platform", nil, "resolve these `platforms` (os/arch[/variant]), comma-separated or repeated (default: this machine's)")
 	fl.StringVar(&f.policy, "policy", "always", "pull policy: always (revalidate with one HEAD, pull what changed), if-not-present (no request when cached) or never (offline)")
+	fl.Var(durationValue{&f.maxAge}, "max-age", "with --policy always, serve a cached image checked less than this long ago with no request (default 0: always revalidate)")
+	fl.BoolVar(&f.explain, "explain", false, "say under each image (and with --json, in \"why\") why it was served from where it was")
+	fl.IntVar(&f.reserve, "rate-limit-reserve", -1, "keep the last `N` pulls of a registry's rate limit (RateLimit-Remaining) for uncached images: a moved tag with a cached copy is served from the cache (source reserved); -1 is off")
+}
+
+// resolverOptions are the Resolver's options the flags ask for.
+func (f *resolveFlags) resolverOptions() []registry.Option {
+	if f.reserve < 0 {
+		return nil
+	}
+	return []registry.Option{registry.WithRateLimitReserve(f.reserve)}
 }
 
 // options checks the flags and the references before anything runs, so a
@@ -45,7 +60,13 @@ func (f *resolveFlags) options(refs []string) ([]cache.ResolveOption, error) {
 	if err != nil {
 		return nil, &usageError{fmt.Errorf("--policy: %w", err)}
 	}
-	opts := []cache.ResolveOption{cache.WithPolicy(policy)}
+	if f.maxAge < 0 {
+		return nil, usagef("--max-age: %v is negative", f.maxAge)
+	}
+	if f.reserve < -1 {
+		return nil, usagef("--rate-limit-reserve: %d: want -1 (off) or a count of pulls", f.reserve)
+	}
+	opts := []cache.ResolveOption{cache.WithPolicy(policy), cache.WithMaxAge(f.maxAge)}
 	if len(f.platforms) > 0 {
 		for _, p := range f.platforms {
 			pp, err := v1.ParsePlatform(p)
@@ -65,10 +86,13 @@ type imageResult struct {
 	Digest    string            `json:"digest,omitempty"`
 	Source    string            `json:"source,omitempty"`
 	Manifests map[string]string `json:"manifests,omitempty"` // platform -> manifest digest
-	// RemoteError is the registry's failure that made Source "stale".
+	// RemoteError is the registry's failure that made Source "stale" (or
+	// "reserved", after a 429).
 	RemoteError string `json:"remote_error,omitempty"`
-	Error       string `json:"error,omitempty"`
-	ExitCode    int    `json:"exit_code,omitempty"`
+	// Why is how the resolver decided.
+	Why      *explanationJSON `json:"why,omitempty"`
+	Error    string           `json:"error,omitempty"`
+	ExitCode int              `json:"exit_code,omitempty"`
 }
 
 // warmResult adds what warm checked in the store and what it downloaded.
@@ -91,10 +115,18 @@ of each platform, and print them:
   IMAGE DIGEST SOURCE
     PLATFORM MANIFEST-DIGEST
 
-SOURCE is hit (no request), revalidated (one HEAD), pulled or stale. Like
-warm, it stores whatever it has to pull; it shows progress bars only on a
-terminal. With --json: {"images": [{"ref", "digest", "source",
-"manifests": {platform: digest}, "remote_error", "error", "exit_code"}]}.
+SOURCE is hit (no request), revalidated (one HEAD), pulled, stale (the
+registry failed) or reserved (a pull held back by --rate-limit-reserve).
+Like warm, it stores whatever it has to pull; it shows progress bars only
+on a terminal. --explain adds, under each image, why it came from where it
+came from: the policy, the last check against --max-age, the digest the
+registry returned against the cached one, what was missing and fetched, the
+registry's error. With --json (and --explain for "why"): {"images": [{"ref", "digest", "source",
+"manifests": {platform: digest}, "remote_error", "why": {"policy",
+"max_age_seconds", "bypass", "last_checked", "age_seconds",
+"stored_digest", "remote_digest", "missing", "fetched_blobs",
+"fetched_bytes", "upstream_error", "retry_after", "reason"}, "error",
+"exit_code"}]}.
 
 ` + exitCodesHelp,
 		Args: cobra.MinimumNArgs(1),
@@ -106,6 +138,9 @@ terminal. With --json: {"images": [{"ref", "digest", "source",
 				fmt.Fprintf(a.stdout, "%s %s %s\n", r.Ref, r.Digest, r.Source)
 				for _, p := range sortedKeys(r.Manifests) {
 					fmt.Fprintf(a.stdout, "  %s %s\n", p, r.Manifests[p])
+				}
+				if f.explain {
+					printExplanation(a.stdout, r.Why)
 				}
 			}
 			return r.imageResult
@@ -150,6 +185,9 @@ With --json: {"images": [{"ref", "digest", "source", "manifests",
 				fmt.Fprintf(a.stdout, "%s %s %s: %s, %s, %s stored; fetched %s, %s\n",
 					w.Ref, w.Digest, w.Source, plural(len(w.Manifests), "platform"), plural(w.Blobs, "blob"), humanize.IBytes(uint64(w.Bytes)),
 					plural(int(w.FetchedBlobs), "blob"), humanize.IBytes(w.FetchedBytes))
+				if f.explain {
+					printExplanation(a.stdout, w.Why)
+				}
 			}
 			return w
 		})
@@ -165,7 +203,7 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 	if err != nil {
 		return err
 	}
-	b, err := a.newBatch(logProgress)
+	b, err := a.newBatch(logProgress, f.resolverOptions()...)
 	if err != nil {
 		return err
 	}
@@ -174,7 +212,11 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 		if ctx.Err() != nil {
 			break
 		}
-		out = append(out, row(ctx, b, b.resolve(ctx, ref, opts)))
+		r := b.resolve(ctx, ref, opts)
+		if !f.explain {
+			r.Why = nil // --json says why only when asked: its documents stay as they were
+		}
+		out = append(out, row(ctx, b, r))
 	}
 	if a.json {
 		if err := a.printJSON(struct {
@@ -203,13 +245,12 @@ type batch struct {
 	first int
 }
 
-func (a *app) newBatch(logProgress bool) (*batch, error) {
+func (a *app) newBatch(logProgress bool, ropts ...registry.Option) (*batch, error) {
 	store, err := a.openStore()
 	if err != nil {
 		return nil, err
 	}
 	prog := newProgress(a.stderr, isTerminal(a.stderr), logProgress)
-	var ropts []registry.Option
 	if prog != nil {
 		ropts = append(ropts, registry.WithProgress(prog.update))
 	}
@@ -234,9 +275,16 @@ func (b *batch) resolve(ctx context.Context, ref string, opts []cache.ResolveOpt
 	}
 	r.img = img
 	r.Digest, r.Source, r.Manifests = img.Digest.String(), img.Source.String(), digestStrings(img.Manifests)
-	if img.Source == cache.Stale {
+	r.Why = explanationOf(img.Why)
+	switch img.Source {
+	case cache.Stale:
 		r.RemoteError = fmt.Sprint(img.RemoteErr)
 		b.a.warnf("%s: the registry failed, serving the cached %s (stale): %v", ref, img.Digest, img.RemoteErr)
+	case cache.Reserved:
+		if img.RemoteErr != nil {
+			r.RemoteError = fmt.Sprint(img.RemoteErr)
+		}
+		b.a.warnf("%s: serving the cached %s (reserved): %s", ref, img.Digest, img.Why.Reason)
 	}
 	return r
 }
