@@ -44,9 +44,12 @@
 // Resolver (no labels but source):
 //
 //	buildcache_resolver_resolves_total              Resolve calls that returned an image
-//	buildcache_resolver_resolutions_total{source}   resolutions by source: hit, revalidated, pulled, stale
+//	buildcache_resolver_resolutions_total{source}   resolutions by source: hit, revalidated, pulled, stale, reserved
 //	buildcache_resolver_fetched_blobs_total         blobs and manifests downloaded
 //	buildcache_resolver_fetched_bytes_total         bytes downloaded
+//	buildcache_resolver_rate_limit_requests{registry}            gauge: the registry's RateLimit-Limit
+//	buildcache_resolver_rate_limit_remaining_requests{registry}  gauge: its RateLimit-Remaining
+//	buildcache_resolver_rate_limit_window_seconds{registry}      gauge: its window (;w=)
 //
 // Concurrent Resolve calls for the same reference share one resolution:
 // each counts in resolves_total, their resolution once in

@@ -28,6 +28,8 @@ type ResolverCollector struct {
 	r           ResolverStatsReporter
 	fs          []promfamily.Family[registry.ResolverStats]
 	resolutions *prometheus.Desc
+	// Per registry host, from the RateLimit headers of its last answer.
+	rateLimit, rateRemaining, rateWindow *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*ResolverCollector)(nil)
@@ -41,8 +43,17 @@ func NewResolverCollector(r ResolverStatsReporter) *ResolverCollector {
 		r:  r,
 		fs: promfamily.New("resolver", resolverSpecs, nil, nil),
 		resolutions: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "resolutions_total"),
-			`Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served). Concurrent calls that shared one resolution count once.`,
+			`Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served), "reserved" (the cached copy was served to keep within a rate-limit reserve). Concurrent calls that shared one resolution count once.`,
 			[]string{"source"}, nil),
+		rateLimit: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "rate_limit_requests"),
+			"Requests the registry allows per window, as its last RateLimit-Limit header said (Docker Hub counts manifest GETs, not HEADs).",
+			[]string{"registry"}, nil),
+		rateRemaining: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "rate_limit_remaining_requests"),
+			"Requests left in the registry's current window, as its last RateLimit-Remaining header said.",
+			[]string{"registry"}, nil),
+		rateWindow: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "rate_limit_window_seconds"),
+			"The registry's rate-limit window (the ;w= of its headers); 0 when it states none.",
+			[]string{"registry"}, nil),
 	}
 }
 
@@ -50,6 +61,9 @@ func NewResolverCollector(r ResolverStatsReporter) *ResolverCollector {
 func (rc *ResolverCollector) Describe(ch chan<- *prometheus.Desc) {
 	promfamily.Describe(rc.fs, ch)
 	ch <- rc.resolutions
+	ch <- rc.rateLimit
+	ch <- rc.rateRemaining
+	ch <- rc.rateWindow
 }
 
 // Collect implements prometheus.Collector.
@@ -59,7 +73,15 @@ func (rc *ResolverCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, src := range []struct {
 		label string
 		n     uint64
-	}{{"hit", s.Hits}, {"revalidated", s.Revalidated}, {"pulled", s.Pulled}, {"stale", s.Stale}} {
+	}{{"hit", s.Hits}, {"revalidated", s.Revalidated}, {"pulled", s.Pulled}, {"stale", s.Stale}, {"reserved", s.Reserved}} {
 		ch <- prometheus.MustNewConstMetric(rc.resolutions, prometheus.CounterValue, float64(src.n), src.label)
+	}
+	for host, rl := range s.RateLimits {
+		if !rl.Stated {
+			continue // only a 429 seen: no numbers to report
+		}
+		ch <- prometheus.MustNewConstMetric(rc.rateLimit, prometheus.GaugeValue, float64(rl.Limit), host)
+		ch <- prometheus.MustNewConstMetric(rc.rateRemaining, prometheus.GaugeValue, float64(rl.Remaining), host)
+		ch <- prometheus.MustNewConstMetric(rc.rateWindow, prometheus.GaugeValue, rl.Window.Seconds(), host)
 	}
 }

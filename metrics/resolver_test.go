@@ -1,8 +1,10 @@
 package metrics_test
 
 import (
+	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -54,10 +56,11 @@ func TestResolverCollector(t *testing.T) {
 # HELP buildcache_resolver_fetched_blobs_total Blobs, manifests included, downloaded from registries.
 # TYPE buildcache_resolver_fetched_blobs_total counter
 buildcache_resolver_fetched_blobs_total 5
-# HELP buildcache_resolver_resolutions_total Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served). Concurrent calls that shared one resolution count once.
+# HELP buildcache_resolver_resolutions_total Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served), "reserved" (the cached copy was served to keep within a rate-limit reserve). Concurrent calls that shared one resolution count once.
 # TYPE buildcache_resolver_resolutions_total counter
 buildcache_resolver_resolutions_total{source="hit"} 1
 buildcache_resolver_resolutions_total{source="pulled"} 1
+buildcache_resolver_resolutions_total{source="reserved"} 0
 buildcache_resolver_resolutions_total{source="revalidated"} 1
 buildcache_resolver_resolutions_total{source="stale"} 0
 # HELP buildcache_resolver_resolves_total Resolve calls that returned an image; concurrent calls that shared one resolution count each.
@@ -75,5 +78,46 @@ buildcache_resolver_resolves_total 3
 	got := gatherValue(t, reg, "buildcache_resolver_fetched_bytes_total", nil)
 	if want := float64(r.Stats().BytesFetched); got != want || got < 2*1024 {
 		t.Errorf("fetched bytes = %v, want %v (at least 2 KiB)", got, want)
+	}
+}
+
+// TestResolverCollectorRateLimits: a registry that states Docker Hub's
+// headers shows up per host in the rate_limit gauges.
+func TestResolverCollectorRateLimits(t *testing.T) {
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("RateLimit-Limit", "100;w=21600")
+		w.Header().Set("RateLimit-Remaining", "76;w=21600")
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img := testimage.ForTest(t)
+	img.Push(host+"/app:v1", img.RandomIndex([]string{"linux/amd64"}, 512, 1))
+	store, err := localfs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := registry.NewResolver(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Resolve(t.Context(), host+"/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`
+# HELP buildcache_resolver_rate_limit_remaining_requests Requests left in the registry's current window, as its last RateLimit-Remaining header said.
+# TYPE buildcache_resolver_rate_limit_remaining_requests gauge
+buildcache_resolver_rate_limit_remaining_requests{registry=%[1]q} 76
+# HELP buildcache_resolver_rate_limit_requests Requests the registry allows per window, as its last RateLimit-Limit header said (Docker Hub counts manifest GETs, not HEADs).
+# TYPE buildcache_resolver_rate_limit_requests gauge
+buildcache_resolver_rate_limit_requests{registry=%[1]q} 100
+# HELP buildcache_resolver_rate_limit_window_seconds The registry's rate-limit window (the ;w= of its headers); 0 when it states none.
+# TYPE buildcache_resolver_rate_limit_window_seconds gauge
+buildcache_resolver_rate_limit_window_seconds{registry=%[1]q} 21600
+`, host)
+	if err := testutil.CollectAndCompare(metrics.NewResolverCollector(r), strings.NewReader(want),
+		"buildcache_resolver_rate_limit_requests", "buildcache_resolver_rate_limit_remaining_requests", "buildcache_resolver_rate_limit_window_seconds"); err != nil {
+		t.Error(err)
 	}
 }
