@@ -14,7 +14,8 @@
 //	.buildcache/        ours alone; OCI tools ignore it
 //	    tmp/            temp files of writes in progress
 //	    gc.lock         taken by GC and eviction (exclusive), by commits (shared)
-//	    index.lock      serialises UpdateIndex between processes
+//	    index.lock      serialises UpdateIndex and root records between processes
+//	    roots.journal   roots recorded since index.json was last rewritten
 //	    leases/         one locked file per lease of a pull in progress
 //
 // Open creates an empty layout in an empty or missing directory, and
@@ -145,4 +146,17 @@
 // Other writers of OCI layouts (skopeo copy to oci:DIR, umoci) take
 // neither lock: run them when no buildcache process is updating the same
 // index.json, or an update may be lost.
+//
+// # Roots at scale
+//
+// The roots are kept parsed in memory and checked with one lstat of
+// index.json and one of the journal per call, so Index, Root and a warm
+// resolve parse nothing unless a process changed them. RecordRoot (what
+// a registry.Resolver records) appends to .buildcache/roots.journal and
+// fsyncs it, one write for many concurrent calls, instead of rewriting
+// index.json: Index, Root and GC see journalled roots at once, tools
+// that read only index.json see them once it is compacted, after 512
+// records, on the first call 5 seconds after the oldest, at Open, at
+// every UpdateIndex, or at CompactRoots. A crash loses no root: the
+// journal is applied at the next Open.
 package localfs

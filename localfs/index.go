@@ -8,17 +8,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-)
 
-// Index reads index.json, the layout's list of roots.
-func (s *Store) Index(ctx context.Context) (*v1.IndexManifest, error) {
-	_, im, err := s.readIndex(ctx)
-	return im, err
-}
+	"github.com/buildcache/buildcache/cache"
+)
 
 // readIndex reads and parses index.json; raw is nil if there is none.
 // BuildKit's client rewrites index.json in place (client/ociindex: WriteAt,
@@ -26,7 +21,7 @@ func (s *Store) Index(ctx context.Context) (*v1.IndexManifest, error) {
 // of each version: a file that does not parse is read again holding the
 // lock, which waits the writer out.
 func (s *Store) readIndex(ctx context.Context) (raw []byte, im *v1.IndexManifest, err error) {
-	p := filepath.Join(s.root, indexFile)
+	p := s.indexPath()
 	raw, im, err = parseIndexFile(p)
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return raw, im, err
@@ -57,7 +52,9 @@ const maxIndexAttempts = 100
 
 // UpdateIndex changes index.json under an exclusive lock shared by every
 // process using the directory: it reads the current index, lets fn change
-// it, and writes it back atomically. If fn fails, nothing is written.
+// it, and writes it back atomically. If fn fails, nothing is written. fn
+// sees the roots recorded in the journal too (see RecordRoot): they are
+// written into index.json with fn's changes, and the journal emptied.
 //
 // BuildKit's client, exporting a type=local cache into the directory,
 // changes index.json too, under its own lock (index.json.lock, see
@@ -69,12 +66,33 @@ const maxIndexAttempts = 100
 // run more than once, each time on the index as it then is, and should do
 // nothing but edit it.
 func (s *Store) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) error) error {
+	if fn == nil {
+		return errors.New("localfs: UpdateIndex: nil function")
+	}
 	l, err := lockFile(ctx, s.indexLock, true)
 	if err != nil {
 		return err
 	}
 	defer l.Unlock()
-	p := filepath.Join(s.root, indexFile)
+	return s.rewriteIndexLocked(ctx, fn)
+}
+
+// rewriteIndexLocked writes index.json with the journal's roots applied
+// and then fn's changes, and starts an empty journal. With fn nil it is
+// compaction: nothing is written if the journal has no records. The
+// caller holds the index lock exclusively, so no root is journalled
+// meanwhile.
+func (s *Store) rewriteIndexLocked(ctx context.Context, fn func(*v1.IndexManifest) error) error {
+	if err := s.refreshLocked(ctx); err != nil {
+		return err
+	}
+	s.view.mu.RLock()
+	recs := s.view.v.journal.records
+	s.view.mu.RUnlock()
+	if fn == nil && len(recs) == 0 {
+		return nil
+	}
+	p := s.indexPath()
 	for attempt := 1; ; attempt++ {
 		before, im, err := s.readIndex(ctx)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -83,8 +101,23 @@ func (s *Store) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) erro
 		if err != nil {
 			return err
 		}
-		if err := fn(im); err != nil {
-			return err
+		if len(recs) > 0 {
+			byName := make(map[string]int, len(im.Manifests))
+			for i, d := range im.Manifests {
+				if n := d.Annotations[cache.AnnotationRefName]; n != "" {
+					if _, dup := byName[n]; !dup {
+						byName[n] = i
+					}
+				}
+			}
+			for _, r := range recs {
+				im.Manifests, byName = setRoot(im.Manifests, byName, copyDescriptor(r.Desc))
+			}
+		}
+		if fn != nil {
+			if err := fn(im); err != nil {
+				return err
+			}
 		}
 		if im.Manifests == nil {
 			im.Manifests = []v1.Descriptor{} // "manifests": [] as the spec requires
@@ -105,7 +138,17 @@ func (s *Store) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) erro
 			return fmt.Errorf("localfs: writing index.json: %w", err)
 		}
 		if done {
-			return syncDir(s.root)
+			if err := syncDir(s.root); err != nil {
+				return err
+			}
+			if len(recs) > 0 {
+				if err := s.resetJournal(); err != nil {
+					// index.json holds the records: applying them again is harmless.
+					return fmt.Errorf("localfs: starting a new root journal: %w", err)
+				}
+			}
+			_ = s.refreshLocked(ctx) // a failure is retried by the next read
+			return nil
 		}
 		if attempt == maxIndexAttempts {
 			return fmt.Errorf("localfs: index.json kept changing during %d attempts to update it", attempt)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"io/fs"
 	"os"
@@ -46,12 +47,17 @@ type Store struct {
 
 	mu      sync.Mutex
 	writing map[string]*digestLock // in-process writers by digest hex
+
+	view  viewState // parsed roots: indexview.go
+	roots rootQueue // journalled roots waiting to be written: journal.go
 }
 
 var (
 	_ cache.LayerCache    = (*Store)(nil)
 	_ cache.StatsReporter = (*Store)(nil)
 	_ cache.RootIndex     = (*Store)(nil)
+	_ cache.RootLookup    = (*Store)(nil)
+	_ cache.RootRecorder  = (*Store)(nil)
 
 	// The deferred sync a registry.Resolver uses for a pull when its
 	// store offers it (registry's deferredSyncer).
@@ -92,6 +98,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		indexLock: filepath.Join(root, privateDir, indexLockName),
 		opts:      o,
 		writing:   map[string]*digestLock{},
+		view:      viewState{seed: maphash.MakeSeed()},
 	}
 	if err := s.ensureDirs(); err != nil {
 		return nil, fmt.Errorf("localfs: Open %s: %w", root, noSpace(err))
@@ -100,6 +107,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s.sweepTemps()
+	_ = s.CompactRoots(context.Background()) // roots a previous process journalled; a read-only store keeps its journal
 	if o.maxBytes > 0 {
 		if _, err := s.countUsed(); err != nil {
 			return nil, err

@@ -107,6 +107,10 @@ func (s readOnlyIndex) UpdateIndex(context.Context, func(*v1.IndexManifest) erro
 	return &fs.PathError{Op: "open", Path: "index.lock", Err: syscall.EROFS}
 }
 
+func (s readOnlyIndex) RecordRoot(context.Context, v1.Descriptor) error {
+	return &fs.PathError{Op: "open", Path: "roots.journal", Err: syscall.EROFS}
+}
+
 // TestRevalidationOnAReadOnlyStore: a revalidation that changes nothing
 // but the time succeeds on a store that cannot record it.
 func TestRevalidationOnAReadOnlyStore(t *testing.T) {

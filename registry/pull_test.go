@@ -21,7 +21,7 @@ import (
 )
 
 // syncRecorder is a localfs store that logs the calls that decide
-// durability: Put, PutDeferred, SyncBlobs and UpdateIndex.
+// durability: Put, PutDeferred, SyncBlobs and UpdateIndex or RecordRoot.
 type syncRecorder struct {
 	*localfs.Store
 	mu  sync.Mutex
@@ -53,6 +53,11 @@ func (s *syncRecorder) SyncBlobs(ctx context.Context) error {
 func (s *syncRecorder) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) error) error {
 	s.note("root")
 	return s.Store.UpdateIndex(ctx, fn)
+}
+
+func (s *syncRecorder) RecordRoot(ctx context.Context, desc v1.Descriptor) error {
+	s.note("root")
+	return s.Store.RecordRoot(ctx, desc)
 }
 
 // A pull into a store that can defer syncs stores every blob deferred,

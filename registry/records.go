@@ -34,23 +34,36 @@ func (rec *record) lastChecked() time.Time {
 }
 
 func (r *Resolver) lookup(ctx context.Context, refName string) (*record, error) {
+	d, ok, err := r.root(ctx, refName)
+	if err != nil || !ok {
+		return nil, err
+	}
+	at, _ := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt])
+	rec := &record{desc: d, resolvedAt: at}
+	r.mu.Lock()
+	if t, ok := r.checked[refName]; ok && t.After(at) {
+		rec.latest = t
+	}
+	r.mu.Unlock()
+	return rec, nil
+}
+
+// root finds refName's root: by one lookup when the index offers it
+// (cache.RootLookup; localfs does), else by a scan of the whole index.
+func (r *Resolver) root(ctx context.Context, refName string) (v1.Descriptor, bool, error) {
+	if rl, ok := r.index.(cache.RootLookup); ok {
+		return rl.Root(ctx, refName)
+	}
 	im, err := r.index.Index(ctx)
 	if err != nil {
-		return nil, err
+		return v1.Descriptor{}, false, err
 	}
 	for _, d := range im.Manifests {
 		if d.Annotations[cache.AnnotationRefName] == refName {
-			at, _ := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt])
-			rec := &record{desc: d, resolvedAt: at}
-			r.mu.Lock()
-			if t, ok := r.checked[refName]; ok && t.After(at) {
-				rec.latest = t
-			}
-			r.mu.Unlock()
-			return rec, nil
+			return d, true, nil
 		}
 	}
-	return nil, nil
+	return v1.Descriptor{}, false, nil
 }
 
 // revalidated notes that refName still points to rec's digest, writing the
@@ -118,6 +131,9 @@ func (r *Resolver) remember(ctx context.Context, refName string, desc v1.Descrip
 	r.mu.Lock()
 	delete(r.checked, refName)
 	r.mu.Unlock()
+	if rr, ok := r.index.(cache.RootRecorder); ok {
+		return rr.RecordRoot(ctx, desc) // without rewriting the whole index
+	}
 	return r.index.UpdateIndex(ctx, func(im *v1.IndexManifest) error {
 		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
 			return d.Annotations[cache.AnnotationRefName] == refName
