@@ -38,6 +38,7 @@ type Resolver struct {
 
 	resolves flight.Group[string, *cache.ResolvedImage]
 	blobs    flight.Group[string, struct{}]
+	walks    walkCache // what complete read of stored manifests
 	stats    resolverCounters
 
 	// checked holds revalidation times newer than the index records: the
@@ -359,20 +360,32 @@ func (r *Resolver) readBlob(ctx context.Context, d v1.Hash, limit int64) ([]byte
 // platform, its manifest, config and layers. It returns the resolved image
 // or an error wrapping ErrNotFound naming what is missing.
 func (r *Resolver) complete(ctx context.Context, top v1.Descriptor, platforms []string) (*cache.ResolvedImage, error) {
-	b, err := r.readBlob(ctx, top.Digest, maxManifestBytes)
-	if err != nil {
-		return nil, err
+	key := newWalkKey(top.Digest, platforms)
+	w, ok := r.walks.get(key)
+	if ok {
+		// The manifests were read before; only whether every blob is still
+		// stored can have changed.
+		if _, err := r.store.Stat(ctx, top.Digest); err != nil {
+			return nil, err
+		}
+	} else {
+		b, err := r.readBlob(ctx, top.Digest, maxManifestBytes)
+		if err != nil {
+			return nil, err
+		}
+		manifests, err := r.platformManifests(top.Digest, b, platforms, r.storedGetter(ctx))
+		if err != nil {
+			return nil, err
+		}
+		w = walkOf(manifests)
 	}
-	manifests, err := r.platformManifests(top.Digest, b, platforms, r.storedGetter(ctx))
-	if err != nil {
-		return nil, err
-	}
-	for _, pm := range manifests {
-		for _, d := range pm.blobs {
-			if _, err := r.store.Stat(ctx, d.Digest); err != nil {
-				return nil, err
-			}
+	for _, d := range w.blobs {
+		if _, err := r.store.Stat(ctx, d); err != nil {
+			return nil, err
 		}
 	}
-	return &cache.ResolvedImage{Digest: top.Digest, Manifests: manifestMap(manifests)}, nil
+	if !ok {
+		r.walks.put(key, w)
+	}
+	return &cache.ResolvedImage{Digest: top.Digest, Manifests: maps.Clone(w.manifests)}, nil
 }
