@@ -340,3 +340,74 @@ func toUnstructured(t *testing.T, j *batchv1.Job) *unstructured.Unstructured {
 	u.SetKind("Job")
 	return u
 }
+
+// The watch survives a kill -9 of the API server, and a 410 Gone (etcd
+// compacted past the watch's resourceVersion while the server was down)
+// empties the cache as soon as the server answers, not a backoff later.
+// Not parallel: it restarts the shared API server.
+func TestRealAPIServerRestart(t *testing.T) {
+	e := newRealEnv(t)
+	ctx := t.Context()
+	e.job(t, "x", map[string]string{"v": "1"})
+	get := func(c *k8sclient.Client) string {
+		j, err := c.Get(ctx, jobs, e.ns, "x")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return label(j, "v")
+	}
+
+	t.Run("restart", func(t *testing.T) {
+		c := e.client(t, testserver.KubeAdmin, k8sclient.WithTTL(time.Hour), k8sclient.WithWatch(jobs),
+			k8sclient.WithWatchBackoff(50*time.Millisecond, time.Second))
+		waitWatching(t, c, jobs)
+		if v := get(c); v != "1" {
+			t.Fatalf("v = %s", v)
+		}
+		if err := e.k.RestartAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		e.relabel(t, jobs, e.ns, "x", "v", "2")
+		waitFor(t, "the change made after the restart", func() bool { return get(c) == "2" })
+		waitWatching(t, c, jobs)
+	})
+
+	t.Run("410 Gone", func(t *testing.T) {
+		// A first backoff of 2s: when the 410 comes the wait has doubled
+		// at least once, so a purge that waited for the next retry would
+		// leave x stale for 4s or more.
+		var logs logBuffer
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("client log:\n%s", logs.String())
+			}
+		})
+		c := e.client(t, testserver.KubeAdmin, k8sclient.WithTTL(time.Hour), k8sclient.WithWatch(jobs),
+			k8sclient.WithWatchBackoff(2*time.Second, time.Minute), k8sclient.WithLogger(logs.logger()))
+		waitWatching(t, c, jobs)
+		v := get(c)
+		e.k.StopAPIServer()
+		if err := e.k.CompactEtcd(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.k.StartAPIServer(); err != nil {
+			t.Fatal(err)
+		}
+		e.relabel(t, jobs, e.ns, "x", "v", v+"3")
+		// The restarted server's watch cache starts after the compacted
+		// revision: resuming from x's answers 410 (as an error event or
+		// as the watch's answer).
+		waitFor(t, "the watch to be told 410 Gone", func() bool { return strings.Contains(logs.String(), "too old resource version") })
+		deadline := time.Now().Add(2 * time.Second)
+		for get(c) != v+"3" {
+			if time.Now().After(deadline) {
+				t.Fatalf("2s after the 410 Get still says v=%s (stats %+v)", get(c), c.Stats()[jobs])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		waitWatching(t, c, jobs)
+		if s := c.Stats()[jobs]; s.WatchError != nil {
+			t.Fatalf("watching again, yet WatchError = %v", s.WatchError)
+		}
+	})
+}
