@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/k8sclient"
 	"github.com/buildcache/buildcache/k8sclient/k8stest"
 	"github.com/buildcache/buildcache/memory"
@@ -43,7 +44,9 @@ func TestMain(m *testing.M) {
 		serveForBenchmark(seed)
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testserver.StopSharedKube()
+	os.Exit(code)
 }
 
 // serveForBenchmark runs in the child: it seeds a double ("repos=N",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -141,10 +140,13 @@ func (c *Client) resource(gvr schema.GroupVersionResource) (*dynResource, error)
 
 // Get returns the object name of resource type gvr in namespace: from
 // memory if a fetch of it is younger than the type's TTL, otherwise by one
-// GET, shared by every caller asking for it meanwhile. A 404 is returned
-// as an error satisfying apierrors.IsNotFound and errors.Is(err,
-// cache.ErrNotFound), and remembered for the negative TTL; other errors
-// are returned as client-go returned them, and not remembered.
+// GET, shared by every caller asking for it meanwhile. A 404 for a
+// missing object is returned as an error satisfying apierrors.IsNotFound
+// and errors.Is(err, cache.ErrNotFound), and remembered for the negative
+// TTL. A 404 for a resource type the server does not serve (or not in
+// this scope) satisfies errors.Is(err, ErrUnknownResource) instead, and
+// is not remembered; nor are other errors. Every error of a request keeps
+// client-go's in its chain: use errors.As or the apierrors helpers.
 //
 // The object is a deep copy, the caller's to change, unless Shared is
 // given. With Fresh, Get fetches the object whatever the cache holds.
@@ -179,8 +181,11 @@ func (c *Client) List(ctx context.Context, gvr schema.GroupVersionResource, name
 // Exists reports whether the object name of resource type gvr exists in
 // namespace. It asks exactly what Get asks (one GET by name, never a LIST,
 // answered from memory within the TTL) and shares Get's cache: true if the
-// object was found, false with a nil error on a 404 (remembered for the
-// negative TTL), and false with the error for any other failure.
+// object was found, false with a nil error on a 404 for the object
+// (remembered for the negative TTL), and false with the error for any
+// other failure, a 404 for the resource type included (ErrUnknownResource:
+// a CRD not installed, a wrong group, version or resource, a namespace
+// given for a cluster-scoped type or omitted for a namespaced one).
 func (c *Client) Exists(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string, opts ...ReadOption) (bool, error) {
 	r, err := c.resource(gvr)
 	if err != nil {
@@ -254,17 +259,7 @@ func (c *Client) written(gvr schema.GroupVersionResource, namespace string, name
 	if r == nil {
 		return // nothing of this type was ever read: nothing to drop
 	}
-	r.writes.Add(1)
-	dropped := false
-	for i, name := range names {
-		if name != "" && !slices.Contains(names[:i], name) {
-			r.invalidate(namespace, name)
-			dropped = true
-		}
-	}
-	if !dropped {
-		r.invalidate(namespace, "")
-	}
+	r.written(namespace, names...)
 }
 
 func (c *Client) checkOpen() error {

@@ -41,7 +41,9 @@
 // WithWatch(gvr) opens one watch per resource type and drops an object and
 // its Lists as soon as the watch reports a change, so that staleness is
 // the watch's delay. If the watch fails it is retried with backoff, and
-// the TTL bounds staleness until it is back.
+// the TTL bounds staleness until it is back; a 410 Gone empties the
+// type's cache at once. A watch RBAC refuses leaves the client working as
+// without WithWatch, with the 403 in Stats (WatchError) and the log.
 //
 // A read that must not be stale (before an update that must not conflict,
 // before a decision that is hard to undo) passes Fresh: it goes to the API
@@ -57,11 +59,15 @@
 // Concurrent reads of the same uncached key make one request, whose result
 // they all receive (64 goroutines, one GET). Every fetch is a quorum read
 // (no resourceVersion). Exists sends exactly one GET by name, never a
-// LIST, and answers false with a nil error on a 404 only; every other
-// error is returned. A List with Limit, Continue, ResourceVersion or
-// watch options is not cached: it is sent as it is. Errors are returned as
-// client-go returns them (apierrors.IsConflict, IsTooManyRequests… work);
-// a 404 also satisfies errors.Is(err, cache.ErrNotFound). Requests go
+// LIST, and answers false with a nil error on a 404 for the object only;
+// every other error is returned, a 404 for the resource type too
+// (ErrUnknownResource: a CRD not installed, a typo in the group, version
+// or resource, the wrong scope), and only the first kind is remembered. A List with Limit, Continue, ResourceVersion or
+// watch options is not cached: it is sent as it is. Errors of reads wrap
+// client-go's, all alike (errors.As to *apierrors.StatusError and the
+// apierrors helpers such as IsConflict, IsTooManyRequests work; a type
+// assertion does not); a 404 for an object also satisfies errors.Is(err,
+// cache.ErrNotFound). Errors of writes are client-go's as they are. Requests go
 // through the wrapped client, so its rate limiter (client-go's default
 // QPS 5, Burst 10) applies to the misses only.
 //

@@ -188,10 +188,14 @@ func WithTransform(fn func(obj runtime.Object)) Option {
 // still applies: it bounds staleness while a watch is down. A watch that
 // fails is retried with exponential backoff (WithWatchBackoff); it resumes
 // from the last resourceVersion it saw, and if the server has forgotten
-// that one (410 Gone) the resource type's cache is emptied and the watch
-// starts from now. Watching needs the watch verb (and list, for the
-// resourceVersion to start from) on the resource type across the cluster.
-// New only.
+// that one (410 Gone) the resource type's cache is emptied as soon as the
+// server says so and the watch starts from now, without waiting. Watching
+// needs the watch verb (and list, for the resourceVersion to start from)
+// on the resource type across the cluster. Without them New still
+// succeeds (it does not wait for the watch): the cache works as without
+// WithWatch, Stats shows Watching false and the 403 in WatchError, the
+// logger is told at level Error, and the watch is retried only at the
+// longest backoff. New only.
 func WithWatch(gvrs ...schema.GroupVersionResource) Option {
 	return func(o *options) error {
 		for _, gvr := range gvrs {
@@ -207,8 +211,9 @@ func WithWatch(gvrs ...schema.GroupVersionResource) Option {
 
 // WithWatchBackoff sets how long a failed watch waits before its first
 // retry, and the longest it waits between retries (the wait doubles, with
-// up to 50% jitter, after each failure, and starts again at first after a
-// watch that ran for a while). The defaults are 250ms and 30s.
+// up to 50% jitter but never beyond longest, after each failure, and
+// starts again at first once a watch has opened). The defaults are 250ms
+// and 30s.
 func WithWatchBackoff(first, longest time.Duration) Option {
 	return func(o *options) error {
 		if first < minWatchBackoff || longest < minWatchBackoff || first > maxTTL || longest > maxTTL {

@@ -2,7 +2,9 @@ package k8sclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +54,7 @@ type resource[T, L any] struct {
 	watchEvents   atomic.Uint64
 	watchRestarts atomic.Uint64
 	watching      atomic.Bool
+	watchErr      atomic.Pointer[watchError] // nil while watching or never watched
 }
 
 // key identifies an entry of a resource's cache: an object by namespace
@@ -107,7 +110,7 @@ func newResource[T, L any](desc string, o *options, ttl, neg time.Duration, be b
 		memory.WithCost(func(e entry[T, L]) int64 { return e.cost }),
 	}
 	if neg > 0 {
-		mopts = append(mopts, memory.WithNegativeTTL(neg, apierrors.IsNotFound))
+		mopts = append(mopts, memory.WithNegativeTTL(neg, isObjectNotFound))
 	}
 	if o.now != nil {
 		mopts = append(mopts, memory.WithClock(o.now))
@@ -119,14 +122,51 @@ func newResource[T, L any](desc string, o *options, ttl, neg time.Duration, be b
 	return &resource[T, L]{desc: desc, cache: c, be: be, gens: make(map[string]uint64)}, nil
 }
 
-// notFoundError is a 404 answer to a GET. It satisfies both
-// apierrors.IsNotFound and errors.Is(err, cache.ErrNotFound), and reads as
-// the API server's message.
-type notFoundError struct{ err error }
+// ErrUnknownResource is in the chain of the error a read returns when the
+// API server answers 404 for the endpoint rather than for the object: the
+// resource type is not served (a CRD not installed, a typo in the group,
+// version or resource) or is asked in the wrong scope (a cluster-scoped
+// type with a namespace, a namespaced one without). Such a 404 is not
+// remembered, and Exists reports it as an error instead of false.
+var ErrUnknownResource = errors.New("k8sclient: the API server does not serve this resource type in this scope")
 
-func (e *notFoundError) Error() string        { return e.err.Error() }
-func (e *notFoundError) Unwrap() error        { return e.err }
-func (e *notFoundError) Is(target error) bool { return target == cache.ErrNotFound }
+// requestError is every error a GET or LIST for a read comes back as, so
+// that all of them look alike: the API server's message as it is, the
+// client-go error in the chain (errors.As to *apierrors.StatusError,
+// apierrors.IsNotFound, IsForbidden… work; a type assertion does not, for
+// any status), and a sentinel for the two kinds of 404.
+type requestError struct {
+	err  error
+	kind error // cache.ErrNotFound, ErrUnknownResource or nil
+}
+
+func (e *requestError) Error() string        { return e.err.Error() }
+func (e *requestError) Unwrap() error        { return e.err }
+func (e *requestError) Is(target error) bool { return e.kind != nil && target == e.kind }
+
+// wrapRequestError classifies err, the failure of a GET or LIST. The API
+// server's 404 for a missing object names it in the Status's details; its
+// 404 for a path it does not serve has no details, or no name in them.
+func wrapRequestError(err error) error {
+	if err == nil {
+		return nil
+	}
+	e := &requestError{err: err}
+	if apierrors.IsNotFound(err) {
+		e.kind = ErrUnknownResource
+		var st apierrors.APIStatus
+		if errors.As(err, &st) {
+			if d := st.Status().Details; d != nil && d.Name != "" {
+				e.kind = cache.ErrNotFound
+			}
+		}
+	}
+	return e
+}
+
+// isObjectNotFound reports whether err is a 404 for a missing object: what
+// is remembered for the negative TTL, and what Exists answers false for.
+func isObjectNotFound(err error) bool { return errors.Is(err, cache.ErrNotFound) }
 
 func (r *resource[T, L]) get(ctx context.Context, ns, name string, ro readOptions) (T, error) {
 	k := key{ns: ns, name: name}
@@ -137,10 +177,7 @@ func (r *resource[T, L]) get(ctx context.Context, ns, name string, ro readOption
 		r.requests.Add(1)
 		obj, err := r.be.get(ctx, ns, name)
 		if err != nil {
-			if apierrors.IsNotFound(err) {
-				err = &notFoundError{err}
-			}
-			return entry[T, L]{}, err
+			return entry[T, L]{}, wrapRequestError(err)
 		}
 		return entry[T, L]{obj: obj, cost: r.be.prepObj(obj)}, nil
 	}
@@ -154,7 +191,7 @@ func (r *resource[T, L]) exists(ctx context.Context, ns, name string, ro readOpt
 	switch {
 	case err == nil:
 		return true, nil
-	case apierrors.IsNotFound(err):
+	case isObjectNotFound(err):
 		return false, nil
 	default:
 		return false, err
@@ -167,10 +204,11 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 		r.uncached.Add(1)
 		r.requests.Add(1)
 		l, err := r.be.list(ctx, ns, opts)
-		if err == nil {
-			r.be.prepList(l)
+		if err != nil {
+			return l, wrapRequestError(err)
 		}
-		return l, err
+		r.be.prepList(l)
+		return l, nil
 	}
 	k := key{list: true, ns: ns, name: listName(labelSel, fieldSel), gen: r.gen(ns)}
 	if e, ok, err := r.peek(k, ro); ok {
@@ -184,7 +222,7 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 			TimeoutSeconds: opts.TimeoutSeconds,
 		})
 		if err != nil {
-			return entry[T, L]{}, err
+			return entry[T, L]{}, wrapRequestError(err)
 		}
 		return entry[T, L]{list: l, cost: r.be.prepList(l)}, nil
 	}
@@ -276,6 +314,24 @@ func (r *resource[T, L]) invalidate(ns, name string) {
 	r.mu.Unlock()
 }
 
+// written invalidates what a write of names in ns may have changed:
+// called after every write, failed or not (a write that timed out may
+// still have been applied). With no name known (a failed Create with
+// generateName), it drops the namespace's Lists.
+func (r *resource[T, L]) written(ns string, names ...string) {
+	r.writes.Add(1)
+	dropped := false
+	for i, name := range names {
+		if name != "" && !slices.Contains(names[:i], name) {
+			r.invalidate(ns, name)
+			dropped = true
+		}
+	}
+	if !dropped {
+		r.invalidate(ns, "")
+	}
+}
+
 // purge drops everything.
 func (r *resource[T, L]) purge() {
 	r.invalidations.Add(1)
@@ -302,5 +358,13 @@ func (r *resource[T, L]) stats() ResourceStats {
 		Watching:        r.watching.Load(),
 		WatchEvents:     r.watchEvents.Load(),
 		WatchRestarts:   r.watchRestarts.Load(),
+		WatchError:      r.watchError(),
 	}
+}
+
+func (r *resource[T, L]) watchError() error {
+	if e := r.watchErr.Load(); e != nil {
+		return e.err
+	}
+	return nil
 }

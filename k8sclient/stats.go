@@ -1,5 +1,7 @@
 package k8sclient
 
+import "errors"
+
 // ResourceStats is a snapshot of what the cache of one resource type has
 // done since New (or NewTyped). Reads are Get, List and Exists calls.
 type ResourceStats struct {
@@ -24,6 +26,15 @@ type ResourceStats struct {
 	Watching      bool   // a watch of this resource type is open now (WithWatch)
 	WatchEvents   uint64 // changes seen by the watch
 	WatchRestarts uint64 // times the watch ended and was started again
+
+	// WatchError is why the watch is down: the error that ended it or
+	// refused to open it, kept until a watch opens again; nil while
+	// Watching and without WithWatch. apierrors.IsForbidden(WatchError)
+	// means RBAC does not allow the watch (list and watch across all
+	// namespaces): it is retried at the longest backoff only, the TTL
+	// alone bounds staleness meanwhile, and the logger is told at level
+	// Error on each try.
+	WatchError error
 }
 
 // HitRatio is (Hits + NegativeHits) / (Hits + NegativeHits + Misses), or 0
@@ -36,7 +47,8 @@ func (s ResourceStats) HitRatio() float64 {
 	return float64(hits) / float64(hits+s.Misses)
 }
 
-// Add returns the sum of two snapshots (Watching if either is), for
+// Add returns the sum of two snapshots (Watching if either is, the
+// WatchErrors of both joined), for
 // reporting several resource types as one.
 func (s ResourceStats) Add(o ResourceStats) ResourceStats {
 	return ResourceStats{
@@ -55,5 +67,6 @@ func (s ResourceStats) Add(o ResourceStats) ResourceStats {
 		Watching:        s.Watching || o.Watching,
 		WatchEvents:     s.WatchEvents + o.WatchEvents,
 		WatchRestarts:   s.WatchRestarts + o.WatchRestarts,
+		WatchError:      errors.Join(s.WatchError, o.WatchError),
 	}
 }

@@ -157,15 +157,6 @@ func (t *Typed[T, L]) Close() {
 	}
 }
 
-func (t *Typed[T, L]) written(namespace string, names ...string) {
-	t.r.writes.Add(1)
-	for i, name := range names {
-		if name != "" && (i == 0 || names[0] != name) {
-			t.r.invalidate(namespace, name)
-		}
-	}
-}
-
 // clientFor returns the namespace's client as a W, or an error saying it
 // has no such method.
 func clientFor[W any, T Object, L runtime.Object](t *Typed[T, L], namespace, method string) (W, error) {
@@ -192,9 +183,9 @@ func (t *Typed[T, L]) Create(ctx context.Context, namespace string, obj T, opts 
 	out, err := c.Create(ctx, obj, opts)
 	created := ""
 	if err == nil {
-		created = out.GetName()
+		created = out.GetName() // differs from obj's with generateName
 	}
-	t.written(namespace, obj.GetName(), created)
+	t.r.written(namespace, obj.GetName(), created)
 	return out, err
 }
 
@@ -207,7 +198,7 @@ func (t *Typed[T, L]) Update(ctx context.Context, namespace string, obj T, opts 
 		return zero, err
 	}
 	out, err := c.Update(ctx, obj, opts)
-	t.written(namespace, obj.GetName())
+	t.r.written(namespace, obj.GetName())
 	return out, err
 }
 
@@ -220,7 +211,7 @@ func (t *Typed[T, L]) Patch(ctx context.Context, namespace, name string, pt type
 		return zero, err
 	}
 	out, err := c.Patch(ctx, name, pt, data, opts, subresources...)
-	t.written(namespace, name)
+	t.r.written(namespace, name)
 	return out, err
 }
 
@@ -232,6 +223,6 @@ func (t *Typed[T, L]) Delete(ctx context.Context, namespace, name string, opts m
 		return err
 	}
 	err = c.Delete(ctx, name, opts)
-	t.written(namespace, name)
+	t.r.written(namespace, name)
 	return err
 }

@@ -21,36 +21,85 @@ var errWatchClosed = errors.New("the server closed the watch")
 // watch keeps one watch of gvr open until ctx is done, dropping from r
 // every object it sees change (and the Lists that could hold it). A watch
 // that fails or ends is started again after a backoff; meanwhile r's TTL
-// bounds staleness, as it does without a watch.
+// bounds staleness, as it does without a watch. A 410 Gone empties r at
+// once and starts again from now without waiting; a 401 or 403 (the
+// watch's RBAC) waits the longest backoff between tries, and is logged as
+// an error and kept in Stats (WatchError) until a watch opens.
 func (c *Client) watch(ctx context.Context, gvr schema.GroupVersionResource, r *dynResource) {
 	ri := c.dyn.Resource(gvr)
 	log := c.o.logger.With("resource", r.desc)
-	wait := c.o.watchRetry
-	rv := "" // where to resume; "" to start from now
+	b := backoff{first: c.o.watchRetry, longest: c.o.watchMaxGap, wait: c.o.watchRetry}
+	rv := ""          // where to resume; "" to start from now
+	relisted := false // the last retry was an immediate one after a 410
 	for {
 		opened, err := c.watchOnce(ctx, ri, r, &rv)
 		r.watching.Store(false)
 		if ctx.Err() != nil {
 			return
 		}
+		r.watchErr.Store(&watchError{err})
 		r.watchRestarts.Add(1)
-		// A watch that stayed open a while resets the backoff: this is a
-		// routine end (the server's watch timeout), not a failing server.
-		if !opened.IsZero() && time.Since(opened) >= 10*c.o.watchRetry {
-			wait = c.o.watchRetry
+		if !opened.IsZero() {
+			b.reset() // the server is back: the next failure is a new one
 		}
-		d := wait + rand.N(wait/2+1)
+		if isGone(err) && !relisted {
+			// watchOnce has emptied r already: what changed since rv is
+			// unknown. Relist now; waiting would only serve stale objects
+			// for longer. Twice in a row, though, is waited out.
+			relisted = true
+			log.Info("k8sclient: watch expired (410 Gone); emptied the cache and watching again from now", "error", err)
+			continue
+		}
+		relisted = false
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			// Retrying fast will not grant the missing RBAC; trying now and
+			// then notices when someone does.
+			b.wait = b.longest
+			d := b.next()
+			log.Error("k8sclient: watch refused: the client lacks list or watch on this resource type across all namespaces; the TTL alone bounds staleness", "error", err, "retry_in", d)
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		d := b.next()
 		log.Warn("k8sclient: watch ended; the TTL bounds staleness until it is back", "error", err, "retry_in", d)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, d) {
 			return
-		case <-t.C:
 		}
-		wait = min(2*wait, c.o.watchMaxGap)
 	}
 }
+
+// sleep waits d, or less if ctx is done first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// backoff is the watch's retry schedule: waits from first, doubling after
+// each failure, each with up to 50% jitter, and never longer than longest
+// (WithWatchBackoff's bounds, jitter included).
+type backoff struct {
+	first, longest time.Duration
+	wait           time.Duration // the next wait, before jitter
+}
+
+func (b *backoff) next() time.Duration {
+	d := min(b.wait+rand.N(b.wait/2+1), b.longest)
+	b.wait = min(2*b.wait, b.longest)
+	return d
+}
+
+func (b *backoff) reset() { b.wait = b.first }
+
+// watchError is what resource.watchErr holds: why the watch is down.
+type watchError struct{ err error }
 
 // watchOnce runs one watch to its end, resuming from *rv, or from a fresh
 // resourceVersion if *rv is "" (emptying r first: what changed while
@@ -71,12 +120,14 @@ func (c *Client) watchOnce(ctx context.Context, ri dynamic.NamespaceableResource
 	w, err := ri.Watch(ctx, metav1.ListOptions{ResourceVersion: *rv, AllowWatchBookmarks: true})
 	if err != nil {
 		if isGone(err) {
+			r.purge() // events were lost: nothing cached can be trusted
 			*rv = ""
 		}
 		return time.Time{}, fmt.Errorf("watch: %w", err)
 	}
 	defer w.Stop()
 	opened := time.Now()
+	r.watchErr.Store(nil)
 	r.watching.Store(true)
 	for {
 		var ev watch.Event
@@ -106,7 +157,8 @@ func (c *Client) watchOnce(ctx context.Context, ri dynamic.NamespaceableResource
 		case watch.Error:
 			err := apierrors.FromObject(ev.Object)
 			if isGone(err) {
-				*rv = "" // events were lost: start again from now
+				r.purge() // events were lost: start again from now
+				*rv = ""
 			}
 			return opened, fmt.Errorf("watch: %w", err)
 		}
