@@ -29,9 +29,13 @@ type Option func(*options) error
 // exceed it first evicts the least recently used blobs that no index.json
 // root reaches, down to the low-water mark (WithLowWater); if that is not
 // enough it fails with ErrNoSpace. The budget holds across every process
-// using the directory (see the usage record in doc.go), for blobs written
-// by this package; blobs other tools put into blobs/sha256 are counted
-// within a minute. Default 0: no budget (free disk space still applies).
+// using the directory: they count the bytes of blobs, and the bytes that
+// writes in progress reserved, in one record (.buildcache/usage, under its
+// own lock), and a write reserves its bytes there before it starts. Blobs
+// that other tools put into blobs/sha256 (BuildKit's cache export, cp)
+// are counted when the record is next recounted from the directory: at
+// every eviction and GC, and by a budgeted Put when the last count is a
+// minute old. Default 0: no budget (free disk space still applies).
 func WithMaxBytes(n int64) Option {
 	return func(o *options) error {
 		if err := nonNegative("WithMaxBytes", n); err != nil {
