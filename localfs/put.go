@@ -291,12 +291,9 @@ func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncR
 		r.committed = max(r.committed+n-replaced, 0)
 		return true, nil
 	})
-	if err != nil {
-		if _, serr := os.Lstat(tmp); serr != nil {
-			return nil // renamed; only the record's write failed, and a recount corrects it
-		}
-		return err
-	}
+	if _, serr := os.Lstat(tmp); err != nil && serr == nil {
+		return err // not renamed
+	} // else renamed: a failure to write the record is corrected by the next recount
 	if !syncRename {
 		return nil
 	}
