@@ -98,7 +98,7 @@ func (s *Store) removeIfSame(d v1.Hash, f *os.File) {
 	current, err2 := os.Lstat(p)
 	if err1 == nil && err2 == nil && os.SameFile(opened, current) {
 		if os.Remove(p) == nil {
-			s.used.Add(-current.Size())
+			s.usage.add(context.Background(), -current.Size())
 		}
 	}
 }

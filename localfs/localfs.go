@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -43,7 +42,8 @@ type Store struct {
 	opts      options
 
 	stats cache.Counters
-	used  atomic.Int64 // bytes of blobs, as this process last counted them
+	usage usage      // the bytes of blobs, shared by every process (usage.go)
+	reach reachCache // the last reachability computed, by index.json version
 
 	mu      sync.Mutex
 	writing map[string]*digestLock // in-process writers by digest hex
@@ -99,6 +99,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		opts:      o,
 		writing:   map[string]*digestLock{},
 		view:      viewState{seed: maphash.MakeSeed()},
+		usage:     usage{path: filepath.Join(root, privateDir, usageFileName)},
 	}
 	if err := s.ensureDirs(); err != nil {
 		return nil, fmt.Errorf("localfs: Open %s: %w", root, noSpace(err))
@@ -108,11 +109,6 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	}
 	s.sweepTemps()
 	_ = s.CompactRoots(context.Background()) // roots a previous process journalled; a read-only store keeps its journal
-	if o.maxBytes > 0 {
-		if _, err := s.countUsed(); err != nil {
-			return nil, err
-		}
-	}
 	return s, nil
 }
 
@@ -320,6 +316,13 @@ func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
 	if err := cache.ValidateDigest(d); err != nil {
 		return err
 	}
+	// Under the shared GC lock, so that a collector's count of blobs/
+	// and the usage record agree.
+	l, err := lockFile(ctx, s.gcLock, false)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
 	p := s.blobPath(d)
 	info, err := os.Lstat(p) // a link is removed itself
 	if err != nil {
@@ -329,38 +332,18 @@ func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
 		return s.pathErr("delete", d, err)
 	}
 	if info.Mode().IsRegular() {
-		s.used.Add(-info.Size())
+		s.usage.add(ctx, -info.Size())
 	}
 	return nil
 }
 
 // Walk implements cache.Walker. Files in blobs/sha256 whose names are not
 // digests are not blobs and are skipped.
+// The directory is read in batches, so a walk holds no per-blob data.
 func (s *Store) Walk(ctx context.Context, fn func(d v1.Hash, size int64) error) error {
-	entries, err := os.ReadDir(s.blobDir)
-	if err != nil {
-		return fmt.Errorf("localfs: walking %s: %w", s.blobDir, err)
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		d := v1.Hash{Algorithm: "sha256", Hex: e.Name()}
-		if !e.Type().IsRegular() || cache.ValidateDigest(d) != nil {
-			continue
-		}
-		info, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // deleted since ReadDir
-		}
-		if err != nil {
-			return fmt.Errorf("localfs: walking %s: %w", s.blobDir, err)
-		}
-		if err := fn(d, info.Size()); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.eachBlob(ctx, func(name string, info fs.FileInfo) error {
+		return fn(v1.Hash{Algorithm: "sha256", Hex: name}, info.Size())
+	})
 }
 
 func (s *Store) pathErr(op string, d v1.Hash, err error) error {

@@ -12,13 +12,14 @@ type options struct {
 	ttl           time.Duration
 	tempGrace     time.Duration
 	touchInterval time.Duration
+	lowWater      float64
 	now           func() time.Time
 }
 
 // defaultOptions are a Store's settings before its options apply; each
 // With option states its default.
 func defaultOptions() options {
-	return options{tempGrace: time.Minute, touchInterval: time.Second, now: time.Now}
+	return options{tempGrace: time.Minute, touchInterval: time.Second, lowWater: defaultLowWater, now: time.Now}
 }
 
 // Option configures a Store.
@@ -26,14 +27,42 @@ type Option func(*options) error
 
 // WithMaxBytes bounds the bytes of blobs the store keeps. A Put that would
 // exceed it first evicts the least recently used blobs that no index.json
-// root reaches; if that is not enough it fails with ErrNoSpace. Default 0:
-// no budget (free disk space still applies).
+// root reaches, down to the low-water mark (WithLowWater); if that is not
+// enough it fails with ErrNoSpace. The budget holds across every process
+// using the directory: they count the bytes of blobs, and the bytes that
+// writes in progress reserved, in one record (.buildcache/usage, under its
+// own lock), and a write reserves its bytes there before it starts. Blobs
+// that other tools put into blobs/sha256 (BuildKit's cache export, cp)
+// are counted when the record is next recounted from the directory: at
+// every eviction and GC, and by a budgeted Put when the last count is a
+// minute old. Default 0: no budget (free disk space still applies).
 func WithMaxBytes(n int64) Option {
 	return func(o *options) error {
 		if err := nonNegative("WithMaxBytes", n); err != nil {
 			return err
 		}
 		o.maxBytes = n
+		return nil
+	}
+}
+
+// defaultLowWater is WithLowWater's default.
+const defaultLowWater = 0.9
+
+// WithLowWater sets how far below the byte budget an eviction goes, as a
+// fraction of WithMaxBytes: a Put that would pass the budget evicts the
+// least recently used unreachable blobs until the blobs and the writes in
+// progress fit in fraction*budget bytes (or, if that many cannot be
+// evicted, at least until the Put fits the budget). Every eviction scans
+// blobs/, so evicting a tenth of the budget at a time pays that scan once
+// per tenth of the budget written instead of once per Put. 1 evicts only
+// what each Put needs. The fraction must be in (0, 1]. Default 0.9.
+func WithLowWater(fraction float64) Option {
+	return func(o *options) error {
+		if !(fraction > 0 && fraction <= 1) { // NaN fails too
+			return fmt.Errorf("localfs: WithLowWater(%v): must be above 0 and at most 1", fraction)
+		}
+		o.lowWater = fraction
 		return nil
 	}
 }

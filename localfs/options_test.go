@@ -1,6 +1,7 @@
 package localfs_test
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,10 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 		{localfs.WithTTL(-time.Second), "WithTTL(-1s)"},
 		{localfs.WithTempGrace(-time.Minute), "WithTempGrace(-1m0s)"},
 		{localfs.WithClock(nil), "WithClock(nil)"},
+		{localfs.WithLowWater(0), "WithLowWater(0)"},
+		{localfs.WithLowWater(-0.5), "WithLowWater(-0.5)"},
+		{localfs.WithLowWater(1.5), "WithLowWater(1.5)"},
+		{localfs.WithLowWater(math.NaN()), "WithLowWater(NaN)"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			_, err := localfs.Open(t.TempDir(), tc.opt)
@@ -39,6 +44,8 @@ func TestGCRejectsBadOptionsBeforeCollecting(t *testing.T) {
 	}{
 		{localfs.GCMaxBytes(-1), "GCMaxBytes(-1)"},
 		{localfs.GCTTL(-time.Hour), "GCTTL(-1h0m0s)"},
+		{localfs.GCProgress(nil), "GCProgress(nil)"},
+		{localfs.GCCandidates(nil), "GCCandidates(nil)"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			// GCMaxBytes(1) alone would collect the unreachable blob.

@@ -88,7 +88,7 @@ func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syn
 	if stored, err := s.keepStored(ctx, d, size); err != nil || stored {
 		return err
 	}
-	if err := s.ensureSpace(ctx, max(size, 0)); err != nil {
+	if err := s.ensureFree(ctx, max(size, 0)); err != nil {
 		return fmt.Errorf("localfs: put %s: %w", d, err)
 	}
 	n, err := s.write(ctx, d, size, r, syncRename)
@@ -98,7 +98,6 @@ func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syn
 		}
 		return fmt.Errorf("localfs: put %s: %w", d, err)
 	}
-	s.used.Add(n)
 	s.stats.BytesIn.Add(uint64(n))
 	return nil
 }
@@ -124,24 +123,22 @@ func (s *Store) spaceWhileWriting(written int64) error {
 	return nil
 }
 
-// write streams r into a locked temp file and renames it into place,
-// syncing the rename if syncRename.
+// write streams r into a locked temp file, reserving its bytes in the
+// usage record first (evicting if the budget demands it), and renames it
+// into place, syncing the rename if syncRename.
 func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, syncRename bool) (int64, error) {
-	f, err := os.CreateTemp(s.tmpDir, d.Hex[:16]+"-*"+tmpSuffix)
+	reserved := max(size, 0)
+	f, err := s.createTemp(ctx, d.Hex[:16], reserved)
 	if err != nil {
-		return 0, noSpace(err)
+		return 0, err
 	}
 	tmp := f.Name()
 	committed := false
 	defer func() {
 		if !committed {
-			os.Remove(tmp) // before Close, so no sweep sees it unlocked
-			f.Close()
+			s.dropTemp(ctx, f, tmp, reserved)
 		}
 	}()
-	if err := lockExclusive(f); err != nil {
-		return 0, fmt.Errorf("locking temp file: %w", err)
-	}
 	// CreateTemp makes 0600 files; blobs are content, readable by every
 	// user and tool sharing the cache (the umask still applies to dirs).
 	if err := f.Chmod(0o644); err != nil {
@@ -249,7 +246,14 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 	case serr != nil:
 		return 0, noSpace(serr)
 	}
-	if err := s.commit(ctx, f, tmp, s.blobPath(d), syncRename); err != nil {
+	if n := written.Load(); n > reserved {
+		// A blob of unknown size: reserve its bytes now that they are known.
+		if tmp, err = s.growReservation(ctx, tmp, reserved, n); err != nil {
+			return 0, err
+		}
+		reserved = n
+	}
+	if err := s.commit(ctx, f, tmp, s.blobPath(d), syncRename, reserved, written.Load()); err != nil {
 		return 0, err
 	}
 	committed = true
@@ -260,8 +264,10 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 // commit renames a complete temp file into blobs/ under the shared GC lock,
 // so a collector in another process never removes a blob between our
 // decision to keep it and its arrival; with syncRename, it syncs the
-// directory so the rename survives a crash.
-func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncRename bool) error {
+// directory so the rename survives a crash. The rename moves the temp
+// file's reservation to the committed bytes of the usage record, in the
+// record's critical section.
+func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncRename bool, reserved, n int64) error {
 	l, err := lockFile(ctx, s.gcLock, false)
 	if err != nil {
 		return err
@@ -272,10 +278,22 @@ func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncR
 	}
 	// The mtime is the LRU clock; stamp it from the store's clock.
 	touchFile(f, s.opts.now())
-	// The rename replaces whatever is at final, a link too, never its target.
-	if err := os.Rename(tmp, final); err != nil {
-		return noSpace(err) // a full directory block fails the rename with ENOSPC
-	}
+	err = s.usage.update(ctx, func(r *usageRecord) (bool, error) {
+		var replaced int64 // a copy another process committed meanwhile
+		if info, err := os.Lstat(final); err == nil && info.Mode().IsRegular() {
+			replaced = info.Size()
+		}
+		// The rename replaces whatever is at final, a link too, never its target.
+		if err := os.Rename(tmp, final); err != nil {
+			return false, noSpace(err) // a full directory block fails the rename with ENOSPC
+		}
+		r.reserved = max(r.reserved-reserved, 0)
+		r.committed = max(r.committed+n-replaced, 0)
+		return true, nil
+	})
+	if _, serr := os.Lstat(tmp); err != nil && serr == nil {
+		return err // not renamed
+	} // else renamed: a failure to write the record is corrected by the next recount
 	if !syncRename {
 		return nil
 	}

@@ -10,14 +10,10 @@ import (
 	"github.com/buildcache/buildcache/cache"
 )
 
-// ensureSpace makes room for need bytes, evicting if the budget or the
-// free-space floor demands it, or fails with ErrNoSpace.
-func (s *Store) ensureSpace(ctx context.Context, need int64) error {
-	if s.opts.maxBytes > 0 && s.used.Load()+need > s.opts.maxBytes {
-		if _, err := s.evict(ctx, need, 0); err != nil {
-			return err
-		}
-	}
+// ensureFree makes room on the file system for need bytes, evicting if
+// the free-space floor demands it, or fails with ErrNoSpace. The byte
+// budget is checked when the write reserves its bytes (createTemp).
+func (s *Store) ensureFree(ctx context.Context, need int64) error {
 	free, err := freeBytes(s.root)
 	if err != nil {
 		return err

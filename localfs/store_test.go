@@ -195,7 +195,9 @@ func TestBudgetEvictsLeastRecentlyUsedAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	clk := newClock()
 	open := func() *localfs.Store {
-		s, err := localfs.Open(dir, localfs.WithMaxBytes(3000), localfs.WithClock(clk.Now))
+		// A low-water mark of 1 evicts only what each Put needs, so each
+		// Put here evicts exactly one blob: the least recently used.
+		s, err := localfs.Open(dir, localfs.WithMaxBytes(3000), localfs.WithLowWater(1), localfs.WithClock(clk.Now))
 		if err != nil {
 			t.Fatal(err)
 		}

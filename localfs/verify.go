@@ -39,7 +39,24 @@ type VerifyReport struct {
 // GCOption, so that an option that takes a value can reject it.
 type VerifyOption func(*verifyOptions) error
 
-type verifyOptions struct{ remove bool }
+type verifyOptions struct {
+	remove   bool
+	progress func(done, total int)
+}
+
+// VerifyProgress has Verify call fn with the blobs hashed so far and the
+// blobs found, after each blob, from the goroutine that called Verify;
+// total is counted first, by one more listing of blobs/. Default: no
+// calls. A nil fn is an error.
+func VerifyProgress(fn func(done, total int)) VerifyOption {
+	return func(o *verifyOptions) error {
+		if fn == nil {
+			return errors.New("localfs: VerifyProgress(nil)")
+		}
+		o.progress = fn
+		return nil
+	}
+}
 
 // VerifyRemove removes the bad blobs Verify finds (default: only report).
 func VerifyRemove() VerifyOption {
@@ -51,7 +68,8 @@ func VerifyRemove() VerifyOption {
 
 // Verify hashes every blob and checks that index.json's roots and what
 // they reference are present. It reports bad blobs and, with
-// VerifyRemove, removes them.
+// VerifyRemove, removes them. It streams blobs/ and holds no per-blob
+// data but what it reports and what reachability needs.
 func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport, error) {
 	var o verifyOptions
 	var rep VerifyReport
@@ -60,9 +78,13 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 			return rep, err
 		}
 	}
-	blobs, _, err := s.scan(ctx)
-	if err != nil {
-		return rep, err
+	total := -1
+	if o.progress != nil {
+		total = 0
+		if err := s.eachBlob(ctx, func(string, fs.FileInfo) error { total++; return nil }); err != nil {
+			return rep, err
+		}
+		o.progress(0, total)
 	}
 	irregular, err := s.irregularBlobs()
 	if err != nil {
@@ -84,59 +106,64 @@ func (s *Store) Verify(ctx context.Context, opts ...VerifyOption) (VerifyReport,
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	for _, b := range blobs {
-		if err := ctx.Err(); err != nil {
-			return rep, err
+	done := 0
+	err = s.eachBlob(ctx, func(name string, _ fs.FileInfo) error {
+		done++
+		if o.progress != nil {
+			defer func() { o.progress(done, max(total, done)) }()
 		}
-		d := v1.Hash{Algorithm: "sha256", Hex: b.hex}
-		f, info, err := openRegular(s.blobPath(d))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if errors.Is(err, errNotRegular) {
-			// Replaced by a link since the scan: the next Verify, Get or
-			// Stat reports it; say it was not checked now.
-			rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
-			continue
-		}
-		if err != nil {
-			rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
-			continue
-		}
-		vr := verify.NewReader(f, d, info.Size(), cache.ErrCorrupt)
-		_, err = io.CopyBuffer(io.Discard, vr, *bp)
-		if err != nil && !errors.Is(err, cache.ErrCorrupt) {
-			rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
-			f.Close()
-			continue
-		}
-		rep.Checked++
-		rep.Bytes += vr.N()
-		if err == nil && !vr.Verified() {
-			err = fmt.Errorf("%s: %w", d, cache.ErrCorrupt)
-		}
-		if err != nil {
-			rep.Bad = append(rep.Bad, BadBlob{Digest: d, Err: err})
-			if o.remove {
-				s.stats.Corruptions.Add(1)
-				s.removeIfSame(d, f)
-				rep.Removed++
-			}
-		}
-		f.Close()
-	}
-	keep, err := s.reachable(ctx)
+		s.verifyOne(v1.Hash{Algorithm: "sha256", Hex: name}, o, &rep, *bp)
+		return nil
+	})
 	if err != nil {
 		return rep, err
 	}
-	for hex, r := range keep {
+	keep, _, err := s.reachable(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for k, r := range keep {
 		if !r.required {
 			continue
 		}
-		if _, err := os.Lstat(filepath.Join(s.blobDir, hex)); errors.Is(err, fs.ErrNotExist) {
-			rep.Missing = append(rep.Missing, v1.Hash{Algorithm: "sha256", Hex: hex})
+		if _, err := os.Lstat(filepath.Join(s.blobDir, hexOf(k))); errors.Is(err, fs.ErrNotExist) {
+			rep.Missing = append(rep.Missing, k.hash())
 		}
 	}
 	sort.Slice(rep.Missing, func(i, j int) bool { return rep.Missing[i].Hex < rep.Missing[j].Hex })
 	return rep, nil
+}
+
+// verifyOne hashes blob d into rep.
+func (s *Store) verifyOne(d v1.Hash, o verifyOptions, rep *VerifyReport, buf []byte) {
+	f, info, err := openRegular(s.blobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return // removed since it was listed
+	}
+	if err != nil {
+		// Unreadable, or replaced by a link since it was listed (the next
+		// Verify, Get or Stat reports that): not checked now.
+		rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
+		return
+	}
+	defer f.Close()
+	vr := verify.NewReader(f, d, info.Size(), cache.ErrCorrupt)
+	_, err = io.CopyBuffer(io.Discard, vr, buf)
+	if err != nil && !errors.Is(err, cache.ErrCorrupt) {
+		rep.Unchecked = append(rep.Unchecked, BadBlob{Digest: d, Err: fmt.Errorf("localfs: verify %s: %w", d, err)})
+		return
+	}
+	rep.Checked++
+	rep.Bytes += vr.N()
+	if err == nil && !vr.Verified() {
+		err = fmt.Errorf("%s: %w", d, cache.ErrCorrupt)
+	}
+	if err != nil {
+		rep.Bad = append(rep.Bad, BadBlob{Digest: d, Err: err})
+		if o.remove {
+			s.stats.Corruptions.Add(1)
+			s.removeIfSame(d, f)
+			rep.Removed++
+		}
+	}
 }

@@ -103,3 +103,47 @@ func (p *progress) finish(err error) {
 	}
 	p.bar = nil
 }
+
+// countBar shows a long gc or verify on a terminal: a bar of blobs done
+// out of blobs found. A nil *countBar shows nothing.
+type countBar struct {
+	w    io.Writer
+	desc string
+	bar  *progressbar.ProgressBar
+}
+
+// countBar returns nil when stderr is not a terminal (or --json asks for
+// machine output only on stdout, which a bar on stderr does not disturb).
+func (a *app) countBar(desc string) *countBar {
+	if !isTerminal(a.stderr) {
+		return nil
+	}
+	return &countBar{w: a.stderr, desc: desc}
+}
+
+// update is GCProgress's and VerifyProgress's callback; the bar appears
+// only once there is something to count.
+func (c *countBar) update(done, total int) {
+	if total <= 0 {
+		return
+	}
+	if c.bar == nil {
+		c.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(c.w),
+			progressbar.OptionSetDescription(c.desc),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(c.w) }),
+		)
+	}
+	_ = c.bar.Set(done)
+}
+
+// finish completes the bar, if one was shown.
+func (c *countBar) finish() {
+	if c != nil && c.bar != nil {
+		_ = c.bar.Finish()
+	}
+}

@@ -177,7 +177,12 @@ verify exit 1. With --json: {"checked", "bytes", "bad": [{"digest",
 			if remove {
 				opts = append(opts, localfs.VerifyRemove())
 			}
+			bar := a.countBar("verifying blobs")
+			if bar != nil {
+				opts = append(opts, localfs.VerifyProgress(bar.update))
+			}
 			rep, err := store.Verify(cmd.Context(), opts...)
+			bar.finish()
 			if err != nil {
 				return err
 			}
@@ -238,6 +243,7 @@ func (a *app) gcCommand() *cobra.Command {
 	var (
 		maxBytes    int64
 		ttl, olders time.Duration
+		dryRun      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
@@ -253,10 +259,16 @@ func (a *app) gcCommand() *cobra.Command {
 
 Blobs of recorded images (and of any other index.json entry) are never
 removed, nor are those of pulls in progress in other processes: they hold
-a lease until they have recorded their image. Sizes take units (500MB, 10GiB);
+a lease until they have recorded their image. With --dry-run, nothing is
+removed: gc lists the blobs it would remove, least recently used first,
+each with its reason (expired: unused for longer than --ttl; over-budget:
+among the least recently used beyond --max-bytes); it does not combine
+with --prune-older-than. Sizes take units (500MB, 10GiB);
 durations take Go's units and d for days (7d, 36h). With --json:
 {"pruned": [ref], "removed", "freed_bytes", "kept", "kept_bytes",
-"reachable", "recorded", "leased", "temps_removed"}: reachable counts the
+"reachable", "recorded", "leased", "temps_removed", "dry_run",
+"candidates": [{"digest", "size", "last_use", "reason"}]}: candidates
+are listed with --dry-run only; reachable counts the
 blobs index.json reaches, recorded those of them that recorded images
 (entries with a reference name) reach, leased those kept for pulls in
 progress.
@@ -270,6 +282,9 @@ progress.
 				return err
 			}
 			pruned := []string{}
+			if dryRun && cmd.Flags().Changed("prune-older-than") {
+				return usagef("--dry-run does not combine with --prune-older-than: pruning changes index.json, which a dry run must not")
+			}
 			if cmd.Flags().Changed("prune-older-than") {
 				res, err := a.newResolver(store)
 				if err != nil {
@@ -296,29 +311,52 @@ progress.
 				// Likewise a budget of 0 is "no budget" to localfs.
 				opts = append(opts, localfs.GCMaxBytes(max(maxBytes, 1)))
 			}
+			candidates := []gcCandidate{}
+			if dryRun {
+				opts = append(opts, localfs.GCDryRun(), localfs.GCCandidates(func(c localfs.GCCandidate) {
+					candidates = append(candidates, gcCandidate{c.Digest.String(), c.Size, c.LastUse, string(c.Reason)})
+				}))
+			}
+			bar := a.countBar("collecting blobs")
+			if bar != nil {
+				opts = append(opts, localfs.GCProgress(bar.update))
+			}
 			rep, err := store.GC(ctx, opts...)
+			bar.finish()
 			if err != nil {
 				return err
 			}
 			out := struct {
-				Pruned       []string `json:"pruned"`
-				Removed      int      `json:"removed"`
-				FreedBytes   int64    `json:"freed_bytes"`
-				Kept         int      `json:"kept"`
-				KeptBytes    int64    `json:"kept_bytes"`
-				Reachable    int      `json:"reachable"`
-				Recorded     int      `json:"recorded"`
-				Leased       int      `json:"leased"`
-				TempsRemoved int      `json:"temps_removed"`
-			}{pruned, rep.Removed, rep.FreedBytes, rep.Kept, rep.KeptBytes, rep.Roots, rep.Named, rep.Leased, rep.TempsRemoved}
+				Pruned       []string      `json:"pruned"`
+				Removed      int           `json:"removed"`
+				FreedBytes   int64         `json:"freed_bytes"`
+				Kept         int           `json:"kept"`
+				KeptBytes    int64         `json:"kept_bytes"`
+				Reachable    int           `json:"reachable"`
+				Recorded     int           `json:"recorded"`
+				Leased       int           `json:"leased"`
+				TempsRemoved int           `json:"temps_removed"`
+				DryRun       bool          `json:"dry_run,omitempty"`
+				Candidates   []gcCandidate `json:"candidates,omitempty"`
+			}{pruned, rep.Removed, rep.FreedBytes, rep.Kept, rep.KeptBytes, rep.Roots, rep.Named, rep.Leased, rep.TempsRemoved, dryRun, candidates}
+			if !dryRun {
+				out.Candidates = nil
+			}
 			if a.json {
 				return a.printJSON(out)
 			}
 			for _, ref := range pruned {
 				fmt.Fprintf(a.stdout, "pruned %s\n", ref)
 			}
-			fmt.Fprintf(a.stdout, "removed %d blobs, %s; kept %d blobs, %s (%d of recorded images",
-				rep.Removed, humanize.IBytes(uint64(rep.FreedBytes)), rep.Kept, humanize.IBytes(uint64(rep.KeptBytes)), rep.Named)
+			verb := "removed"
+			if dryRun {
+				verb = "would remove"
+				for _, c := range candidates {
+					fmt.Fprintf(a.stdout, "would remove %s  %s  last used %s  (%s)\n", c.Digest, humanize.IBytes(uint64(c.Size)), c.LastUse.Format(time.RFC3339), c.Reason)
+				}
+			}
+			fmt.Fprintf(a.stdout, "%s %d blobs, %s; kept %d blobs, %s (%d of recorded images",
+				verb, rep.Removed, humanize.IBytes(uint64(rep.FreedBytes)), rep.Kept, humanize.IBytes(uint64(rep.KeptBytes)), rep.Named)
 			if other := rep.Roots - rep.Named; other > 0 {
 				fmt.Fprintf(a.stdout, ", %d of other index.json entries", other)
 			}
@@ -340,7 +378,16 @@ progress.
 	fl.Var(durationValue{&olders}, "prune-older-than", "drop records of images not resolved for longer than this (e.g. 7d)")
 	fl.Var(durationValue{&ttl}, "ttl", "remove unneeded blobs unused for longer than this (e.g. 14d)")
 	fl.Var(sizeValue{&maxBytes}, "max-bytes", "remove least recently used unneeded blobs until all blobs fit in this (e.g. 10GiB)")
+	fl.BoolVar(&dryRun, "dry-run", false, "remove nothing; list what would be removed and why")
 	return cmd
+}
+
+// gcCandidate is a blob gc --dry-run would remove.
+type gcCandidate struct {
+	Digest  string    `json:"digest"`
+	Size    int64     `json:"size"`
+	LastUse time.Time `json:"last_use"`
+	Reason  string    `json:"reason"`
 }
 
 func (a *app) statsCommand() *cobra.Command {

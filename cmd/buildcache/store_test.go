@@ -157,3 +157,40 @@ func TestRevalidatingWarmOnAReadOnlyCache(t *testing.T) {
 		t.Errorf("ls on a read-only cache: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestGCDryRun: gc --dry-run lists the blobs gc would remove with their
+// reason and removes none.
+func TestGCDryRun(t *testing.T) {
+	dir := t.TempDir()
+	s, err := localfs.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("a blob no image needs")
+	d, _, _ := v1.SHA256(bytes.NewReader(data))
+	if err := s.Put(t.Context(), d, int64(len(data)), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	doc := cliJSON(t, 0, "--cache", dir, "gc", "--dry-run", "--ttl", "0s")
+	cands, _ := doc["candidates"].([]any)
+	if doc["dry_run"] != true || doc["removed"] != 1.0 || len(cands) != 1 {
+		t.Fatalf("gc --dry-run = %v, want one candidate", doc)
+	}
+	c := cands[0].(map[string]any)
+	if c["digest"] != d.String() || c["reason"] != "expired" || c["size"] != float64(len(data)) {
+		t.Fatalf("candidate %v, want %s expired", c, d)
+	}
+	if _, err := s.Stat(t.Context(), d); err != nil {
+		t.Fatalf("gc --dry-run removed the blob: %v", err)
+	}
+	stdout, _, code := cli(t, "--cache", dir, "gc", "--dry-run", "--max-bytes", "1")
+	if want := "would remove " + d.String(); code != 0 || !strings.Contains(stdout, want) || !strings.Contains(stdout, "(over-budget)") {
+		t.Fatalf("gc --dry-run printed %q (exit %d), want %q with its reason", stdout, code, want)
+	}
+	if _, _, code := cli(t, "--cache", dir, "gc", "--dry-run", "--prune-older-than", "1d"); code == 0 {
+		t.Fatal("gc --dry-run --prune-older-than succeeded; a dry run must not prune")
+	}
+	if _, err := s.Stat(t.Context(), d); err != nil {
+		t.Fatalf("gc --dry-run removed the blob: %v", err)
+	}
+}
