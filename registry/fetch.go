@@ -1,0 +1,240 @@
+package registry
+
+// The calls a registry mirror (package mirror) makes: a tag resolved to
+// its top manifest alone, and single manifests and blobs brought into the
+// store by digest, when a client asks for them. They go through the same
+// client (bounds, retries, timeouts, auth), flight group and leases as a
+// pull.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildcache/buildcache/cache"
+)
+
+// TopManifest is what ResolveTop found: the top manifest (an index, or a
+// single image's manifest) a reference points to, which is in the store.
+type TopManifest struct {
+	Descriptor v1.Descriptor // digest, size and media type
+	Source     cache.Source
+	// RemoteErr is the upstream failure behind a Stale or Reserved answer.
+	RemoteErr error
+}
+
+// ResolveTop resolves ref to its top manifest and stores that manifest
+// only: an index's platform manifests and blobs are left for FetchManifest
+// and FetchBlob, when a client asks for them. The tag's policy is
+// PullAlways with maxAge (0: one HEAD on every call): a stored top is
+// revalidated with one HEAD, fetched again only when the tag moved, and
+// served Stale when the upstream fails (stale-if-error) or Reserved when
+// the rate-limit reserve holds requests back. The reference is recorded
+// as a root of the store's index, as Resolve records it; a later Resolve
+// of it pulls whatever platforms it needs that the store lacks.
+//
+// Concurrent calls for one reference make one set of requests.
+func (r *Resolver) ResolveTop(ctx context.Context, ref string, maxAge time.Duration) (*TopManifest, error) {
+	parsed, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("registry: invalid image reference %q: %w", ref, err)
+	}
+	key := fmt.Sprintf("top|%s|%v", parsed.Name(), maxAge)
+	res, _, err := r.resolves.Do(ctx, key, func(ctx context.Context) (*cache.ResolvedImage, error) {
+		return r.resolveTop(ctx, parsed, maxAge)
+	})
+	if err != nil {
+		return nil, err
+	}
+	desc, ok := r.localDescriptor(ctx, res.Digest)
+	if !ok {
+		return nil, fmt.Errorf("registry: %s: top manifest %s: %w", ref, res.Digest, cache.ErrNotFound)
+	}
+	return &TopManifest{Descriptor: desc, Source: res.Source, RemoteErr: res.RemoteErr}, nil
+}
+
+func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge time.Duration) (*cache.ResolvedImage, error) {
+	refName := ref.Name()
+	host := ref.Context().RegistryStr()
+	ctx, t := withTally(ctx)
+	why := cache.Explanation{Policy: cache.PullAlways, MaxAge: maxAge}
+	var local *cache.ResolvedImage
+	if dref, ok := ref.(name.Digest); ok {
+		d, err := cache.ParseDigest(dref.DigestStr())
+		if err != nil {
+			return nil, err
+		}
+		if _, err := r.store.Stat(ctx, d); err == nil {
+			r.stats.hits.Add(1)
+			return &cache.ResolvedImage{Digest: d, Source: cache.Hit}, nil // immutable: no request
+		}
+		return r.fetchTop(ctx, ref, nil)
+	}
+	rec, err := r.lookup(ctx, refName)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		if _, err := r.store.Stat(ctx, rec.desc.Digest); err == nil {
+			local = &cache.ResolvedImage{Digest: rec.desc.Digest}
+		}
+	}
+	if local == nil {
+		if err := r.refuseHeld(refName, host); err != nil {
+			return nil, err
+		}
+		return r.fetchTop(ctx, ref, nil)
+	}
+	if maxAge > 0 && r.o.now().Sub(rec.lastChecked()) < maxAge {
+		r.stats.hits.Add(1)
+		local.Source = cache.Hit
+		return local, nil
+	}
+	head, err := r.head(ctx, ref, func() bool { reason, _ := r.hold(host); return reason == "" })
+	switch {
+	case errors.Is(err, errHeadNoDigest):
+		holdReason, until := r.hold(host)
+		return r.reserved(local, why, t, holdReason+": served the cached copy", until, nil)
+	case err != nil && r.o.reserve >= 0 && tooManyRequests(err):
+		reason, until := r.held429(host)
+		return r.reserved(local, why, t, reason+": served the cached copy", until, err)
+	case err != nil:
+		return r.staleOr(ctx, local, why, t, err)
+	}
+	if head.Digest == rec.desc.Digest {
+		if err := r.revalidated(ctx, refName, rec); err != nil {
+			return nil, err
+		}
+		r.stats.revalidated.Add(1)
+		local.Source = cache.Revalidated
+		return local, nil
+	}
+	res, err := r.fetchTop(ctx, ref, head)
+	if err != nil {
+		return r.staleOr(ctx, local, why, t, err)
+	}
+	return res, nil
+}
+
+// fetchTop GETs ref's top manifest (known's digest, if a HEAD gave one),
+// stores it and records ref -> it.
+func (r *Resolver) fetchTop(ctx context.Context, ref name.Reference, known *v1.Descriptor) (*cache.ResolvedImage, error) {
+	ctx, release, err := r.lease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	id := ref.Identifier()
+	if known != nil {
+		id = known.Digest.String()
+	}
+	top, raw, err := r.getManifest(ctx, ref.Context(), id)
+	if err != nil {
+		return nil, markOffline(err)
+	}
+	if err := r.putBytes(ctx, top.Digest, raw); err != nil {
+		return nil, err
+	}
+	if err := r.syncBlobs(ctx); err != nil {
+		return nil, err
+	}
+	if _, isDigest := ref.(name.Digest); !isDigest {
+		if err := r.remember(ctx, ref.Name(), top); err != nil {
+			return nil, err
+		}
+	}
+	r.stats.pulled.Add(1)
+	return &cache.ResolvedImage{Digest: top.Digest, Source: cache.Pulled}, nil
+}
+
+// FetchManifest makes sure manifest or index d of repo
+// ("registry:5000/team/app") is in the store, fetching it from the
+// registry if it is not, and describes it. Only bytes that hash to d are
+// stored; at most 4 MiB are read.
+func (r *Resolver) FetchManifest(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, error) {
+	if err := cache.ValidateDigest(d); err != nil {
+		return v1.Descriptor{}, err
+	}
+	rp, err := name.NewRepository(repo)
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("registry: invalid repository %q: %w", repo, err)
+	}
+	if desc, ok := r.localDescriptor(ctx, d); ok {
+		return desc, nil
+	}
+	_, _, err = r.blobs.Do(ctx, d.String(), func(ctx context.Context) (struct{}, error) {
+		ctx, release, err := r.lease(ctx)
+		if err != nil {
+			return struct{}{}, err
+		}
+		defer release()
+		_, raw, err := r.getManifest(ctx, rp, d.String()) // checks the bytes hash to d
+		if err != nil {
+			return struct{}{}, err
+		}
+		if err := r.putBytes(ctx, d, raw); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, r.syncBlobs(ctx)
+	})
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	desc, ok := r.localDescriptor(ctx, d)
+	if !ok {
+		return v1.Descriptor{}, fmt.Errorf("registry: %s@%s: fetched but not in the store: %w", repo, d, cache.ErrNotFound)
+	}
+	return desc, nil
+}
+
+// FetchBlob makes sure blob d of repo is in the store, fetching it from
+// the registry if it is not, and returns its size. A blob not stored costs
+// a HEAD (for the size that bounds the download) and a GET; concurrent
+// calls for one digest, and a pull fetching it, share one download. A
+// blob the registry does not have is a *RemoteError with Status 404.
+func (r *Resolver) FetchBlob(ctx context.Context, repo string, d v1.Hash) (int64, error) {
+	if err := cache.ValidateDigest(d); err != nil {
+		return 0, err
+	}
+	rp, err := name.NewRepository(repo)
+	if err != nil {
+		return 0, fmt.Errorf("registry: invalid repository %q: %w", repo, err)
+	}
+	if size, err := r.store.Stat(ctx, d); err == nil {
+		return size, nil
+	}
+	ctx, release, err := r.lease(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	resp, err := r.client.do(ctx, request{method: http.MethodHead, repo: rp, kind: "blobs", ref: d.String()})
+	if err != nil {
+		return 0, err
+	}
+	drain(resp)
+	if resp.ContentLength <= 0 {
+		return 0, &RemoteError{Op: "HEAD blob", URL: r.client.url(rp, "blobs", d.String()), Status: resp.StatusCode,
+			Err: errors.New("no Content-Length: the blob's size is unknown")}
+	}
+	if err := r.fetchBlob(ctx, rp, v1.Descriptor{Digest: d, Size: resp.ContentLength}, false, nil); err != nil {
+		return 0, err
+	}
+	if err := r.syncBlobs(ctx); err != nil {
+		return 0, err
+	}
+	return r.store.Stat(ctx, d)
+}
+
+// syncBlobs makes the blobs put so far durable, for stores that defer it.
+func (r *Resolver) syncBlobs(ctx context.Context) error {
+	if ds, ok := r.store.(deferredSyncer); ok {
+		return ds.SyncBlobs(ctx)
+	}
+	return nil
+}
