@@ -1,0 +1,180 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/registry"
+)
+
+// Mirror is an http.Handler serving the read side of the OCI distribution
+// API from a store, fetching through a registry.Resolver what the store
+// lacks. It is safe for concurrent use.
+type Mirror struct {
+	resolver *registry.Resolver
+	store    cache.LayerCache
+	o        options
+}
+
+type options struct {
+	defaultUpstream string            // host[:port], "" for none
+	upstreams       map[string]string // ?ns= value -> host[:port]
+	maxAge          time.Duration
+}
+
+// Option configures a Mirror.
+type Option func(*options) error
+
+// WithUpstream sets the upstream asked when a request names none (no
+// containerd ?ns= query): a registry host ("registry-1.docker.io",
+// "ghcr.io", "127.0.0.1:5000"), optionally with a scheme, which is
+// dropped: the resolver's client decides HTTP or HTTPS (plain HTTP for
+// loopback and its WithInsecureRegistries). Default: none, and such
+// requests are answered NAME_UNKNOWN.
+func WithUpstream(host string) Option {
+	return func(o *options) error {
+		h, err := upstreamHost(host)
+		if err != nil {
+			return err
+		}
+		o.defaultUpstream = h
+		return nil
+	}
+}
+
+// WithUpstreams maps the registry a request names with containerd's
+// ?ns=<registry> query ("docker.io", "ghcr.io") to the upstream host that
+// serves it ("registry-1.docker.io"). A request whose ns is not mapped is
+// answered NAME_UNKNOWN: the mirror is not an open proxy to any host a
+// client names. Default: no mapping.
+func WithUpstreams(m map[string]string) Option {
+	return func(o *options) error {
+		for ns, host := range m {
+			h, err := upstreamHost(host)
+			if err != nil {
+				return fmt.Errorf("mirror: upstream for %q: %w", ns, err)
+			}
+			if ns == "" {
+				return errors.New("mirror: WithUpstreams: empty registry name")
+			}
+			o.upstreams[ns] = h
+		}
+		return nil
+	}
+}
+
+// WithMaxAge serves a tag with no upstream request when it was
+// revalidated less than d ago. Default 0: one HEAD per tag request.
+func WithMaxAge(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("mirror: negative max age %v", d)
+		}
+		o.maxAge = d
+		return nil
+	}
+}
+
+func upstreamHost(s string) (string, error) {
+	h := strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
+	h = strings.TrimSuffix(h, "/")
+	if h == "" || strings.ContainsAny(h, "/?#@ ") {
+		return "", fmt.Errorf("mirror: upstream %q is not a registry host", s)
+	}
+	return h, nil
+}
+
+// New returns a mirror serving store, fetching what it lacks through
+// resolver, which must keep its images in store.
+func New(resolver *registry.Resolver, store cache.LayerCache, opts ...Option) (*Mirror, error) {
+	if resolver == nil || store == nil {
+		return nil, errors.New("mirror: New: nil resolver or store")
+	}
+	o := options{upstreams: map[string]string{}}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	return &Mirror{resolver: resolver, store: store, o: o}, nil
+}
+
+// ServeHTTP answers the distribution API's read requests.
+func (m *Mirror) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	switch req.Method {
+	case http.MethodGet, http.MethodHead:
+	default:
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, codeUnsupported, "this mirror is read-only")
+		return
+	}
+	if req.URL.Path == "/v2/" || req.URL.Path == "/v2" {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		if req.Method == http.MethodGet {
+			_, _ = w.Write([]byte("{}"))
+		}
+		return
+	}
+	name, kind, ref, ok := route(req.URL.Path)
+	if !ok || (kind != "manifests" && kind != "blobs") {
+		writeError(w, http.StatusNotFound, codeUnsupported, "not a distribution API read path")
+		return
+	}
+	if !validName(name) {
+		writeError(w, http.StatusBadRequest, codeNameInvalid, "invalid repository name")
+		return
+	}
+	repo, ok := m.upstreamRepo(req, name)
+	if !ok {
+		writeError(w, http.StatusNotFound, codeNameUnknown, "no upstream for this repository")
+		return
+	}
+	ctx, release := m.lease(req.Context())
+	defer release()
+	if kind == "manifests" {
+		m.serveManifest(ctx, w, req, repo, ref)
+		return
+	}
+	m.serveBlob(ctx, w, req, repo, ref)
+}
+
+// upstreamRepo returns "host/name" for the upstream the request selects.
+func (m *Mirror) upstreamRepo(req *http.Request, name string) (string, bool) {
+	host := m.o.defaultUpstream
+	hub := dockerHub(host)
+	if ns := req.URL.Query().Get("ns"); ns != "" {
+		h, ok := m.o.upstreams[ns]
+		if !ok {
+			return "", false
+		}
+		host, hub = h, dockerHub(ns) || dockerHub(h)
+	}
+	if host == "" {
+		return "", false
+	}
+	if hub && !strings.Contains(name, "/") {
+		name = "library/" + name
+	}
+	return host + "/" + name, true
+}
+
+// lease keeps the store's collectors off what a request fetches and
+// serves until it is answered, when the store can lease.
+func (m *Mirror) lease(ctx context.Context) (context.Context, func()) {
+	l, ok := m.store.(cache.Leaser)
+	if !ok {
+		return ctx, func() {}
+	}
+	leased, end, err := l.Lease(ctx)
+	if err != nil {
+		return ctx, func() {} // the resolver's own leases still cover its fetches
+	}
+	return leased, func() { _ = end() }
+}

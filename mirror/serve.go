@@ -1,0 +1,235 @@
+package mirror
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/buildcache/buildcache/cache"
+)
+
+// maxManifestBytes bounds a manifest read from the store, as the resolver
+// bounds one read from a registry.
+const maxManifestBytes = 4 << 20
+
+// serveManifest answers a manifest request. A tag goes through the
+// resolver's policy (ResolveTop: one HEAD, stale-if-error); a digest
+// stored is served with no upstream request, and one not stored is
+// fetched first.
+func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *http.Request, repo, ref string) {
+	var d v1.Hash
+	if strings.Contains(ref, ":") {
+		h, err := cache.ParseDigest(ref)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
+			return
+		}
+		if _, err := m.resolver.FetchManifest(ctx, repo, h); err != nil {
+			upstreamError(w, err, codeManifestUnknown)
+			return
+		}
+		d = h
+	} else {
+		if !validTag(ref) {
+			writeError(w, http.StatusBadRequest, codeManifestInvalid, "invalid tag")
+			return
+		}
+		top, err := m.resolver.ResolveTop(ctx, repo+":"+ref, m.o.maxAge)
+		if err != nil {
+			upstreamError(w, err, codeManifestUnknown)
+			return
+		}
+		d = top.Descriptor.Digest
+	}
+	raw, err := m.readManifest(ctx, d)
+	if err != nil {
+		upstreamError(w, err, codeManifestUnknown)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", string(mediaTypeOf(raw)))
+	h.Set("Content-Length", strconv.Itoa(len(raw)))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+	w.WriteHeader(http.StatusOK)
+	if req.Method == http.MethodGet {
+		_, _ = w.Write(raw)
+	}
+}
+
+// readManifest reads manifest d from the store, verified by its Get.
+func (m *Mirror) readManifest(ctx context.Context, d v1.Hash) ([]byte, error) {
+	rc, err := m.store.Get(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxManifestBytes {
+		return nil, fmt.Errorf("mirror: %s is larger than %d bytes, not a manifest", d, maxManifestBytes)
+	}
+	return b, nil
+}
+
+// mediaTypeOf is a manifest's own mediaType or, for an OCI manifest that
+// omits it (it is optional there), what its fields say it is.
+func mediaTypeOf(raw []byte) types.MediaType {
+	var m struct {
+		MediaType types.MediaType `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(raw, &m) == nil && m.MediaType != "" {
+		return m.MediaType
+	}
+	if len(m.Manifests) > 0 {
+		return types.OCIImageIndex
+	}
+	return types.OCIManifestSchema1
+}
+
+// serveBlob answers a blob request from the store, fetching the blob
+// into it first if it is not there.
+//
+// TODO(issue 13): stream a blob not yet stored to the client while it is
+// written and hashed. Today the whole blob is fetched into the store and
+// verified before the first byte is served: simple and never serves
+// unverified bytes, but a client's first byte of a cold large layer waits
+// for the whole download.
+func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo, ref string) {
+	d, err := cache.ParseDigest(ref)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
+		return
+	}
+	size, err := m.resolver.FetchBlob(ctx, repo, d)
+	if err != nil {
+		upstreamError(w, err, codeBlobUnknown)
+		return
+	}
+	start, n, partial, ok := parseRange(req.Header.Get("Range"), size)
+	if !ok {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUnknown, "range not satisfiable")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Etag", `"`+d.String()+`"`)
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	if req.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	rc, err := m.store.Get(ctx, d)
+	if err != nil {
+		upstreamError(w, err, codeBlobUnknown)
+		return
+	}
+	defer rc.Close()
+	if start > 0 {
+		if _, err := io.CopyN(io.Discard, rc, start); err != nil {
+			upstreamError(w, err, codeBlobUnknown)
+			return
+		}
+	}
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+n-1, size))
+		w.WriteHeader(http.StatusPartialContent)
+		// A range ends before the store's reader reaches the end where it
+		// checks the digest: the bytes were verified when stored.
+		_, _ = io.Copy(w, io.LimitReader(rc, n))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	if err := copyHoldingLast(w, rc); err != nil {
+		// Bytes that do not match the digest, or a read error: cut the
+		// connection so the client never sees a complete response.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// copyHoldingLast copies src to dst but writes the last byte only once
+// src has ended cleanly, so that an error the store's verifying reader
+// returns at the end (a digest mismatch) leaves the response short.
+func copyHoldingLast(dst io.Writer, src io.Reader) error {
+	buf := make([]byte, 32<<10)
+	var held []byte
+	var last [1]byte
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if held != nil {
+				if _, werr := dst.Write(held); werr != nil {
+					return werr
+				}
+			}
+			if _, werr := dst.Write(buf[:n-1]); werr != nil {
+				return werr
+			}
+			last[0] = buf[n-1]
+			held = last[:]
+		}
+		if errors.Is(err, io.EOF) {
+			if held != nil {
+				_, werr := dst.Write(held)
+				return werr
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// parseRange reads a Range header of one byte range ("bytes=a-b",
+// "bytes=a-", "bytes=-n") against a blob of size bytes. No header, or one
+// this mirror does not interpret (several ranges, another unit), serves
+// the whole blob, as RFC 9110 allows; ok is false for a range that cannot
+// be satisfied or does not parse.
+func parseRange(header string, size int64) (start, n int64, partial, ok bool) {
+	if header == "" {
+		return 0, size, false, true
+	}
+	spec, found := strings.CutPrefix(header, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, size, false, true
+	}
+	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false, false
+	}
+	if first == "" { // suffix: the last n bytes
+		k, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || k <= 0 || size == 0 {
+			return 0, 0, false, false
+		}
+		k = min(k, size)
+		return size - k, k, true, true
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || a < 0 || a >= size {
+		return 0, 0, false, false
+	}
+	b := size - 1
+	if last != "" {
+		if b, err = strconv.ParseInt(last, 10, 64); err != nil || b < a {
+			return 0, 0, false, false
+		}
+		b = min(b, size-1)
+	}
+	return a, b - a + 1, true, true
+}
