@@ -118,6 +118,7 @@ func (a *app) openCache(ctx context.Context, existing bool) (cache.LayerCache, e
 			// Open's errors name the URL without its secrets. Most are
 			// in the URL (scheme, parameters, credentials in it): usage
 			// errors; a local directory that cannot be opened is not.
+			err = &redactedError{"--cache: " + strings.TrimPrefix(err.Error(), "buildcache: "), err}
 			var pe *fs.PathError
 			if errors.As(err, &pe) || errors.Is(err, cache.ErrNoSpace) {
 				return nil, err
