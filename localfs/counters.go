@@ -187,8 +187,7 @@ func newCounterFile(root, tmpDir string, live *cache.Counters) *counterFile {
 }
 
 // startFlusher flushes c every interval until close; if owner becomes
-// unreachable without being closed, the flusher is stopped (after a last
-// flush) by a cleanup.
+// unreachable without being closed, the flusher is stopped by a cleanup.
 func (c *counterFile) startFlusher(owner *Store, interval time.Duration) {
 	go func() {
 		defer close(c.done)
@@ -203,13 +202,20 @@ func (c *counterFile) startFlusher(owner *Store, interval time.Duration) {
 			}
 		}
 	}()
-	runtime.AddCleanup(owner, func(c *counterFile) { _ = c.close() }, c)
+	// No last flush here: a cleanup runs at any time, even while the
+	// directory is being removed; an abandoned Store loses what it counted
+	// since its last flush, as a crash would.
+	runtime.AddCleanup(owner, func(c *counterFile) { c.stopFlusher() }, c)
+}
+
+func (c *counterFile) stopFlusher() {
+	c.once.Do(func() { close(c.stop) })
+	<-c.done
 }
 
 // close stops the flusher and flushes what is left.
 func (c *counterFile) close() error {
-	c.once.Do(func() { close(c.stop) })
-	<-c.done
+	c.stopFlusher()
 	return c.flush(context.Background())
 }
 
@@ -375,8 +381,8 @@ func (s *Store) FlushCounters(ctx context.Context) error {
 
 // Close flushes the counters and stops their background flusher. The
 // store stays usable (its counts are then flushed only by FlushCounters);
-// a Store that is never closed is flushed every few seconds, and a last
-// time when it is garbage collected.
+// a Store that is never closed is flushed every few seconds until it is
+// garbage collected, and loses what it counted since its last flush.
 func (s *Store) Close() error {
 	return s.counters.close()
 }
