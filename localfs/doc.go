@@ -16,6 +16,8 @@
 //	    gc.lock         taken by GC and eviction (exclusive), by commits (shared)
 //	    index.lock      serialises UpdateIndex and root records between processes
 //	    roots.journal   roots recorded since index.json was last rewritten
+//	    counters        lifetime counters of every process (Lifetime)
+//	    counters.lock   serialises their flushes
 //	    leases/         one locked file per lease of a pull in progress
 //
 // Open creates an empty layout in an empty or missing directory, and
@@ -66,9 +68,13 @@
 // A lease file that a collector can lock has no live holder (released, or
 // its process died) and is removed.
 //
-// What the store counts (Stats) and its view of the bytes in use are per
-// process: another process's writes are counted by the next eviction or
-// GC, which scan the directory.
+// What the store counts (Stats) is per process; Lifetime and
+// LifetimeStats sum every process, from .buildcache/counters, to which
+// each Store adds its counts every few seconds and on Close (a crash loses
+// at most those few seconds; a damaged file restarts from zero, never an
+// error). Its view of the bytes in use is shared (.buildcache/usage), and
+// another process's writes are counted by the next eviction or GC, which
+// scan the directory.
 //
 // # Links
 //

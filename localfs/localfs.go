@@ -41,9 +41,10 @@ type Store struct {
 	indexLock string
 	opts      options
 
-	stats cache.Counters
-	usage usage      // the bytes of blobs, shared by every process (usage.go)
-	reach reachCache // the last reachability computed, by index.json version
+	stats    *cache.Counters // not embedded: the counters' flusher holds them, not the Store
+	counters *counterFile    // the lifetime counters, across processes (counters.go)
+	usage    usage           // the bytes of blobs, shared by every process (usage.go)
+	reach    reachCache      // the last reachability computed, by index.json version
 
 	mu      sync.Mutex
 	writing map[string]*digestLock // in-process writers by digest hex
@@ -100,7 +101,9 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		writing:   map[string]*digestLock{},
 		view:      viewState{seed: maphash.MakeSeed()},
 		usage:     usage{path: filepath.Join(root, privateDir, usageFileName)},
+		stats:     &cache.Counters{},
 	}
+	s.counters = newCounterFile(root, s.tmpDir, s.stats)
 	if err := s.ensureDirs(); err != nil {
 		return nil, fmt.Errorf("localfs: Open %s: %w", root, noSpace(err))
 	}
@@ -109,6 +112,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	}
 	s.sweepTemps()
 	_ = s.CompactRoots(context.Background()) // roots a previous process journalled; a read-only store keeps its journal
+	s.counters.startFlusher(s, countersFlushInterval)
 	return s, nil
 }
 
@@ -142,7 +146,7 @@ func (s *Store) ensureDirs() error {
 func (s *Store) Dir() string { return s.root }
 
 // Stats reports what the store has done since it was opened, in this
-// process.
+// process; LifetimeStats sums every process that used the directory.
 func (s *Store) Stats() cache.Stats { return s.stats.Snapshot() }
 
 func (s *Store) blobPath(d v1.Hash) string { return filepath.Join(s.blobDir, d.Hex) }

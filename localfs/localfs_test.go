@@ -18,6 +18,7 @@ func newStore(t *testing.T, opts ...localfs.Option) *localfs.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() }) // before TempDir's removal: no flush races it
 	return s
 }
 

@@ -40,6 +40,7 @@ type Resolver struct {
 	blobs    flight.Group[string, struct{}]
 	walks    walkCache // what complete read of stored manifests
 	stats    resolverCounters
+	durable  durableCounters // stats added to the store's lifetime counters: durable.go
 
 	// checked holds revalidation times newer than the index records: the
 	// index is rewritten (two fsyncs) at most every persistInterval per
@@ -78,6 +79,7 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 		o:       o,
 		checked: map[string]time.Time{},
 		client:  c,
+		durable: durableCounters{to: counterStoreOf(store)},
 	}, nil
 }
 
@@ -125,6 +127,7 @@ func (r *Resolver) Stats() ResolverStats {
 // network is used. 64 concurrent calls for the same reference and options
 // make one set of requests.
 func (r *Resolver) Resolve(ctx context.Context, ref string, opts ...cache.ResolveOption) (*cache.ResolvedImage, error) {
+	defer r.persistCounters()
 	ro, err := cache.MakeResolveOptions(opts...)
 	if err != nil {
 		return nil, err

@@ -122,6 +122,7 @@ func openStore(t *testing.T) *localfs.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() }) // before TempDir's removal: no counters flush races it
 	return s
 }
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/netfail"
-	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -91,7 +90,8 @@ func exitCode(err error) int {
 type app struct {
 	stdout, stderr io.Writer
 
-	cacheDir string
+	cacheDir string           // --cache: a directory or a cache URL
+	cache    cache.LayerCache // opened by openCache, closed by run
 	json     bool
 	insecure []string
 	timeout  time.Duration // per registry wait; 0: the registry package's defaults
@@ -109,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	a.closeCache()
 	if err != nil && !a.started {
 		// Cobra failed before any command ran: an unknown command or
 		// flag, a missing argument.
@@ -141,7 +142,10 @@ func (a *app) rootCommand() *cobra.Command {
 		Short: "Keep base images and build blobs in a local cache",
 		Long: `buildcache resolves container base images to digests, keeps them in a
 local cache directory (an OCI image layout) and revalidates them with one
-HEAD request, so builds stop downloading what they already have.
+HEAD request, so builds stop downloading what they already have. --cache
+takes the directory or any cache URL (file://, s3://, oci://, tier://,
+mem://): warm and resolve work on every cache, ls on those that keep
+their roots, gc and verify on a local directory (or a tier's near one).
 
 ` + timeoutsHelp + "\n\n" + exitCodesHelp,
 		Args:          cobra.NoArgs,
@@ -156,7 +160,7 @@ HEAD request, so builds stop downloading what they already have.
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.cacheDir, "cache", osDefaultCacheDir(), "the cache `DIR`: $XDG_CACHE_HOME/buildcache, else ~/.cache/buildcache")
+	pf.StringVar(&a.cacheDir, "cache", osDefaultCacheDir(), "the cache: a `DIR` (default $XDG_CACHE_HOME/buildcache, else ~/.cache/buildcache) or a URL: file:///dir, s3://bucket/prefix?..., oci://host/repo, tier://?near=URL&far=URL, mem://")
 	pf.BoolVar(&a.json, "json", false, "print one JSON document on stdout, also on failure ({\"error\": ..., \"exit_code\": ...})")
 	pf.StringArrayVar(&a.insecure, "insecure-registry", nil, "talk plain HTTP to this registry `host:port` (repeatable; only loopback registries use it otherwise)")
 	pf.Var(durationValue{&a.timeout}, "timeout", timeoutHelp)
@@ -174,13 +178,6 @@ func (a *app) runE(fn func(cmd *cobra.Command, args []string) error) func(*cobra
 	}
 }
 
-func (a *app) openStore() (*localfs.Store, error) {
-	if a.cacheDir == "" {
-		return nil, usagef("no cache directory: pass --cache DIR, or set XDG_CACHE_HOME or HOME")
-	}
-	return localfs.Open(a.cacheDir)
-}
-
 // timeoutHelp says what --timeout bounds: each wait for a registry, not
 // the whole command, so that a registry gone silent is served stale.
 const timeoutHelp = "wait at most `D` for a registry to connect, answer or send more of a body, per try (0: 30s; TLS handshake 10s); not a deadline for the whole command"
@@ -194,7 +191,7 @@ const timeoutsHelp = `Timeouts:
   command, as a download that keeps moving may take longer: use timeout(1)
   for that.`
 
-func (a *app) newResolver(store *localfs.Store, opts ...registry.Option) (*registry.Resolver, error) {
+func (a *app) newResolver(store cache.LayerCache, opts ...registry.Option) (*registry.Resolver, error) {
 	base := []registry.Option{registry.WithInsecureRegistries(a.insecure...)}
 	if d := a.timeout; d > 0 {
 		base = append(base, registry.WithTimeouts(registry.Timeouts{Connect: d, TLSHandshake: d, ResponseHeader: d, Stall: d}))

@@ -1,11 +1,11 @@
 // Command buildcache warms, inspects and cleans a buildcache directory: the
 // local store (an OCI image layout) in which base images are kept, resolved
 // to digests per platform and revalidated against their registry with one
-// HEAD request.
+// HEAD request. It works on any other cache buildcache.Open opens, too.
 //
 // # Usage
 //
-//	buildcache [--cache DIR] [--json] [--insecure-registry HOST:PORT]... [--timeout D] COMMAND
+//	buildcache [--cache DIR|URL] [--json] [--insecure-registry HOST:PORT]... [--timeout D] COMMAND
 //
 //	warm IMAGE... [--platform P,P] [--policy always|if-not-present|never]
 //	    Make sure each image's requested platforms are stored, pulling what
@@ -28,9 +28,44 @@
 //	    recorded image reaches: unused for longer than --ttl, or least
 //	    recently used beyond --max-bytes (0 for either: all of them).
 //	stats
-//	    Blob count, bytes, recorded images and the store's counters.
+//	    Blob count, bytes, recorded images and the store's lifetime
+//	    counters: hits, misses, bytes in and out, evictions, corruptions,
+//	    errors, and the resolvers' resolves, hits, revalidations, pulls,
+//	    stale and reserved answers, blobs and bytes fetched.
 //
 // --cache defaults to $XDG_CACHE_HOME/buildcache, or ~/.cache/buildcache.
+//
+// # Caches
+//
+// --cache is a directory (a local store, created if missing or empty) or
+// any URL buildcache.Open takes: file:///dir, s3://bucket/prefix?...,
+// oci://host/repo, tier://?near=URL&far=URL, mem://. Credentials never come
+// from the URL, and URLs are printed without userinfo or query string. A
+// command uses what the cache offers, looking through a tier to its near
+// tier (and saying so on stderr):
+//
+//	warm, resolve  any cache; the resolver's records persist where the cache
+//	               keeps roots (a local store, or a tier whose near tier is one)
+//	ls             a cache whose roots outlive the process
+//	gc, verify     a local store's collector and blob check
+//	stats          any cache; lifetime counters from a local store, else
+//	               this process's counters
+//
+// A command the cache cannot serve exits 2, naming the scheme and what it
+// lacks ("gc needs a local store's garbage collector (localfs GC); the
+// cache s3://bucket/prefix (scheme s3) has none"); so does a URL that
+// cannot be opened.
+//
+// # Lifetime counters
+//
+// A local store keeps its counters in .buildcache/counters, for every
+// process that used it: each adds what it counted every few seconds and
+// when it ends, under a lock, replacing the file by a rename, so processes
+// never lose each other's additions and a reader never sees half a file.
+// A process killed loses at most its last few seconds. A file found
+// damaged (it carries a checksum) counts as empty, with a warning, and is
+// rewritten. A resolver adds its own counters there after every resolve
+// (registry.ResolverStatsFromCounters reads them back).
 // --json makes every command print one JSON document on stdout, also when
 // it fails ({"error": "...", "exit_code": N}); messages and progress go to
 // stderr. --insecure-registry talks plain HTTP to a registry (only loopback

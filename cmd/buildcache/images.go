@@ -14,7 +14,6 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/redact"
-	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -203,7 +202,7 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 	if err != nil {
 		return err
 	}
-	b, err := a.newBatch(logProgress, f.resolverOptions()...)
+	b, err := a.newBatch(ctx, logProgress, f.resolverOptions()...)
 	if err != nil {
 		return err
 	}
@@ -239,14 +238,14 @@ type resolved struct {
 // of the first failure.
 type batch struct {
 	a     *app
-	store *localfs.Store
+	store cache.LayerCache
 	res   *registry.Resolver
 	prog  *progress
 	first int
 }
 
-func (a *app) newBatch(logProgress bool, ropts ...registry.Option) (*batch, error) {
-	store, err := a.openStore()
+func (a *app) newBatch(ctx context.Context, logProgress bool, ropts ...registry.Option) (*batch, error) {
+	store, err := a.openCache(ctx, false)
 	if err != nil {
 		return nil, err
 	}

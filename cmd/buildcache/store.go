@@ -20,18 +20,6 @@ import (
 	"github.com/buildcache/buildcache/localfs"
 )
 
-// openExistingStore opens the cache for a command that reads or tidies it
-// (ls, stats, verify, gc): a directory that is neither missing, empty nor
-// a cache already is refused rather than silently made into one.
-func (a *app) openExistingStore() (*localfs.Store, error) {
-	if a.cacheDir != "" {
-		if err := checkIsStore(a.cacheDir); err != nil {
-			return nil, err
-		}
-	}
-	return a.openStore()
-}
-
 // checkIsStore accepts a cache (it has an oci-layout file), an empty
 // directory and a missing one.
 func checkIsStore(dir string) error {
@@ -50,7 +38,7 @@ func checkIsStore(dir string) error {
 
 // recordedImages returns the store's roots that a resolver recorded: those
 // with a reference name, sorted by it.
-func recordedImages(ctx context.Context, store *localfs.Store) ([]v1.Descriptor, error) {
+func recordedImages(ctx context.Context, store cache.RootIndex) ([]v1.Descriptor, error) {
 	im, err := store.Index(ctx)
 	if err != nil {
 		return nil, err
@@ -92,11 +80,15 @@ each). With --json: {"images": [{"ref", "digest", "resolved_at",
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, err := a.openExistingStore()
+			store, err := a.openCache(ctx, true)
 			if err != nil {
 				return err
 			}
-			roots, err := recordedImages(ctx, store)
+			index, ok := persistentRoots(store)
+			if !ok {
+				return a.refuse("ls", "the roots a resolver records (a cache.RootIndex that outlives the process)")
+			}
+			roots, err := recordedImages(ctx, index)
 			if err != nil {
 				return err
 			}
@@ -169,9 +161,17 @@ verify exit 1. With --json: {"checked", "bytes", "bad": [{"digest",
 ` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			store, err := a.openExistingStore()
+			c, err := a.openCache(cmd.Context(), true)
 			if err != nil {
 				return err
+			}
+			store, err := localStoreFor[verifier](a, c, "verify", "a local store's blob check (localfs Verify)")
+			if err != nil {
+				return err
+			}
+			where := a.cacheName()
+			if d, ok := store.(dirStore); ok {
+				where = d.Dir()
 			}
 			var opts []localfs.VerifyOption
 			if remove {
@@ -227,10 +227,10 @@ verify exit 1. With --json: {"checked", "bytes", "bad": [{"digest",
 				if !remove {
 					hint = "; verify --remove removes them"
 				}
-				return fmt.Errorf("%d bad blobs in %s%s: %w", left, store.Dir(), hint, cache.ErrCorrupt)
+				return fmt.Errorf("%d bad blobs in %s%s: %w", left, where, hint, cache.ErrCorrupt)
 			}
 			if len(rep.Unchecked) > 0 {
-				return fmt.Errorf("%d blobs in %s could not be checked", len(rep.Unchecked), store.Dir())
+				return fmt.Errorf("%d blobs in %s could not be checked", len(rep.Unchecked), where)
 			}
 			return nil
 		}),
@@ -277,7 +277,11 @@ progress.
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, err := a.openExistingStore()
+			c, err := a.openCache(ctx, true)
+			if err != nil {
+				return err
+			}
+			store, err := localStoreFor[collector](a, c, "gc", "a local store's garbage collector (localfs GC)")
 			if err != nil {
 				return err
 			}
@@ -286,7 +290,7 @@ progress.
 				return usagef("--dry-run does not combine with --prune-older-than: pruning changes index.json, which a dry run must not")
 			}
 			if cmd.Flags().Changed("prune-older-than") {
-				res, err := a.newResolver(store)
+				res, err := a.newResolver(c) // the roots are c's: a tier's are its near tier's
 				if err != nil {
 					return err
 				}
@@ -388,71 +392,4 @@ type gcCandidate struct {
 	Size    int64     `json:"size"`
 	LastUse time.Time `json:"last_use"`
 	Reason  string    `json:"reason"`
-}
-
-func (a *app) statsCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "stats",
-		Short: "Show the cache's size and counters",
-		Long: `Show the cache directory, its blob count and bytes, the images recorded,
-and the store's counters. The counters count what this process did since it
-opened the store, so they are mostly zero here; they are the same ones a
-program using the library reports. With --json: {"dir", "blobs", "bytes",
-"images", "counters": {"hits", "misses", "bytes_in", "bytes_out",
-"evictions", "corruptions", "errors", "hit_ratio"}}.
-
-` + seeExitCodes,
-		Args: cobra.NoArgs,
-		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			store, err := a.openExistingStore()
-			if err != nil {
-				return err
-			}
-			var blobs int
-			var size int64
-			if err := store.Walk(ctx, func(_ v1.Hash, n int64) error {
-				blobs++
-				size += n
-				return nil
-			}); err != nil {
-				return err
-			}
-			roots, err := recordedImages(ctx, store)
-			if err != nil {
-				return err
-			}
-			s := store.Stats()
-			type counters struct {
-				Hits        uint64  `json:"hits"`
-				Misses      uint64  `json:"misses"`
-				BytesIn     uint64  `json:"bytes_in"`
-				BytesOut    uint64  `json:"bytes_out"`
-				Evictions   uint64  `json:"evictions"`
-				Corruptions uint64  `json:"corruptions"`
-				Errors      uint64  `json:"errors"`
-				HitRatio    float64 `json:"hit_ratio"`
-			}
-			out := struct {
-				Dir      string   `json:"dir"`
-				Blobs    int      `json:"blobs"`
-				Bytes    int64    `json:"bytes"`
-				Images   int      `json:"images"`
-				Counters counters `json:"counters"`
-			}{store.Dir(), blobs, size, len(roots),
-				counters{s.Hits, s.Misses, s.BytesIn, s.BytesOut, s.Evictions, s.Corruptions, s.Errors, s.HitRatio()}}
-			if a.json {
-				return a.printJSON(out)
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "dir\t%s\n", out.Dir)
-			fmt.Fprintf(tw, "blobs\t%d\n", out.Blobs)
-			fmt.Fprintf(tw, "bytes\t%d (%s)\n", out.Bytes, humanize.IBytes(uint64(out.Bytes)))
-			fmt.Fprintf(tw, "images\t%d\n", out.Images)
-			c := out.Counters
-			fmt.Fprintf(tw, "hits\t%d\nmisses\t%d\nhit ratio\t%.2f\nbytes in\t%d\nbytes out\t%d\nevictions\t%d\ncorruptions\t%d\nerrors\t%d\n",
-				c.Hits, c.Misses, c.HitRatio, c.BytesIn, c.BytesOut, c.Evictions, c.Corruptions, c.Errors)
-			return tw.Flush()
-		}),
-	}
 }

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"strings"
+
+	"github.com/buildcache/buildcache"
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/redact"
+	"github.com/buildcache/buildcache/localfs"
+)
+
+// --cache is a directory (a local store, as it always was) or any URL
+// buildcache.Open takes. Every command works on a cache.LayerCache and
+// asks it, through the small interfaces below, for what else it needs:
+// ls the roots, gc and verify a local store's collector and checker,
+// stats the lifetime counters. A tier is seen through to its near tier
+// for those (its roots are the near tier's already); a cache that lacks
+// what a command needs is refused with a usage error naming both.
+
+// collector is localfs.Store's garbage collector.
+type collector interface {
+	GC(ctx context.Context, opts ...localfs.GCOption) (localfs.GCReport, error)
+}
+
+// verifier is localfs.Store's check of every blob.
+type verifier interface {
+	Verify(ctx context.Context, opts ...localfs.VerifyOption) (localfs.VerifyReport, error)
+}
+
+// lifetimeCounter keeps counters across processes (localfs.Store).
+type lifetimeCounter interface {
+	Lifetime(ctx context.Context) (localfs.Lifetime, error)
+}
+
+// dirStore is a cache in a local directory.
+type dirStore interface{ Dir() string }
+
+// tiered is a tier.Cache.
+type tiered interface {
+	Near() cache.LayerCache
+	Far() cache.LayerCache
+}
+
+// capability finds in c, or through tiers in their near tier, what
+// satisfies T. near reports that it is the near tier's.
+func capability[T any](c cache.LayerCache) (found T, near bool, ok bool) {
+	for depth := 0; depth < 4; depth++ { // a tier of tiers, but no cycle
+		if t, ok := c.(T); ok {
+			return t, depth > 0, true
+		}
+		t, ok := c.(tiered)
+		if !ok {
+			break
+		}
+		c = t.Near()
+	}
+	return found, false, false
+}
+
+// persistentRoots reports whether c keeps its roots (cache.RootIndex)
+// beyond this process: a tier keeps them in memory unless its near tier
+// keeps them.
+func persistentRoots(c cache.LayerCache) (cache.RootIndex, bool) {
+	ri, ok := c.(cache.RootIndex)
+	if !ok {
+		return nil, false
+	}
+	if t, isTier := c.(tiered); isTier {
+		if _, ok := persistentRoots(t.Near()); !ok {
+			return nil, false
+		}
+	}
+	return ri, true
+}
+
+// isURL tells a cache URL from a directory: a scheme and "://".
+func isURL(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	return ok && scheme != "" && !strings.ContainsAny(scheme, `/\`)
+}
+
+// openCache opens --cache. With existing, the command reads or tidies the
+// cache (ls, stats, verify, gc): a local directory that is neither missing,
+// empty nor a cache already is refused rather than made into one.
+func (a *app) openCache(ctx context.Context, existing bool) (cache.LayerCache, error) {
+	if a.cache != nil {
+		return a.cache, nil
+	}
+	raw := a.cacheDir
+	if raw == "" {
+		return nil, usagef("no cache: pass --cache DIR or URL, or set XDG_CACHE_HOME or HOME")
+	}
+	var c cache.LayerCache
+	if !isURL(raw) {
+		if existing {
+			if err := checkIsStore(raw); err != nil {
+				return nil, err
+			}
+		}
+		s, err := localfs.Open(raw)
+		if err != nil {
+			return nil, err
+		}
+		c = s
+	} else {
+		if u, err := url.Parse(raw); err == nil && strings.EqualFold(u.Scheme, "file") && existing && u.Path != "" {
+			if err := checkIsStore(u.Path); err != nil {
+				return nil, err
+			}
+		}
+		var err error
+		if c, err = buildcache.Open(ctx, raw); err != nil {
+			// Open's errors name the URL without its secrets. Most are
+			// in the URL (scheme, parameters, credentials in it): usage
+			// errors; a local directory that cannot be opened is not.
+			err = &redactedError{"--cache: " + strings.TrimPrefix(err.Error(), "buildcache: "), err}
+			var pe *fs.PathError
+			if errors.As(err, &pe) || errors.Is(err, cache.ErrNoSpace) {
+				return nil, err
+			}
+			return nil, &usageError{err}
+		}
+	}
+	a.cache = c
+	return c, nil
+}
+
+// closeCache finishes with the cache at the end of the command: it waits
+// for a tier's background far writes and closes what can be closed (a
+// local store flushes its lifetime counters).
+func (a *app) closeCache() {
+	if a.cache == nil {
+		return
+	}
+	var closeAll func(c cache.LayerCache)
+	closeAll = func(c cache.LayerCache) {
+		if f, ok := c.(interface{ Flush() }); ok {
+			f.Flush()
+		}
+		if t, ok := c.(tiered); ok {
+			closeAll(t.Near())
+			closeAll(t.Far())
+		}
+		if cl, ok := c.(interface{ Close() error }); ok {
+			if err := cl.Close(); err != nil {
+				a.warnf("%v", err)
+			}
+		}
+	}
+	closeAll(a.cache)
+	a.cache = nil
+}
+
+// cacheName is --cache as it may be printed: a directory as it is, a URL
+// without credentials or query string, except that a tier's near and far
+// URLs are named (each redacted).
+func (a *app) cacheName() string {
+	raw := a.cacheDir
+	if !isURL(raw) {
+		return raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return redact.String(raw)
+	}
+	if strings.EqualFold(u.Scheme, "tier") {
+		q := u.Query()
+		return fmt.Sprintf("tier://?near=%s&far=%s", redact.String(q.Get("near")), redact.String(q.Get("far")))
+	}
+	return redact.URL(u)
+}
+
+// cacheScheme is the scheme of --cache: "file" for a directory.
+func (a *app) cacheScheme() string {
+	if !isURL(a.cacheDir) {
+		return "file"
+	}
+	scheme, _, _ := strings.Cut(a.cacheDir, "://")
+	return strings.ToLower(scheme)
+}
+
+// refuse is the usage error of a command that needs what the cache lacks.
+func (a *app) refuse(command, needs string) error {
+	return usagef("%s needs %s; the cache %s (scheme %s) has none: pass --cache with a local directory, file:// URL, or a tier:// whose near tier is one",
+		command, needs, a.cacheName(), a.cacheScheme())
+}
+
+// localStoreFor finds the local store a command that needs T works on,
+// telling the user when it is a tier's near tier.
+func localStoreFor[T any](a *app, c cache.LayerCache, command, needs string) (T, error) {
+	t, near, ok := capability[T](c)
+	if !ok {
+		return t, a.refuse(command, needs)
+	}
+	if near {
+		where := "the near tier"
+		if d, ok := any(t).(dirStore); ok {
+			where += " " + d.Dir()
+		}
+		fmt.Fprintf(a.stderr, "%s: working on %s of %s (the far tier is left alone)\n", command, where, a.cacheName())
+	}
+	return t, nil
+}
