@@ -43,7 +43,9 @@ const meanEntryCost = 1 << 10
 // next Get, unless ristretto declined to keep it (the cache was full and
 // the key was not worth a place, or the value alone exceeds the bound).
 // That only costs a reload: a value is never served after its TTL, however
-// late ristretto removes it.
+// late ristretto removes it, save with the real clock on a machine so busy
+// that the timer taking a hot entry out of the front 10ms before its TTL
+// ends runs later than that (see front).
 //
 // A load that panics makes every caller waiting for it panic with an error
 // that holds the original value and the load's stack; nothing is stored,
