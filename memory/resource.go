@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,9 @@ const meanEntryCost = 1 << 10
 // next Get, unless ristretto declined to keep it (the cache was full and
 // the key was not worth a place, or the value alone exceeds the bound).
 // That only costs a reload: a value is never served after its TTL, however
-// late ristretto removes it.
+// late ristretto removes it, save with the real clock on a machine so busy
+// that the timer taking a hot entry out of the front 10ms before its TTL
+// ends runs later than that (see front).
 //
 // A load that panics makes every caller waiting for it panic with an error
 // that holds the original value and the load's stack; nothing is stored,
@@ -76,6 +79,8 @@ type Cache[K comparable, V any] struct {
 	closed  bool
 	purging atomic.Bool // Clear is running: its removals are not evictions
 
+	front front[K, V] // hot entries, with the real clock only: see front
+
 	stats counters
 }
 
@@ -88,6 +93,9 @@ type entry[K comparable, V any] struct {
 	val     V
 	err     error // non-nil: a negative entry
 	expires time.Time
+
+	late  atomic.Bool // out of the front, or never in it: read through ristretto
+	timer *time.Timer // takes the entry out of the front; guarded by front.mu
 }
 
 // loaded is what a load hands from its goroutine to publish: the value
@@ -143,8 +151,13 @@ func New[K comparable, V any](opts ...Option) (*Cache[K, V], error) {
 		// by comparing the key stored in the entry. A collision only makes
 		// two keys take turns in one slot.
 		KeyToHash: func(h uint64) (uint64, uint64) { return h, 0 },
-		OnEvict:   func(*ristretto.Item[*entry[K, V]]) { c.countEviction() },
-		OnReject:  func(*ristretto.Item[*entry[K, V]]) { c.countEviction() },
+		OnEvict: func(it *ristretto.Item[*entry[K, V]]) {
+			c.countEviction()
+			if c.realClock && it.Value != nil {
+				c.demote(it.Value)
+			}
+		},
+		OnReject: func(*ristretto.Item[*entry[K, V]]) { c.countEviction() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
@@ -184,10 +197,33 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K, load func(context.Context)
 // nothing. Callers whose load is a closure call Peek first, so that a hit
 // does not pay for making the closure.
 func (c *Cache[K, V]) Peek(key K) (v V, ok bool, err error) {
+	if c.realClock {
+		if e, ok := c.front.hot(key); ok {
+			r := rand.Uint32() // one draw for the sample and the hit's stripe
+			if r%frontSample == 0 {
+				c.store.Get(c.hash(key)) // for the admission policy's counts
+			}
+			if e.err != nil {
+				c.stats.negativeHits.Add(1)
+				return v, true, e.err
+			}
+			c.stats.hitIn(r / frontSample)
+			return e.val, true, nil
+		}
+	}
+	epoch := c.front.epoch.Load()
 	e, ok := c.store.Get(c.hash(key))
 	if !ok || e.key != key || !c.fresh(e.expires) {
 		return v, false, nil
 	}
+	if c.realClock {
+		c.promote(key, e, epoch)
+	}
+	return c.answer(e)
+}
+
+// answer returns what a fresh entry holds, counting the hit.
+func (c *Cache[K, V]) answer(e *entry[K, V]) (v V, ok bool, err error) {
 	if e.err != nil {
 		c.stats.negativeHits.Add(1)
 		return v, true, e.err
@@ -232,6 +268,7 @@ func (c *Cache[K, V]) Invalidate(key K) {
 		// load in flight is stale now.
 		c.store.Del(c.hash(key))
 	}
+	c.unfront(key)
 }
 
 // Purge drops every entry. Loads already running finish for their callers
@@ -245,6 +282,7 @@ func (c *Cache[K, V]) Purge() {
 		c.store.Clear()
 		c.purging.Store(false)
 	}
+	c.unfrontAll()
 }
 
 // Close drops every entry and stops ristretto's goroutines. Loads already
@@ -262,6 +300,7 @@ func (c *Cache[K, V]) Close() {
 		c.purging.Store(true) // Close clears first: not evictions either
 		c.store.Close()
 	}
+	c.unfrontAll()
 }
 
 // do joins the load of key in flight (Get) or starts a new one (Get with
@@ -343,5 +382,8 @@ func (c *Cache[K, V]) publish(key K, l loaded[V], err error, current func() bool
 		// is an update rather than a second insert, which ristretto would
 		// reject.
 		c.store.Wait()
+		if c.realClock {
+			c.unfront(key) // the entry it replaced, if promoted
+		}
 	}
 }
