@@ -136,7 +136,9 @@ func StopSharedBuildkitd() {
 	shared.b, shared.err = nil, nil
 }
 
-func launchBuildkitd() (*Buildkitd, error) {
+// launchBuildkitd starts buildkitd; extra are more command-line flags
+// (StartBuildkitdWithConfig's --config).
+func launchBuildkitd(extra ...string) (*Buildkitd, error) {
 	bin, err := buildkitdBinary()
 	if err != nil {
 		return nil, err
@@ -163,12 +165,12 @@ func launchBuildkitd() (*Buildkitd, error) {
 		sock: sock,
 		log:  &lockedBuffer{},
 	}
-	b.cmd = exec.Command(bin,
+	b.cmd = exec.Command(bin, append([]string{
 		"--root", root,
 		"--addr", b.Addr,
 		"--oci-worker=true",
 		"--containerd-worker=false",
-	)
+	}, extra...)...)
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		b.removeDirs()
