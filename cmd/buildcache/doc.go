@@ -27,6 +27,12 @@
 //	    Drop the records of images not resolved for D, then remove blobs no
 //	    recorded image reaches: unused for longer than --ttl, or least
 //	    recently used beyond --max-bytes (0 for either: all of them).
+//	serve --upstream NS=URL... [--listen 127.0.0.1:5000] [--default-upstream NS]
+//	      [--max-age D] [--tls-cert F --tls-key F] [--htpasswd F] [--token-file F]
+//	      [--log-format text|json] [--metrics-listen ADDR] [--shutdown-timeout D]
+//	    Serve the cache as a pull-through registry mirror for Docker,
+//	    containerd, the kubelet and buildkitd, until SIGTERM or SIGINT;
+//	    loopback only unless --allow-remote. `buildcache serve --help` says more.
 //	stats
 //	    Blob count, bytes, recorded images and the store's lifetime
 //	    counters: hits, misses, bytes in and out, evictions, corruptions,

@@ -1,0 +1,500 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/metrics"
+	"github.com/buildcache/buildcache/mirror"
+	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/tier"
+)
+
+// serveFlags are serve's flags.
+type serveFlags struct {
+	listen          string
+	metricsListen   string
+	allowRemote     bool
+	upstreams       []string
+	defaultUpstream string
+	maxAge          time.Duration
+	tlsCert, tlsKey string
+	htpasswd        string
+	tokenFile       string
+	logFormat       string
+	shutdownTimeout time.Duration
+}
+
+// The server's own timeouts: a client gets this long to send its request
+// headers, and an idle keep-alive connection is closed after idleTimeout.
+// There is no write timeout: a large blob to a slow client may take long,
+// and the resolver's stall timeouts bound the upstream side.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = time.Minute // requests are GET and HEAD: no body to wait for
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+	// abandonWait bounds the wait for handlers still running after the
+	// grace period, once their contexts are cancelled.
+	abandonWait = 5 * time.Second
+)
+
+func (a *app) serveCommand() *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve --upstream NS=URL... [flags]",
+		Short: "Serve the cache as a pull-through registry mirror",
+		Long: `Serve the read side of the OCI distribution API from the cache, fetching
+what it lacks from the upstream registries: a pull-through mirror for the
+Docker daemon (registry-mirrors), containerd and the kubelet (hosts.toml),
+and buildkitd (buildkitd.toml mirrors). A tag request revalidates with one
+HEAD upstream (none within --max-age) and is served from the cache when the
+upstream fails; a digest that is cached makes no upstream request.
+
+--upstream NS=URL maps the registry a client names (containerd's ?ns=
+query) to the upstream that serves it: docker.io=https://registry-1.docker.io,
+ghcr.io=https://ghcr.io. NS alone means NS=https://NS (docker.io:
+registry-1.docker.io). An http:// URL is spoken to over plain HTTP.
+Requests without ?ns= (the Docker daemon, buildkitd) go to
+--default-upstream: by default the only --upstream, else docker.io when it
+is mapped, else none (such requests are answered NAME_UNKNOWN).
+Upstream credentials come from Docker's config.json and credential helpers.
+
+The mirror listens on loopback: a --listen address that is not loopback is
+refused unless --allow-remote is given (then use --tls-cert/--tls-key and
+--htpasswd or --token-file: a warning says so otherwise). Clients
+authenticate with basic credentials checked against a bcrypt htpasswd file
+(htpasswd -B), or with a static token sent as "Authorization: Bearer TOKEN"
+or as the password of basic credentials; both flags may be given.
+/metrics serves Prometheus metrics on the same listener (behind the same
+authentication), or on --metrics-listen ADDR without it ("off": none).
+
+Every request is logged on stderr (method, path, status, bytes, duration,
+client address; never a header or the query's values but ns), as text or
+JSON (--log-format). The first record says "listening" with the address.
+On SIGTERM or SIGINT the mirror stops accepting connections, lets requests
+in progress finish for --shutdown-timeout, then cancels them (a blob being
+fetched is not stored half), and closes the cache so its counters are
+kept; a second signal cuts the wait short.
+
+` + seeExitCodes,
+		Args: cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return a.serve(cmd.Context(), f)
+		}),
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:5000", "serve on `ADDR` (host:port; port 0 picks one)")
+	fl.BoolVar(&f.allowRemote, "allow-remote", false, "allow a --listen or --metrics-listen address that is not loopback")
+	fl.StringArrayVar(&f.upstreams, "upstream", nil, "mirror registry `NS=URL` (repeatable): docker.io=https://registry-1.docker.io; NS alone for https://NS")
+	fl.StringVar(&f.defaultUpstream, "default-upstream", "", "the `NS` of --upstream that requests naming no registry go to (default: the only --upstream, else docker.io if mapped)")
+	fl.Var(durationValue{&f.maxAge}, "max-age", "serve a tag with no upstream request for `D` after it was last checked (default 0: one HEAD per tag request)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS (TLS 1.2 or later) with the certificate chain in PEM `FILE` (needs --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "the private key of --tls-cert, in PEM `FILE`")
+	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic credentials listed in `FILE` (user:bcrypt-hash lines, as htpasswd -B writes)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "require the token in `FILE`, as a bearer token or a basic password")
+	fl.StringVar(&f.logFormat, "log-format", "text", "access log format on stderr: text or json")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on `ADDR` instead of the mirror's listener, without authentication; off for none")
+	fl.Var(durationValue{&f.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, let requests in progress finish for `D` (default 30s)")
+	return cmd
+}
+
+// upstream is one parsed --upstream.
+type upstream struct {
+	ns       string // what clients name: "docker.io"
+	host     string // what is asked: "registry-1.docker.io"
+	insecure bool   // plain HTTP
+}
+
+func parseUpstream(s string) (upstream, error) {
+	ns, raw, hasURL := strings.Cut(s, "=")
+	ns = strings.TrimSpace(ns)
+	if ns == "" || strings.ContainsAny(ns, "/?#@ ") {
+		return upstream{}, usagef("--upstream %q: want NS=URL (docker.io=https://registry-1.docker.io) or a registry name", s)
+	}
+	if !hasURL {
+		raw = "https://" + ns
+		if ns == "docker.io" {
+			raw = "https://registry-1.docker.io"
+		}
+	}
+	if !strings.Contains(raw, "://") {
+		raw = "https://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return upstream{}, usagef("--upstream %q: the URL must be scheme://host[:port] (credentials come from Docker's config.json)", s)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return upstream{ns: ns, host: u.Host}, nil
+	case "http":
+		return upstream{ns: ns, host: u.Host, insecure: true}, nil
+	}
+	return upstream{}, usagef("--upstream %q: scheme %q: want http or https", s, u.Scheme)
+}
+
+// checkLoopback refuses an address other machines can reach unless
+// allowed: a mirror serves what it can fetch with its credentials.
+func checkLoopback(flag, addr string, allowRemote bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usagef("--%s %q: want host:port: %v", flag, addr, err)
+	}
+	if allowRemote || host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return usagef("--%s %s is not a loopback address: pass --allow-remote to serve other machines (with --tls-cert and --htpasswd or --token-file)", flag, addr)
+}
+
+// serveConfig is everything serve checks before it opens the cache.
+type serveConfig struct {
+	upstreams   map[string]string
+	defaultHost string
+	insecure    []string
+	names       []string // "ns=scheme://host" for the listening record
+	tls         *tls.Config
+	auth        mirror.Checker // nil: no authentication
+	logger      *slog.Logger
+}
+
+func (a *app) serveConfig(f *serveFlags) (*serveConfig, error) {
+	c := &serveConfig{upstreams: map[string]string{}}
+	switch f.logFormat {
+	case "text":
+		c.logger = slog.New(slog.NewTextHandler(a.stderr, nil))
+	case "json":
+		c.logger = slog.New(slog.NewJSONHandler(a.stderr, nil))
+	default:
+		return nil, usagef("--log-format %q: want text or json", f.logFormat)
+	}
+	if len(f.upstreams) == 0 {
+		return nil, usagef("serve needs at least one --upstream NS=URL (docker.io=https://registry-1.docker.io)")
+	}
+	for _, s := range f.upstreams {
+		u, err := parseUpstream(s)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := c.upstreams[u.ns]; dup {
+			return nil, usagef("--upstream %s is given twice", u.ns)
+		}
+		c.upstreams[u.ns] = u.host
+		scheme := "https"
+		if u.insecure {
+			c.insecure = append(c.insecure, u.host)
+			scheme = "http"
+		}
+		c.names = append(c.names, u.ns+"="+scheme+"://"+u.host)
+	}
+	sort.Strings(c.names)
+	switch def := f.defaultUpstream; {
+	case def != "":
+		h, ok := c.upstreams[def]
+		if !ok {
+			return nil, usagef("--default-upstream %s is not one of the --upstream registries", def)
+		}
+		c.defaultHost = h
+	case len(c.upstreams) == 1:
+		for _, h := range c.upstreams {
+			c.defaultHost = h
+		}
+	default:
+		c.defaultHost = c.upstreams["docker.io"]
+	}
+	if err := checkLoopback("listen", f.listen, f.allowRemote); err != nil {
+		return nil, err
+	}
+	if f.metricsListen != "" && f.metricsListen != "off" {
+		if err := checkLoopback("metrics-listen", f.metricsListen, f.allowRemote); err != nil {
+			return nil, err
+		}
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		pair, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return nil, usagef("--tls-cert/--tls-key: %v", err)
+		}
+		c.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	}
+	var checkers []mirror.Checker
+	if f.htpasswd != "" {
+		file, err := os.Open(f.htpasswd)
+		if err != nil {
+			return nil, usagef("--htpasswd: %v", err)
+		}
+		h, err := mirror.ParseHtpasswd(file)
+		file.Close()
+		if err != nil {
+			return nil, usagef("--htpasswd %s: %v", f.htpasswd, err)
+		}
+		checkers = append(checkers, h)
+	}
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, usagef("--token-file: %v", err)
+		}
+		t, err := mirror.NewBearerToken(string(b))
+		if err != nil {
+			return nil, usagef("--token-file %s: %v", f.tokenFile, err)
+		}
+		checkers = append(checkers, t)
+	}
+	if len(checkers) > 0 {
+		c.auth = mirror.AnyOf(checkers...)
+	}
+	if f.allowRemote && (c.tls == nil || c.auth == nil) {
+		a.warnf("serve --allow-remote without TLS and authentication: anyone who reaches the port can pull through this mirror with its upstream credentials, in clear text")
+	}
+	return c, nil
+}
+
+func (a *app) serve(ctx context.Context, f *serveFlags) error {
+	cfg, err := a.serveConfig(f)
+	if err != nil {
+		return err
+	}
+	grace := f.shutdownTimeout
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	store, err := a.openCache(ctx, false)
+	if err != nil {
+		return err
+	}
+	res, err := a.newResolver(store, registry.WithInsecureRegistries(cfg.insecure...))
+	if err != nil {
+		return err
+	}
+	opts := []mirror.Option{mirror.WithUpstreams(cfg.upstreams), mirror.WithMaxAge(f.maxAge)}
+	if cfg.defaultHost != "" {
+		opts = append(opts, mirror.WithUpstream(cfg.defaultHost))
+	}
+	m, err := mirror.New(res, store, opts...)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	metricsHandler := promhttp.HandlerFor(metricsRegistry(res, store), promhttp.HandlerOpts{})
+
+	var main http.Handler = m
+	if f.metricsListen == "" {
+		main = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.URL.Path == "/metrics" && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+				metricsHandler.ServeHTTP(w, req)
+				return
+			}
+			m.ServeHTTP(w, req)
+		})
+	}
+	if cfg.auth != nil {
+		main = mirror.RequireAuth(main, cfg.auth)
+	}
+	inflight := &tracker{}
+	main = mirror.AccessLog(inflight.wrap(main), cfg.logger)
+
+	// Handlers' contexts outlive the signal, to finish in the grace
+	// period, and are cancelled when it ends.
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			TLSConfig:         cfg.tls,
+			ErrorLog:          slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn),
+			BaseContext:       func(net.Listener) context.Context { return handlerCtx },
+		}
+	}
+
+	var servers []listening
+	defer func() {
+		for _, s := range servers {
+			s.l.Close()
+		}
+	}()
+	l, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	servers = append(servers, listening{newServer(main), l, cfg.tls != nil})
+	if f.metricsListen != "" && f.metricsListen != "off" {
+		ml, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metricsHandler)
+		servers = append(servers, listening{newServer(mirror.AccessLog(mux, cfg.logger)), ml, false})
+	}
+
+	scheme := "http"
+	if cfg.tls != nil {
+		scheme = "https"
+	}
+	attrs := []any{"addr", l.Addr().String(), "url", scheme + "://" + l.Addr().String(),
+		"upstreams", strings.Join(cfg.names, ","), "default_upstream", cfg.defaultHost,
+		"cache", a.cacheName(), "auth", cfg.auth != nil}
+	if len(servers) > 1 {
+		attrs = append(attrs, "metrics_addr", servers[1].l.Addr().String())
+	}
+	cfg.logger.Info("listening", attrs...)
+
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			var err error
+			if s.tls {
+				err = s.srv.ServeTLS(s.l, "", "")
+			} else {
+				err = s.srv.Serve(s.l)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	srvs := make([]*http.Server, len(servers))
+	for i, s := range servers {
+		srvs[i] = s.srv
+	}
+	shutdown(cfg.logger, grace, inflight, cancelHandlers, srvs)
+	return serveErr
+}
+
+// listening is a server and its listener.
+type listening struct {
+	srv *http.Server
+	l   net.Listener
+	tls bool
+}
+
+// shutdown stops the servers: no new connections, requests in progress
+// given grace (cut short by a second signal), then their contexts
+// cancelled and their connections closed, and a bounded wait for their
+// handlers to return, so the cache is closed after them.
+func shutdown(logger *slog.Logger, grace time.Duration, inflight *tracker, cancelHandlers func(), servers []*http.Server) {
+	logger.Info("shutting down", "grace", grace.String())
+	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	go func() {
+		select {
+		case <-again:
+			logger.Warn("second signal: not waiting for requests in progress")
+			cancel()
+		case <-graceCtx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Go(func() {
+			if err := s.Shutdown(graceCtx); err != nil {
+				logger.Warn("requests still in progress when the grace period ended: cancelled", "error", err.Error())
+			}
+		})
+	}
+	wg.Wait()
+	cancelHandlers()
+	for _, s := range servers {
+		_ = s.Close()
+	}
+	select {
+	case <-inflight.idle():
+	case <-time.After(abandonWait):
+		logger.Warn("handlers still running after cancellation: closing the cache anyway")
+	}
+	logger.Info("stopped")
+}
+
+// tracker counts the requests being handled, so that the cache is
+// closed only after them (or after a bounded wait).
+type tracker struct {
+	mu     sync.Mutex
+	n      int
+	waiter chan struct{} // closed when n drops to 0
+}
+
+func (t *tracker) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		t.mu.Lock()
+		t.n++
+		t.mu.Unlock()
+		defer t.done()
+		h.ServeHTTP(w, req)
+	})
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 && t.waiter != nil {
+		close(t.waiter)
+		t.waiter = nil
+	}
+}
+
+// idle is closed once no request is being handled.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := make(chan struct{})
+	if t.n == 0 {
+		close(ch)
+	} else {
+		t.waiter = ch
+	}
+	return ch
+}
+
+// metricsRegistry is a fresh registry with the resolver's and the
+// cache's collectors (a tier's per-tier series when it is one), and the
+// process's.
+func metricsRegistry(res *registry.Resolver, store cache.LayerCache) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewResolverCollector(res),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if t, ok := store.(*tier.Cache); ok {
+		reg.MustRegister(metrics.NewTierCollector("mirror", t))
+	} else if sr, ok := store.(cache.StatsReporter); ok {
+		reg.MustRegister(metrics.NewLayerCacheCollector("mirror", sr))
+	}
+	return reg
+}
