@@ -26,9 +26,28 @@
 //   - HEAD and GET /v2/<name>/blobs/<digest>, with one byte range
 //     (bytes=a-b, a-, -n; 206 with Content-Range, 416 when it cannot be
 //     satisfied; several ranges get the whole blob). A stored blob is
-//     streamed from the store, whose reader verifies it; the last byte is
-//     held back until the verification passes, and the connection is cut
-//     otherwise, so a client never gets a complete response of bad bytes.
+//     streamed from the store, whose reader verifies it. A blob not stored
+//     is fetched with one upstream GET for every client asking meanwhile
+//     (and any pull of it: the resolver's flight group), and streamed to
+//     them while it is hashed and stored (registry.Resolver.StreamBlob):
+//     the bytes go to a temp file (WithTempDir) that each client reads at
+//     its own pace, so a slow client costs disk, never the others' speed
+//     or the store's write, and no blob is held in memory. Content-Length
+//     is the blob's size; the last byte waits until the blob is verified
+//     and stored, and the connection is cut otherwise, so a client never
+//     gets a complete response of bad bytes and nothing unverified is
+//     stored. The download runs on the mirror's context: clients leaving
+//     do not stop it, and it stores the blob even if all have left (Close
+//     abandons it). A cold Range is served from the download as its bytes
+//     arrive, its last byte also waiting for the verification. A blob
+//     whose size the upstream's GET does not state is stored whole first
+//     (at most 1 TiB), then served.
+//   - Accept: an OCI manifest or index that a request's Accept header
+//     does not list is MANIFEST_UNKNOWN, as distribution answers; a
+//     Docker manifest list asked for by tag by a client not accepting
+//     lists is answered with its linux/amd64 manifest, as distribution
+//     does. A request with no Accept, or */*, gets what is stored
+//     (distribution refuses it OCI types; see accept.go).
 //   - Every other method: 405 UNSUPPORTED. Errors carry OCI error bodies
 //     (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, NAME_INVALID,
 //     DIGEST_INVALID, MANIFEST_INVALID, UNSUPPORTED; UNAVAILABLE with 503
@@ -49,14 +68,8 @@
 //
 // # Not done yet (issue 13 is open)
 //
-//   - Streaming a blob not yet stored to its clients while it is written
-//     and hashed: today it is fetched whole into the store (once for all
-//     concurrent clients: the resolver's flight group), verified, then
-//     served, so a cold large layer's first byte waits for its download.
 //   - The `buildcache serve` command, TLS, client authentication, access
 //     logs, graceful shutdown.
-//   - Accept-header negotiation (a client that accepts only Docker media
-//     types is served the upstream's manifest as it is).
 //   - Tests with real clients (buildkitd, containerd's ctr; skopeo runs
 //     when installed), the distribution-spec conformance pull workflow,
 //     the scale-out test on S3, and the benchmark against distribution's

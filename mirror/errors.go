@@ -57,7 +57,7 @@ func upstreamError(w http.ResponseWriter, err error, unknown string) {
 		writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
 	case errors.As(err, &re) && (re.Status == http.StatusUnauthorized || re.Status == http.StatusForbidden):
 		writeError(w, http.StatusNotFound, unknown, "the upstream refused access")
-	case errors.Is(err, cache.ErrOffline), errors.As(err, &re):
+	case errors.Is(err, cache.ErrOffline), errors.Is(err, ErrClosed), errors.As(err, &re):
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "the upstream is unavailable and nothing is cached")
 	default:
 		writeError(w, http.StatusInternalServerError, codeUnavailable, "internal error")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/buildcache/buildcache/cache"
@@ -19,12 +20,21 @@ type Mirror struct {
 	resolver *registry.Resolver
 	store    cache.LayerCache
 	o        options
+
+	// The downloads of blobs not yet stored, which outlive the requests
+	// that started them (see ingest); Close ends them.
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	running  sync.WaitGroup
+	ingestMu sync.Mutex
+	ingests  map[string]*ingest // "repo@digest" -> the download in flight
 }
 
 type options struct {
 	defaultUpstream string            // host[:port], "" for none
 	upstreams       map[string]string // ?ns= value -> host[:port]
 	maxAge          time.Duration
+	tempDir         string
 }
 
 // Option configures a Mirror.
@@ -80,6 +90,20 @@ func WithMaxAge(d time.Duration) Option {
 	}
 }
 
+// WithTempDir sets where a blob being downloaded is kept while its
+// clients read it: one file per blob in flight, as large as the blob,
+// removed when the download is over and its last client is done. Put it
+// on the store's file system when it is local. Default: os.TempDir().
+func WithTempDir(dir string) Option {
+	return func(o *options) error {
+		if dir == "" {
+			return errors.New("mirror: WithTempDir: empty directory")
+		}
+		o.tempDir = dir
+		return nil
+	}
+}
+
 func upstreamHost(s string) (string, error) {
 	h := strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
 	h = strings.TrimSuffix(h, "/")
@@ -101,7 +125,20 @@ func New(resolver *registry.Resolver, store cache.LayerCache, opts ...Option) (*
 			return nil, err
 		}
 	}
-	return &Mirror{resolver: resolver, store: store, o: o}, nil
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Mirror{resolver: resolver, store: store, o: o, ctx: ctx, cancel: cancel, ingests: map[string]*ingest{}}, nil
+}
+
+// Close abandons the blob downloads in flight, whose clients' responses
+// are cut and of which nothing is stored, and returns once they have
+// ended and their temp files are gone. Call it after http.Server.Shutdown
+// (which waits for the requests, and so for the downloads they read) or
+// instead of waiting for them. Requests for blobs not yet stored are then
+// answered 503.
+func (m *Mirror) Close() error {
+	m.cancel(ErrClosed)
+	m.running.Wait()
+	return nil
 }
 
 // ServeHTTP answers the distribution API's read requests.

@@ -54,8 +54,29 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 		upstreamError(w, err, codeManifestUnknown)
 		return
 	}
+	mt := mediaTypeOf(raw)
+	if downgradeList(req, !strings.Contains(ref, ":"), mt) {
+		pd, ok := platformEntry(raw)
+		if !ok {
+			writeError(w, http.StatusNotFound, codeManifestUnknown, "manifest list has no linux/amd64 manifest, and the accept header does not support manifest lists")
+			return
+		}
+		if _, err := m.resolver.FetchManifest(ctx, repo, pd); err != nil {
+			upstreamError(w, err, codeManifestUnknown)
+			return
+		}
+		if raw, err = m.readManifest(ctx, pd); err != nil {
+			upstreamError(w, err, codeManifestUnknown)
+			return
+		}
+		d, mt = pd, mediaTypeOf(raw)
+	}
+	if refusedByAccept(req, mt) {
+		writeError(w, http.StatusNotFound, codeManifestUnknown, "the manifest is "+string(mt)+", which the accept header does not support")
+		return
+	}
 	h := w.Header()
-	h.Set("Content-Type", string(mediaTypeOf(raw)))
+	h.Set("Content-Type", string(mt))
 	h.Set("Content-Length", strconv.Itoa(len(raw)))
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Etag", `"`+d.String()+`"`)
@@ -98,30 +119,58 @@ func mediaTypeOf(raw []byte) types.MediaType {
 	return types.OCIManifestSchema1
 }
 
-// serveBlob answers a blob request from the store, fetching the blob
-// into it first if it is not there.
-//
-// TODO(issue 13): stream a blob not yet stored to the client while it is
-// written and hashed. Today the whole blob is fetched into the store and
-// verified before the first byte is served: simple and never serves
-// unverified bytes, but a client's first byte of a cold large layer waits
-// for the whole download.
+// serveBlob answers a blob request: a stored blob from the store, one not
+// stored from its download in flight (see ingest), which it starts if
+// there is none. A Range of a blob not yet stored is served as its bytes
+// arrive, but its last byte, like a whole response's, waits until the
+// whole blob is verified.
 func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo, ref string) {
 	d, err := cache.ParseDigest(ref)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
 		return
 	}
-	size, err := m.resolver.FetchBlob(ctx, repo, d)
+	if size, err := m.store.Stat(ctx, d); err == nil {
+		m.serveStoredBlob(ctx, w, req, d, size)
+		return
+	}
+	in, err := m.joinIngest(repo, d)
 	if err != nil {
 		upstreamError(w, err, codeBlobUnknown)
 		return
 	}
+	defer in.release()
+	size, streamed, err := in.waitSize(ctx)
+	if err == nil && !streamed {
+		size, err = m.store.Stat(ctx, d)
+		if err == nil {
+			m.serveStoredBlob(ctx, w, req, d, size)
+			return
+		}
+	}
+	if err != nil {
+		upstreamError(w, err, codeBlobUnknown)
+		return
+	}
+	start, n, ok := blobHeaders(w, req, d, size)
+	if !ok || req.Method == http.MethodHead {
+		return
+	}
+	if err := in.copyRange(ctx, w, start, n); err != nil {
+		// The blob failed verification or its download broke, or this
+		// client left: cut the response short of its last byte.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// blobHeaders answers a blob request's headers, with the status of its
+// Range (200, 206, or 416 with ok false), and returns what to send.
+func blobHeaders(w http.ResponseWriter, req *http.Request, d v1.Hash, size int64) (start, n int64, ok bool) {
 	start, n, partial, ok := parseRange(req.Header.Get("Range"), size)
 	if !ok {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		writeError(w, http.StatusRequestedRangeNotSatisfiable, codeBlobUnknown, "range not satisfiable")
-		return
+		return 0, 0, false
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
@@ -129,31 +178,46 @@ func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Etag", `"`+d.String()+`"`)
 	h.Set("Content-Length", strconv.FormatInt(n, 10))
-	if req.Method == http.MethodHead {
+	switch {
+	case req.Method == http.MethodHead:
 		w.WriteHeader(http.StatusOK)
-		return
+	case partial:
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+n-1, size))
+		w.WriteHeader(http.StatusPartialContent)
+	default:
+		w.WriteHeader(http.StatusOK)
 	}
-	rc, err := m.store.Get(ctx, d)
-	if err != nil {
-		upstreamError(w, err, codeBlobUnknown)
-		return
-	}
-	defer rc.Close()
-	if start > 0 {
-		if _, err := io.CopyN(io.Discard, rc, start); err != nil {
+	return start, n, true
+}
+
+// serveStoredBlob streams blob d from the store, whose reader verifies it.
+func (m *Mirror) serveStoredBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, d v1.Hash, size int64) {
+	var rc io.ReadCloser
+	if req.Method != http.MethodHead {
+		var err error
+		if rc, err = m.store.Get(ctx, d); err != nil {
 			upstreamError(w, err, codeBlobUnknown)
 			return
 		}
+		defer rc.Close()
 	}
-	if partial {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+n-1, size))
-		w.WriteHeader(http.StatusPartialContent)
-		// A range ends before the store's reader reaches the end where it
-		// checks the digest: the bytes were verified when stored.
-		_, _ = io.Copy(w, io.LimitReader(rc, n))
+	start, n, ok := blobHeaders(w, req, d, size)
+	if !ok || rc == nil {
 		return
 	}
-	w.WriteHeader(http.StatusOK)
+	if start > 0 {
+		if _, err := io.CopyN(io.Discard, rc, start); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if start+n < size {
+		// A range ending before the store's reader reaches the end, where
+		// it checks the digest: the bytes were verified when stored.
+		if _, err := io.Copy(w, io.LimitReader(rc, n)); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
 	if err := copyHoldingLast(w, rc); err != nil {
 		// Bytes that do not match the digest, or a read error: cut the
 		// connection so the client never sees a complete response.

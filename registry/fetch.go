@@ -8,8 +8,11 @@ package registry
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"net/http"
 	"time"
 
@@ -229,6 +232,120 @@ func (r *Resolver) FetchBlob(ctx context.Context, repo string, d v1.Hash) (int64
 		return 0, err
 	}
 	return r.store.Stat(ctx, d)
+}
+
+// StreamBlob is FetchBlob for a mirror that serves a blob while it is
+// downloaded. Once the upstream's GET answers with the blob's size, and
+// before any byte is read, sink is called with that size; the writer it
+// returns gets every byte as the store's Put reads it, so the bytes are
+// hashed and stored while the sink serves them. StreamBlob returns nil
+// only when the store holds d, synced, and the bytes written to the sink
+// were exactly size bytes hashing to d; on any error nothing is stored.
+// A sink that fails a write fails the fetch.
+//
+// sink is not called, and StreamBlob returns nil once d is stored, when d
+// is stored already, when the call joined another fetch of d in flight (a
+// pull's, or another StreamBlob's: one download per digest), or when the
+// upstream's answer gives no Content-Length: such a blob is stored whole
+// first, at most 1 TiB like any blob, and is then the store's to serve.
+// A download that breaks is not retried: its first bytes may have been
+// served already. It costs one GET, no HEAD.
+func (r *Resolver) StreamBlob(ctx context.Context, repo string, d v1.Hash, sink func(size int64) (io.Writer, error)) error {
+	if err := cache.ValidateDigest(d); err != nil {
+		return err
+	}
+	rp, err := name.NewRepository(repo)
+	if err != nil {
+		return fmt.Errorf("registry: invalid repository %q: %w", repo, err)
+	}
+	if _, err := r.store.Stat(ctx, d); err == nil {
+		return nil
+	}
+	_, _, err = r.blobs.Do(ctx, d.String(), func(ctx context.Context) (struct{}, error) {
+		if _, err := r.store.Stat(ctx, d); err == nil {
+			return struct{}{}, nil
+		}
+		ctx, release, err := r.lease(ctx)
+		if err != nil {
+			return struct{}{}, err
+		}
+		defer release()
+		if err := r.streamBlob(ctx, rp, d, sink); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, r.syncBlobs(ctx)
+	})
+	return err
+}
+
+func (r *Resolver) streamBlob(ctx context.Context, repo name.Repository, d v1.Hash, sink func(int64) (io.Writer, error)) error {
+	resp, err := r.client.do(ctx, request{method: http.MethodGet, repo: repo, kind: "blobs", ref: d.String()})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body := &countingBody{r: resp.Body, total: &r.stats.bytes, tally: tallyOf(ctx)}
+	desc := v1.Descriptor{Digest: d, Size: resp.ContentLength}
+	if desc.Size < 0 {
+		// Size unknown: no response can be promised its Content-Length,
+		// so store it first; a longer body fails the store's hash check.
+		err = r.put(ctx, d, -1, io.LimitReader(body, maxBlobBytes))
+		return r.blobFetched(ctx, repo, d, body, err)
+	}
+	if err := checkBlobSize("blob", desc, maxBlobBytes); err != nil {
+		return fmt.Errorf("registry: %s: %w", repo, err)
+	}
+	w, err := sink(desc.Size)
+	if err != nil {
+		return err
+	}
+	h, err := v1.Hasher(d.Algorithm)
+	if err != nil {
+		return err
+	}
+	tee := &hashingWriter{w: w, h: h}
+	err = r.put(ctx, d, desc.Size, io.TeeReader(body, tee))
+	if err == nil && tee.n < desc.Size {
+		// The store had d already and did not read all of it: the sink
+		// still gets the rest, hashed below.
+		_, err = io.Copy(tee, io.LimitReader(body, desc.Size-tee.n))
+	}
+	if err == nil && (tee.n != desc.Size || hex.EncodeToString(h.Sum(nil)) != d.Hex) {
+		err = fmt.Errorf("registry: %s: the %d bytes streamed are not blob %s: %w", repo, tee.n, d, cache.ErrDigestMismatch)
+	}
+	return r.blobFetched(ctx, repo, d, body, err)
+}
+
+// blobFetched counts a download that succeeded and names the error of one
+// that did not as downloadBlob does.
+func (r *Resolver) blobFetched(ctx context.Context, repo name.Repository, d v1.Hash, body *countingBody, err error) error {
+	if err == nil {
+		r.stats.blobs.Add(1)
+		body.tally.add(1, 0)
+		return nil
+	}
+	var re *RemoteError
+	switch {
+	case errors.Is(err, cache.ErrDigestMismatch):
+		return fmt.Errorf("registry: %s served bytes that are not blob %s: %w", repo, d, err)
+	case !errors.As(err, &re) && body.readErr != nil && ctx.Err() == nil:
+		return &RemoteError{Op: "GET blob", URL: r.client.url(repo, "blobs", d.String()), Err: err}
+	}
+	return err
+}
+
+// hashingWriter passes bytes on to w and hashes those w took.
+type hashingWriter struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func (hw *hashingWriter) Write(p []byte) (int, error) {
+	n, err := hw.w.Write(p)
+	hw.h.Write(p[:n])
+	hw.n += int64(n)
+	return n, err
 }
 
 // syncBlobs makes the blobs put so far durable, for stores that defer it.
