@@ -66,12 +66,24 @@
 // Upstream credentials and plain-HTTP hosts are the resolver's
 // (registry.WithKeychain, WithAuth, WithInsecureRegistries).
 //
-// # Not done yet (issue 13 is open)
+// # Serving
 //
-//   - The `buildcache serve` command, TLS, client authentication, access
-//     logs, graceful shutdown.
-//   - Tests with real clients (buildkitd, containerd's ctr; skopeo runs
-//     when installed), the distribution-spec conformance pull workflow,
-//     the scale-out test on S3, and the benchmark against distribution's
-//     proxy mode.
+// `buildcache serve` runs a Mirror with TLS, client authentication
+// (RequireAuth with an Htpasswd of bcrypt entries or a BearerToken),
+// access logs (AccessLog, through log/slog), /metrics and graceful
+// shutdown; see cmd/buildcache.
+//
+// # Scaling out
+//
+// Several mirror processes can serve one shared cache: give each a
+// tier.New(near, far) store whose near tier is its own localfs directory
+// and whose far tier is one S3 bucket (buildcache serve --cache tier://…).
+// A blob or manifest any instance fetched is in the bucket, and every
+// other instance serves it by digest with no upstream request, filling
+// its near tier as it streams. Each instance keeps its own tag records
+// (the near tier's roots), so the first request for a tag on an instance
+// costs that instance one upstream request for the tag's manifest, and a
+// fresh instance cannot serve a tag while the upstream is down, though it
+// can serve every digest. No coordination between instances is needed:
+// content is addressed by digest and stored verified.
 package mirror

@@ -299,6 +299,9 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	// After the servers have shut down: abandon the downloads still in
+	// flight (nothing half-stored; their temp files are removed).
+	defer m.Close()
 	metricsHandler := promhttp.HandlerFor(metricsRegistry(res, store), promhttp.HandlerOpts{})
 
 	var main http.Handler = m
