@@ -229,26 +229,26 @@ func (m *Mirror) serveStoredBlob(ctx context.Context, w http.ResponseWriter, req
 // src has ended cleanly, so that an error the store's verifying reader
 // returns at the end (a digest mismatch) leaves the response short.
 func copyHoldingLast(dst io.Writer, src io.Reader) error {
-	buf := make([]byte, 32<<10)
-	var held []byte
-	var last [1]byte
+	// buf[0] is the byte held back from the previous read; each read fills
+	// buf[1:], and one write sends the held byte and all but the last new
+	// one, so holding back costs no extra write per chunk.
+	buf := make([]byte, 1+copyChunk)
+	held := false
 	for {
-		n, err := src.Read(buf)
+		n, err := src.Read(buf[1:])
 		if n > 0 {
-			if held != nil {
-				if _, werr := dst.Write(held); werr != nil {
-					return werr
-				}
+			from := 1
+			if held {
+				from = 0
 			}
-			if _, werr := dst.Write(buf[:n-1]); werr != nil {
+			if _, werr := dst.Write(buf[from:n]); werr != nil {
 				return werr
 			}
-			last[0] = buf[n-1]
-			held = last[:]
+			buf[0], held = buf[n], true
 		}
 		if errors.Is(err, io.EOF) {
-			if held != nil {
-				_, werr := dst.Write(held)
+			if held {
+				_, werr := dst.Write(buf[:1])
 				return werr
 			}
 			return nil
@@ -258,6 +258,10 @@ func copyHoldingLast(dst io.Writer, src io.Reader) error {
 		}
 	}
 }
+
+// copyChunk is how much a blob copy reads at a time: large enough that
+// syscalls and hashing, not per-call overhead, bound the throughput.
+const copyChunk = 256 << 10
 
 // parseRange reads a Range header of one byte range ("bytes=a-b",
 // "bytes=a-", "bytes=-n") against a blob of size bytes. No header, or one

@@ -46,6 +46,7 @@ type client struct {
 	timeouts Timeouts
 	insecure map[string]bool // registries ("host:port") spoken to over plain HTTP
 	limits   *rateLimits     // each registry's last stated rate limit, from every response
+	down     *downHosts      // registries no try could reach lately
 
 	mu     sync.Mutex
 	authed map[string]login // by scopeKey
@@ -75,7 +76,7 @@ func newClient(o clientOptions) *client {
 	}
 	c := &client{
 		base: base, keychain: o.keychain, auth: o.auth, retry: o.retry, timeouts: o.timeouts,
-		insecure: map[string]bool{}, authed: map[string]login{}, limits: newRateLimits(),
+		insecure: map[string]bool{}, authed: map[string]login{}, limits: newRateLimits(), down: newDownHosts(),
 	}
 	if c.keychain == nil {
 		c.keychain = authn.DefaultKeychain
@@ -198,7 +199,8 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 		ok = []int{http.StatusOK}
 	}
 	attempts := c.retry.attempts
-	if r.once || r.stream != nil {
+	host := r.repo.RegistryStr()
+	if r.once || r.stream != nil || c.down.isDown(host) {
 		attempts = 1
 	}
 	key := scopeKey(r.repo, r.push)
@@ -221,9 +223,13 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 				}
 				continue
 			}
+			if netfail.Unreachable(err) {
+				c.down.markDown(host)
+			}
 			return nil, &RemoteError{Op: op, URL: where, Err: err}
 		}
-		c.limits.observe(r.repo.RegistryStr(), resp)
+		c.down.markUp(host)
+		c.limits.observe(host, resp)
 		switch {
 		case slices.Contains(ok, resp.StatusCode):
 			return resp, nil

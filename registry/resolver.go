@@ -73,6 +73,7 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	}
 	c := newClient(o.client)
 	c.limits.now = o.now
+	c.down.now = o.now
 	return &Resolver{
 		store:   store,
 		index:   idx,
