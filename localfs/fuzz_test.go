@@ -24,23 +24,28 @@ func fuzzValidDigest(alg, hex string) bool {
 // fuzzCheckTree fails if anything exists under base other than the store in
 // base/store and its expected tree: oci-layout, index.json,
 // index.json.lock (BuildKit's index lock, which localfs takes too),
-// blobs/sha256/<64 hex> and .buildcache/{tmp/*.tmp,gc.lock,index.lock}.
+// blobs/sha256/<64 hex> and .buildcache/{tmp/*.tmp,gc.lock,index.lock,
+// usage,counters,counters.lock,roots.journal,leases}.
 // With noTemps, temp files are unexpected too.
 func fuzzCheckTree(t *testing.T, base string, noTemps bool) {
 	t.Helper()
 	allowed := map[string]bool{
-		".":                            true,
-		"store":                        true,
-		"store/oci-layout":             true,
-		"store/index.json":             true,
-		"store/index.json.lock":        true,
-		"store/blobs":                  true,
-		"store/blobs/sha256":           true,
-		"store/.buildcache":            true,
-		"store/.buildcache/tmp":        true,
-		"store/.buildcache/gc.lock":    true,
-		"store/.buildcache/index.lock": true,
-		"store/.buildcache/usage":      true, // the usage record shared by processes
+		".":                               true,
+		"store":                           true,
+		"store/oci-layout":                true,
+		"store/index.json":                true,
+		"store/index.json.lock":           true,
+		"store/blobs":                     true,
+		"store/blobs/sha256":              true,
+		"store/.buildcache":               true,
+		"store/.buildcache/tmp":           true,
+		"store/.buildcache/gc.lock":       true,
+		"store/.buildcache/index.lock":    true,
+		"store/.buildcache/usage":         true, // the usage record shared by processes
+		"store/.buildcache/counters":      true, // lifetime counters, and their lock
+		"store/.buildcache/counters.lock": true,
+		"store/.buildcache/roots.journal": true, // roots not yet compacted into index.json
+		"store/.buildcache/leases":        true, // leases of pulls in progress (empty once released)
 	}
 	err := filepath.WalkDir(base, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -56,6 +61,8 @@ func fuzzCheckTree(t *testing.T, base string, noTemps bool) {
 		case allowed[rel]:
 		case dir == "store/blobs/sha256/" && e.Type().IsRegular() && fuzzValidDigest("sha256", name):
 		case dir == "store/.buildcache/tmp/" && e.Type().IsRegular() && strings.HasSuffix(name, ".tmp") && !noTemps:
+		case dir == "store/.buildcache/tmp/" && e.Type().IsRegular() && strings.HasPrefix(name, "counters-") && strings.HasSuffix(name, ".tmp"):
+			// the counters' background flush, renamed into place in a moment
 		default:
 			t.Errorf("unexpected %s (%v) under the store's parent", rel, e.Type())
 		}
