@@ -68,27 +68,10 @@ func buildkitdBinary() (string, error) {
 // skips (fails under CI).
 func StartBuildkitd(t testing.TB) *Buildkitd {
 	t.Helper()
-	b, err := launchBuildkitd()
-	if err != nil {
-		if errors.Is(err, errUnavailable) {
-			unavailable(t, err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("buildkitd log (%s):\n%s", b.Root, b.Log())
-		}
-		b.Stop()
-	})
-	return b
+	return startForTest(t, "buildkitd", func(b *Buildkitd) string { return b.Root }, func() (*Buildkitd, error) { return launchBuildkitd() })
 }
 
-var shared struct {
-	mu  sync.Mutex
-	b   *Buildkitd
-	err error
-}
+var shared sharedServer[*Buildkitd]
 
 // SharedBuildkitd returns one buildkitd for every test of the test binary
 // that calls it, started by the first. Its build cache is shared too:
@@ -97,18 +80,7 @@ var shared struct {
 // the test is printed. Call StopSharedBuildkitd from TestMain after m.Run.
 func SharedBuildkitd(t testing.TB) *Buildkitd {
 	t.Helper()
-	shared.mu.Lock()
-	if shared.b == nil && shared.err == nil {
-		shared.b, shared.err = launchBuildkitd()
-	}
-	b, err := shared.b, shared.err
-	shared.mu.Unlock()
-	if err != nil {
-		if errors.Is(err, errUnavailable) {
-			unavailable(t, err)
-		}
-		t.Fatal(err)
-	}
+	b := shared.get(t, func() (*Buildkitd, error) { return launchBuildkitd() })
 	select {
 	case werr := <-b.exited:
 		b.exited <- werr
@@ -127,14 +99,7 @@ func SharedBuildkitd(t testing.TB) *Buildkitd {
 }
 
 // StopSharedBuildkitd stops the daemon SharedBuildkitd started, if any.
-func StopSharedBuildkitd() {
-	shared.mu.Lock()
-	defer shared.mu.Unlock()
-	if shared.b != nil {
-		shared.b.Stop()
-	}
-	shared.b, shared.err = nil, nil
-}
+func StopSharedBuildkitd() { shared.stop() }
 
 // launchBuildkitd starts buildkitd; extra are more command-line flags
 // (StartBuildkitdWithConfig's --config).

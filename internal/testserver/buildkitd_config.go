@@ -1,7 +1,6 @@
 package testserver
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,18 +15,6 @@ func StartBuildkitdWithConfig(t testing.TB, config string) *Buildkitd {
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b, err := launchBuildkitd("--config", path)
-	if err != nil {
-		if errors.Is(err, errUnavailable) {
-			unavailable(t, err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("buildkitd log (%s):\n%s", b.Root, b.Log())
-		}
-		b.Stop()
-	})
-	return b
+	return startForTest(t, "buildkitd", func(b *Buildkitd) string { return b.Root },
+		func() (*Buildkitd, error) { return launchBuildkitd("--config", path) })
 }

@@ -2,7 +2,6 @@ package testserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -60,20 +59,7 @@ func containerdBinaries() (containerd, ctr string, err error) {
 // skips (fails under CI).
 func StartContainerd(t testing.TB) *Containerd {
 	t.Helper()
-	c, err := launchContainerd()
-	if err != nil {
-		if errors.Is(err, errUnavailable) {
-			unavailable(t, err)
-		}
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("containerd log (%s):\n%s", c.Root, c.Log())
-		}
-		c.Stop()
-	})
-	return c
+	return startForTest(t, "containerd", func(c *Containerd) string { return c.Root }, launchContainerd)
 }
 
 func launchContainerd() (*Containerd, error) {

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -101,11 +100,7 @@ func findBinary(env, name string) (string, error) {
 	return "", fmt.Errorf("no %s found: %s: %w", name, KubeInstallHint, errUnavailable)
 }
 
-var sharedKube struct {
-	mu  sync.Mutex
-	k   *Kube
-	err error
-}
+var sharedKube sharedServer[*Kube]
 
 // SharedKube returns one etcd and kube-apiserver for every test of the
 // test binary that calls it, started by the first (about 5 s). Tests share
@@ -115,18 +110,7 @@ var sharedKube struct {
 // CI). Call StopSharedKube from TestMain after m.Run.
 func SharedKube(t testing.TB) *Kube {
 	t.Helper()
-	sharedKube.mu.Lock()
-	if sharedKube.k == nil && sharedKube.err == nil {
-		sharedKube.k, sharedKube.err = launchKube()
-	}
-	k, err := sharedKube.k, sharedKube.err
-	sharedKube.mu.Unlock()
-	if err != nil {
-		if errors.Is(err, errUnavailable) {
-			unavailable(t, err)
-		}
-		t.Fatal(err)
-	}
+	k := sharedKube.get(t, launchKube)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("kube-apiserver log (last 8 KiB):\n%s", tail(k.Log(), 8<<10))
@@ -137,14 +121,7 @@ func SharedKube(t testing.TB) *Kube {
 
 // StopSharedKube stops the servers SharedKube started, if any, and
 // removes their state.
-func StopSharedKube() {
-	sharedKube.mu.Lock()
-	defer sharedKube.mu.Unlock()
-	if sharedKube.k != nil {
-		sharedKube.k.Stop()
-	}
-	sharedKube.k, sharedKube.err = nil, nil
-}
+func StopSharedKube() { sharedKube.stop() }
 
 func tail(s string, n int) string {
 	if len(s) > n {
