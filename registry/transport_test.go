@@ -5,20 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -52,62 +50,11 @@ func resolveBounded(t *testing.T, ctx context.Context, r *registry.Resolver, ref
 	}
 }
 
-// silentRegistry is go-containerregistry's registry on a real 127.0.0.1
-// listener until silence is called; from then on it accepts connections
-// and neither reads from them nor answers.
-type silentRegistry struct {
-	host   string
-	silent atomic.Bool
-
-	mu   sync.Mutex
-	held []net.Conn
-}
-
-func newSilentRegistry(t *testing.T) *silentRegistry {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &silentRegistry{host: ln.Addr().String()}
-	srv := &http.Server{Handler: ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))}
-	srv.SetKeepAlivesEnabled(false) // a new connection per request, which silence catches
-	go srv.Serve(silencingListener{ln, s})
-	t.Cleanup(func() {
-		srv.Close()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, c := range s.held {
-			c.Close()
-		}
-	})
-	return s
-}
-
-func (s *silentRegistry) silence() { s.silent.Store(true) }
-
-type silencingListener struct {
-	net.Listener
-	s *silentRegistry
-}
-
-func (l silencingListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil || !l.s.silent.Load() {
-			return c, err
-		}
-		l.s.mu.Lock()
-		l.s.held = append(l.s.held, c)
-		l.s.mu.Unlock()
-	}
-}
-
 // A cached image whose registry accepts connections and never answers is
 // served Stale once the response-header bound runs out.
 func TestSilentRegistryServesStale(t *testing.T) {
-	reg := newSilentRegistry(t)
-	ref := reg.host + "/app:1"
+	reg := testserver.StartSilentRegistry(t)
+	ref := reg.Host + "/app:1"
 	push(t, ref, twoPlatformIndex(t, 256))
 	store := openStore(t)
 	if _, err := newResolver(t, store).Resolve(t.Context(), ref); err != nil {
@@ -115,7 +62,7 @@ func TestSilentRegistryServesStale(t *testing.T) {
 	}
 	r := newResolver(t, store, short)
 
-	reg.silence()
+	reg.Silence()
 	res, err := resolveBounded(t, t.Context(), r, ref)
 	if err != nil {
 		t.Fatalf("Resolve with a silent registry: %v, want the cached copy, Stale", err)
@@ -127,7 +74,7 @@ func TestSilentRegistryServesStale(t *testing.T) {
 	}
 
 	// Not cached: offline.
-	_, err = resolveBounded(t, t.Context(), r, reg.host+"/other:1")
+	_, err = resolveBounded(t, t.Context(), r, reg.Host+"/other:1")
 	if !errors.Is(err, cache.ErrOffline) {
 		t.Errorf("uncached image, silent registry = %v, want ErrOffline", err)
 	}
@@ -223,15 +170,15 @@ func TestLayerCacheGetOfAStalledBodyFails(t *testing.T) {
 // A context's deadline shorter than the timeouts ends the call with the
 // context's error, not a timeout, and serves nothing stale.
 func TestContextDeadlineBeatsTimeouts(t *testing.T) {
-	reg := newSilentRegistry(t)
-	ref := reg.host + "/app:1"
+	reg := testserver.StartSilentRegistry(t)
+	ref := reg.Host + "/app:1"
 	push(t, ref, twoPlatformIndex(t, 256))
 	r := newResolver(t, openStore(t), registry.WithTimeouts(registry.Timeouts{ResponseHeader: 20 * time.Second, Stall: 20 * time.Second}))
 	if _, err := r.Resolve(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
-	reg.silence()
-	for _, ref := range []string{ref, reg.host + "/other:1"} {
+	reg.Silence()
+	for _, ref := range []string{ref, reg.Host + "/other:1"} {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		_, err := resolveBounded(t, ctx, r, ref)
 		cancel()

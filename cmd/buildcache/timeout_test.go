@@ -2,67 +2,15 @@ package main
 
 import (
 	"cmp"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
-
 	"github.com/buildcache/buildcache/internal/testimage"
+	"github.com/buildcache/buildcache/internal/testserver"
 )
-
-// silentRegistry serves go-containerregistry's registry on 127.0.0.1
-// until silent is set; then it accepts connections and never answers.
-type silentRegistry struct {
-	host   string
-	silent atomic.Bool
-	mu     sync.Mutex
-	held   []net.Conn
-}
-
-func newSilentRegistry(t *testing.T) *silentRegistry {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &silentRegistry{host: ln.Addr().String()}
-	srv := &http.Server{Handler: ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))}
-	srv.SetKeepAlivesEnabled(false) // a new connection per request, which silence catches
-	go srv.Serve(silencing{ln, s})
-	t.Cleanup(func() {
-		srv.Close()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, c := range s.held {
-			c.Close()
-		}
-	})
-	return s
-}
-
-type silencing struct {
-	net.Listener
-	s *silentRegistry
-}
-
-func (l silencing) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil || !l.s.silent.Load() {
-			return c, err
-		}
-		l.s.mu.Lock()
-		l.s.held = append(l.s.held, c)
-		l.s.mu.Unlock()
-	}
-}
 
 // cliBounded runs the command and fails the test if it hangs.
 func cliBounded(t *testing.T, args ...string) (stdout, stderr string, code int) {
@@ -90,20 +38,20 @@ func cliBounded(t *testing.T, args ...string) (stdout, stderr string, code int) 
 // exits 3, and the command returns.
 func TestTimeoutFlagServesStaleFromASilentRegistry(t *testing.T) {
 	t.Parallel()
-	reg := newSilentRegistry(t)
-	ref := reg.host + "/app:v1"
+	reg := testserver.StartSilentRegistry(t)
+	ref := reg.Host + "/app:v1"
 	testimage.ForTest(t).Push(ref, testimage.ForTest(t).RandomIndex([]string{"linux/amd64"}, 256, 1))
 	dir := t.TempDir()
 	if _, stderr, code := cli(t, "--cache", dir, "warm", "--platform=linux/amd64", ref); code != 0 {
 		t.Fatalf("warm: exit %d\n%s", code, stderr)
 	}
-	reg.silent.Store(true)
+	reg.Silence()
 
 	stdout, stderr, code := cliBounded(t, "--cache", dir, "--timeout", "200ms", "--json", "resolve", "--platform=linux/amd64", ref)
 	if code != exitOK || !strings.Contains(stdout, `"stale"`) || !strings.Contains(stderr, "stale") {
 		t.Errorf("resolve of a cached image, silent registry: exit %d, want 0 and stale\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	if _, stderr, code := cliBounded(t, "--cache", dir, "--timeout", "200ms", "warm", reg.host+"/other:v1"); code != exitNotCached {
+	if _, stderr, code := cliBounded(t, "--cache", dir, "--timeout", "200ms", "warm", reg.Host+"/other:v1"); code != exitNotCached {
 		t.Errorf("warm of an uncached image, silent registry: exit %d, want 3\n%s", code, stderr)
 	}
 }
