@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -63,30 +62,13 @@ func buildCtx(t *testing.T) context.Context {
 // output and prints it if the test fails.
 func progress(t *testing.T) buildkit.BuildOption {
 	t.Helper()
-	var buf lockedBuffer
+	var buf testserver.LockedBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("build progress:\n%s", buf.String())
 		}
 	})
 	return buildkit.WithProgress(&buf, "plain")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // contextDir writes files into a fresh build context.

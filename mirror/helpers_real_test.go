@@ -1,7 +1,6 @@
 package mirror_test
 
 import (
-	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -162,23 +161,4 @@ func requireTool(t *testing.T, env, name, hint string) string {
 	}
 	t.Skipf("skipping: %s not found: %s (scripts/test installs it)", name, hint)
 	return ""
-}
-
-// lockedBuffer is a bytes.Buffer that a client's progress goroutines and
-// the test may use at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -130,7 +130,7 @@ func TestBuildKitBuildThroughMirror(t *testing.T) {
 		d := testserver.StartBuildkitdWithConfig(t, config)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		var progress lockedBuffer
+		var progress testserver.LockedBuffer
 		out := t.TempDir()
 		_, err := buildkit.Build(ctx, d.Client(t), dir,
 			buildkit.WithPlatforms(platforms...),

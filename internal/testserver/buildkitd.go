@@ -34,7 +34,7 @@ type Buildkitd struct {
 	sock   string // socket directory (short: sockets have a ~108 byte path limit)
 	cmd    *exec.Cmd
 	exited chan error // receives cmd.Wait's result
-	log    *lockedBuffer
+	log    *LockedBuffer
 	once   sync.Once
 }
 
@@ -128,7 +128,7 @@ func launchBuildkitd(extra ...string) (*Buildkitd, error) {
 		Root: root,
 		bin:  bin,
 		sock: sock,
-		log:  &lockedBuffer{},
+		log:  &LockedBuffer{},
 	}
 	b.cmd = exec.Command(bin, append([]string{
 		"--root", root,

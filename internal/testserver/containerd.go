@@ -28,7 +28,7 @@ type Containerd struct {
 	dir    string // socket and state directory (short: ~108 byte socket path limit)
 	cmd    *exec.Cmd
 	exited chan error
-	log    *lockedBuffer
+	log    *LockedBuffer
 	once   sync.Once
 }
 
@@ -79,7 +79,7 @@ func launchContainerd() (*Containerd, error) {
 		Root: filepath.Join(dir, "root"),
 		ctr:  ctr,
 		dir:  dir,
-		log:  &lockedBuffer{},
+		log:  &LockedBuffer{},
 	}
 	// Only the plugins a pull needs: CRI would want CNI and a kubelet, and
 	// the snapshotters below need file systems or devices a test machine

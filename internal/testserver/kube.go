@@ -49,9 +49,9 @@ type Kube struct {
 	apiArgs []string
 	api     *exec.Cmd
 	apiDone chan struct{} // closed when api has exited
-	apiLog  *lockedBuffer
+	apiLog  *LockedBuffer
 	etcd    *exec.Cmd
-	etcdLog *lockedBuffer
+	etcdLog *LockedBuffer
 	tokens  map[string]string
 }
 
@@ -189,7 +189,7 @@ func (k *Kube) startEtcd(bin string) error {
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	k.EtcdURL = client
-	k.etcdLog = &lockedBuffer{}
+	k.etcdLog = &LockedBuffer{}
 	k.etcd = exec.Command(bin,
 		"--data-dir", filepath.Join(k.dir, "etcd"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
@@ -236,7 +236,7 @@ func (k *Kube) writeAuth() error {
 // StartAPIServer (re)starts kube-apiserver on the same port and etcd, and
 // waits until /readyz answers ok (about 3 s).
 func (k *Kube) StartAPIServer() error {
-	k.apiLog = &lockedBuffer{}
+	k.apiLog = &LockedBuffer{}
 	k.api = exec.Command(k.apiBin, k.apiArgs...)
 	k.api.Stdout, k.api.Stderr = k.apiLog, k.apiLog
 	if err := k.api.Start(); err != nil {

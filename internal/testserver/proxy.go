@@ -8,8 +8,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -23,35 +21,7 @@ import (
 // reference a mirror is compared with.
 func StartProxyRegistry(t testing.TB, upstream string) *Registry {
 	t.Helper()
-	bin, err := registryBinary()
-	if err != nil {
-		unavailable(t, err)
-	}
-	dir := t.TempDir()
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Registry{Host: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, bin: bin, cfg: filepath.Join(dir, "config.yml")}
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: %s
-proxy:
-  remoteurl: %s
-`, filepath.Join(dir, "data"), r.Host, upstream)
-	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r.Start(t)
-	t.Cleanup(func() { r.Stop() })
-	return r
+	return startRegistry(t, "", fmt.Sprintf("proxy:\n  remoteurl: %s\n", upstream))
 }
 
 // UpstreamCounts is what a CountingProxy forwarded, by kind of request.

@@ -38,7 +38,7 @@ type S3Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan error // receives cmd.Wait's result
-	log    *lockedBuffer
+	log    *LockedBuffer
 }
 
 // s3Binary finds an S3 server: $BUILDCACHE_S3_BIN, versitygw on PATH, or
@@ -100,7 +100,7 @@ func (s *S3Server) Start(t testing.TB) {
 	if s.cmd != nil {
 		t.Fatal("testserver: S3 server started twice")
 	}
-	s.log = &lockedBuffer{}
+	s.log = &LockedBuffer{}
 	cmd := exec.Command(s.bin, "--port", s.addr, "--access", s.AccessKey, "--secret", s.SecretKey,
 		"--region", s.Region, "--quiet", "posix", s.dir)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
@@ -192,20 +192,20 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 	return name
 }
 
-// lockedBuffer is a bytes.Buffer that the server's output goroutines and
-// the test may use at once.
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer that several goroutines (a server's
+// output copiers, a client's progress writer) and a test may use at once.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

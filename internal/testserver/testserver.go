@@ -62,6 +62,14 @@ func unavailable(t testing.TB, err error) {
 // without auth, on a free port of 127.0.0.1, and waits until it answers.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
+	return startRegistry(t, "  delete:\n    enabled: true\n", "")
+}
+
+// startRegistry starts docker-registry with storage in a temp dir on a
+// free port of 127.0.0.1: storageExtra goes under storage:, top at the top
+// level of its config (proxy: for StartProxyRegistry).
+func startRegistry(t testing.TB, storageExtra, top string) *Registry {
+	t.Helper()
 	bin, err := registryBinary()
 	if err != nil {
 		unavailable(t, err)
@@ -80,11 +88,9 @@ log:
 storage:
   filesystem:
     rootdirectory: %s
-  delete:
-    enabled: true
-http:
+%shttp:
   addr: %s
-`, filepath.Join(dir, "data"), r.Host)
+%s`, filepath.Join(dir, "data"), storageExtra, r.Host, top)
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
