@@ -309,12 +309,15 @@ func TestRealForbiddenWatch(t *testing.T) {
 	c := e.client(t, testserver.KubeLimited, k8sclient.WithWatch(jobs),
 		k8sclient.WithWatchBackoff(10*time.Millisecond, time.Hour), k8sclient.WithLogger(logs.logger()))
 	waitFor(t, "the watch's 403 in Stats", func() bool { return apierrors.IsForbidden(c.Stats()[jobs].WatchError) })
+	// Stats shows the error just before the try is counted and the line
+	// logged: wait for the line, then look at the counts.
+	waitFor(t, "the 403 logged at level ERROR", func() bool {
+		l := logs.String()
+		return strings.Contains(l, "level=ERROR") && strings.Contains(l, "forbidden")
+	})
 	s := c.Stats()[jobs]
 	if s.Watching || s.WatchRestarts != 1 {
 		t.Fatalf("stats = %+v; want not watching, one try", s)
-	}
-	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "forbidden") {
-		t.Fatalf("log = %q; want the 403 at level ERROR", l)
 	}
 	// The cache works meanwhile, bounded by its TTL.
 	if ok, err := c.JobExists(ctx, "a", e.ns); !ok || err != nil {
