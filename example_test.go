@@ -23,6 +23,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
+	defer store.Close()
 	ctx := context.Background()
 	layer := []byte("a layer of a base image")
 	d, size, _ := v1.SHA256(bytes.NewReader(layer))

@@ -24,8 +24,9 @@ import (
 	"github.com/buildcache/buildcache/tier"
 )
 
-// Opener opens a LayerCache from a URL of its scheme.
-type Opener func(ctx context.Context, u *url.URL) (cache.LayerCache, error)
+// Opener opens a LayerCache from a URL of its scheme. The caller closes
+// what it returns.
+type Opener func(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error)
 
 // URLMux opens LayerCaches by URL. Its zero value knows the built-in
 // schemes (see Open); Register adds others or replaces a built-in one for
@@ -88,13 +89,18 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 // harbor, see registry.NewLayerCacheAt). Unknown query parameters are an
 // error, so a typo is never silently ignored. Errors name the URL without
 // userinfo or query string.
-func Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
+//
+// Close what Open returns when done: a local store then flushes its
+// lifetime counters, a tier finishes its background far writes and
+// closes both tiers. Capabilities beyond cache.LayerCache (leases, roots,
+// a *localfs.Store's GC) are found with cache.As, through tiers.
+func Open(ctx context.Context, rawURL string) (cache.LayerCacheCloser, error) {
 	var m URLMux
 	return m.Open(ctx, rawURL)
 }
 
 // Open opens the LayerCache rawURL names.
-func (m *URLMux) Open(ctx context.Context, rawURL string) (cache.LayerCache, error) {
+func (m *URLMux) Open(ctx context.Context, rawURL string) (cache.LayerCacheCloser, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Parse's error holds rawURL, password and all.
@@ -153,7 +159,7 @@ func sizeParam(q url.Values, key string) (int64, bool, error) {
 	return n, true, nil
 }
 
-func openFile(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+func openFile(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if u.Host != "" && u.Host != "localhost" {
 		return nil, fmt.Errorf("file URL with host %q: want file:///absolute/path", u.Host)
 	}
@@ -185,7 +191,7 @@ func openFile(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 	return localfs.Open(u.Path, opts...)
 }
 
-func openMem(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+func openMem(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if u.Host != "" || (u.Path != "" && u.Path != "/") {
 		return nil, fmt.Errorf("mem URL takes no host or path: want mem://?max_bytes=N")
 	}
@@ -204,7 +210,7 @@ func openMem(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
 	return c, nil
 }
 
-func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	q, err := query(u, "near", "far", "async_far")
 	if err != nil {
 		return nil, err
@@ -224,12 +230,19 @@ func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCache, er
 	}
 	far, err := m.Open(ctx, q.Get("far"))
 	if err != nil {
+		near.Close()
 		return nil, fmt.Errorf("far tier: %w", err)
 	}
-	return tier.New(near, far, opts...)
+	t, err := tier.New(near, far, opts...)
+	if err != nil {
+		near.Close()
+		far.Close()
+		return nil, err
+	}
+	return t, nil
 }
 
-func openS3(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+func openS3(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("s3 URL has no bucket: want s3://bucket/prefix")
 	}
@@ -304,7 +317,7 @@ func checkEndpoint(e string) error {
 	return nil
 }
 
-func openOCI(ctx context.Context, u *url.URL) (cache.LayerCache, error) {
+func openOCI(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if u.Host == "" || strings.Trim(u.Path, "/") == "" {
 		return nil, fmt.Errorf("oci URL needs a registry and a repository: want oci://host/repo")
 	}

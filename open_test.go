@@ -92,7 +92,7 @@ func TestURLMuxRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Register("team", func(context.Context, *url.URL) (cache.LayerCache, error) { return shared, nil })
+	m.Register("team", func(context.Context, *url.URL) (cache.LayerCacheCloser, error) { return shared, nil })
 	c, err := m.Open(t.Context(), "tier://?near=mem://&far=team://bucket")
 	if err != nil {
 		t.Fatal(err)

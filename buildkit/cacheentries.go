@@ -314,11 +314,6 @@ type (
 	}
 	// s3Located is a cache in an S3 bucket (*s3.Cache).
 	s3Located interface{ Location() s3.Location }
-	// tiered is a near cache in front of a far one (*tier.Cache).
-	tiered interface {
-		Near() cache.LayerCache
-		Far() cache.LayerCache
-	}
 )
 
 // CacheFor maps a cache to BuildKit cache entries over the same storage,
@@ -336,7 +331,7 @@ type (
 //   - Location() (*s3.Cache): type=s3 with the bucket, region, endpoint
 //     and key prefixes of the Cache, so BuildKit's blobs are at the
 //     Cache's BlobKey.
-//   - Near() and Far() (*tier.Cache): the near tier's entries followed by
+//   - cache.Tiered (*tier.Cache): the near tier's entries followed by
 //     the far tier's. BuildKit imports from every import and exports to
 //     every export, so a build reads the local directory first, then the
 //     shared bucket or repository, and writes both, as the tier does. A
@@ -358,7 +353,7 @@ func CacheFor(c cache.LayerCache, opts ...CacheOption) (CacheEntries, error) {
 func cacheFor(c cache.LayerCache, o *cacheOptions) (CacheEntries, error) {
 	// A tier is looked at first: it may have any of the others' methods
 	// some day, but what BuildKit should use is its tiers'.
-	if t, ok := c.(tiered); ok {
+	if t, ok := c.(cache.Tiered); ok {
 		return tierEntries(t, o)
 	}
 	if l, ok := c.(s3Located); ok {
@@ -389,7 +384,7 @@ func cacheFor(c cache.LayerCache, o *cacheOptions) (CacheEntries, error) {
 // tierEntries is the near tier's entries, then the far tier's. A tier
 // BuildKit has no counterpart for is left out; if neither has one, the
 // tier has none.
-func tierEntries(t tiered, o *cacheOptions) (CacheEntries, error) {
+func tierEntries(t cache.Tiered, o *cacheOptions) (CacheEntries, error) {
 	var out CacheEntries
 	found := false
 	for _, c := range []cache.LayerCache{t.Near(), t.Far()} {

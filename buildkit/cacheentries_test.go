@@ -26,7 +26,7 @@ var (
 	_ LayoutStore  = (*localfs.Store)(nil)
 	_ registryRepo = (*registry.LayerCache)(nil)
 	_ s3Located    = (*s3.Cache)(nil)
-	_ tiered       = (*tier.Cache)(nil)
+	_ cache.Tiered = (*tier.Cache)(nil)
 )
 
 type attrs = map[string]string

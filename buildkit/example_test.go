@@ -57,6 +57,7 @@ func ExamplePinBaseImages() {
 	dir, _ := os.MkdirTemp("", "buildcache")
 	defer os.RemoveAll(dir)
 	store, _ := localfs.Open(dir)
+	defer store.Close()
 	resolver, _ := registry.NewResolver(store)
 
 	dockerfile := "ARG BASE=" + ref + `
@@ -97,6 +98,7 @@ func ExamplePinBaseImages_rewriteFrom() {
 	dir, _ := os.MkdirTemp("", "buildcache")
 	defer os.RemoveAll(dir)
 	store, _ := localfs.Open(dir)
+	defer store.Close()
 	resolver, _ := registry.NewResolver(store)
 
 	dockerfile := "FROM " + ref + " AS base\nCOPY --from=" + ref + " /etc /etc\n"
@@ -144,6 +146,7 @@ func ExampleCacheEntries_Append() {
 	dir, _ := os.MkdirTemp("", "buildcache")
 	defer os.RemoveAll(dir)
 	store, _ := localfs.Open(dir)
+	defer store.Close()
 
 	// Import from the local store and the shared registry cache; export to
 	// the local store only, everything (mode=max).

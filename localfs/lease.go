@@ -42,8 +42,6 @@ type lease struct {
 	ended bool
 }
 
-var _ cache.Leaser = (*Store)(nil)
-
 // Lease implements cache.Leaser. The lease file is made in the temp
 // directory, locked, and only then renamed into .buildcache/leases, so a
 // collector never finds it unlocked while its holder lives.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -54,18 +53,14 @@ type Store struct {
 }
 
 var (
-	_ cache.LayerCache    = (*Store)(nil)
-	_ cache.StatsReporter = (*Store)(nil)
-	_ cache.RootIndex     = (*Store)(nil)
-	_ cache.RootLookup    = (*Store)(nil)
-	_ cache.RootRecorder  = (*Store)(nil)
-
-	// The deferred sync a registry.Resolver uses for a pull when its
-	// store offers it (registry's deferredSyncer).
-	_ interface {
-		PutDeferred(ctx context.Context, d v1.Hash, size int64, r io.Reader) error
-		SyncBlobs(ctx context.Context) error
-	} = (*Store)(nil)
+	_ cache.LayerCacheCloser = (*Store)(nil)
+	_ cache.StatsReporter    = (*Store)(nil)
+	_ cache.RootIndex        = (*Store)(nil)
+	_ cache.RootLookup       = (*Store)(nil)
+	_ cache.RootRecorder     = (*Store)(nil)
+	_ cache.Leaser           = (*Store)(nil)
+	_ cache.DeferredSyncer   = (*Store)(nil)
+	_ cache.CounterAdder     = (*Store)(nil)
 )
 
 type digestLock struct {

@@ -20,6 +20,7 @@ func ExampleNewLayerCache() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	blob := []byte("hello, layer")
 	d, size, err := v1.SHA256(bytes.NewReader(blob))
 	if err != nil {

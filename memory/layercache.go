@@ -33,8 +33,8 @@ type blobEntry struct {
 }
 
 var (
-	_ cache.LayerCache    = (*LayerCache)(nil)
-	_ cache.StatsReporter = (*LayerCache)(nil)
+	_ cache.LayerCacheCloser = (*LayerCache)(nil)
+	_ cache.StatsReporter    = (*LayerCache)(nil)
 )
 
 // LayerCacheOption configures NewLayerCache. (Option is the
@@ -249,3 +249,8 @@ func (r *countingReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (r *countingReader) Close() error { return nil }
+
+// Close implements io.Closer. A LayerCache holds nothing but memory, which
+// the garbage collector takes back once it is unreachable: Close does
+// nothing, and the cache stays usable.
+func (c *LayerCache) Close() error { return nil }

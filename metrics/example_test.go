@@ -27,6 +27,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewLayerCacheCollector("memory", store))
 

@@ -205,7 +205,7 @@ func (m *Mirror) upstreamRepo(req *http.Request, name string) (string, bool) {
 // lease keeps the store's collectors off what a request fetches and
 // serves until it is answered, when the store can lease.
 func (m *Mirror) lease(ctx context.Context) (context.Context, func()) {
-	l, ok := m.store.(cache.Leaser)
+	l, ok := cache.As[cache.Leaser](m.store)
 	if !ok {
 		return ctx, func() {}
 	}

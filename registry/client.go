@@ -40,6 +40,7 @@ var manifestAccept = strings.Join([]string{
 // by the Timeouts (see watchdog).
 type client struct {
 	base     http.RoundTripper // the transport, setting our User-Agent
+	own      *http.Transport   // the transport the client made, if it did
 	keychain authn.Keychain
 	auth     authn.Authenticator // overrides keychain when set
 	retry    retryPolicy
@@ -68,14 +69,16 @@ type loginKey struct {
 
 func newClient(o clientOptions) *client {
 	base := o.transport
+	var own *http.Transport
 	if base == nil {
-		base = newDefaultTransport(o.timeouts)
+		own = newDefaultTransport(o.timeouts)
+		base = own
 	}
 	if o.userAgent != "" {
 		base = agentTransport{inner: base, agent: o.userAgent}
 	}
 	c := &client{
-		base: base, keychain: o.keychain, auth: o.auth, retry: o.retry, timeouts: o.timeouts,
+		base: base, own: own, keychain: o.keychain, auth: o.auth, retry: o.retry, timeouts: o.timeouts,
 		insecure: map[string]bool{}, authed: map[string]login{}, limits: newRateLimits(), down: newDownHosts(),
 	}
 	if c.keychain == nil {
@@ -333,4 +336,11 @@ func (c *client) newRequest(ctx context.Context, r request, url string, wd *watc
 func drain(resp *http.Response) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+}
+
+// closeIdle closes the idle connections of the transport the client made.
+func (c *client) closeIdle() {
+	if c.own != nil {
+		c.own.CloseIdleConnections()
+	}
 }

@@ -97,10 +97,10 @@
 // # Durability
 //
 // A pulled image's root is recorded only once its blobs are durable. A
-// store with PutDeferred and SyncBlobs methods (localfs) is asked to sync
-// each blob's bytes but not its directory entry, and the pull ends with one
-// SyncBlobs before the root is written: one directory fsync per pull
-// instead of one per blob. A crash before then can lose blobs of that pull
+// store that is a cache.DeferredSyncer (localfs, and a tier over it) is
+// asked to sync each blob's bytes but not its directory entry, and the
+// pull ends with one SyncBlobs before the root is written: one directory
+// fsync per pull instead of one per blob. A crash before then can lose blobs of that pull
 // but never leaves a root pointing to missing ones.
 //
 // # Errors

@@ -17,31 +17,11 @@ import (
 // back. Rate limits are not persisted: they are the registry's, of the
 // moment.
 
-// counterAdder is a store that keeps named counters across processes.
-type counterAdder interface {
-	AddCounters(counters map[string]uint64) error
-}
-
-// nearTier is a tiered store (tier.Cache), whose near tier keeps what is
-// the machine's own.
-type nearTier interface {
-	Near() cache.LayerCache
-}
-
 // counterStoreOf finds where a resolver over store can persist its
-// counters, or nil.
-func counterStoreOf(store cache.LayerCache) counterAdder {
-	for range 4 { // a tier of tiers, but no cycle
-		if a, ok := store.(counterAdder); ok {
-			return a
-		}
-		t, ok := store.(nearTier)
-		if !ok {
-			return nil
-		}
-		store = t.Near()
-	}
-	return nil
+// counters (a tier's near tier, through cache.As), or nil.
+func counterStoreOf(store cache.LayerCache) cache.CounterAdder {
+	ca, _ := cache.As[cache.CounterAdder](store)
+	return ca
 }
 
 // persistedCounters is how many of a resolver's counters are persisted.
@@ -76,7 +56,7 @@ func ResolverStatsFromCounters(counters map[string]uint64) ResolverStats {
 
 // durableCounters is what a resolver has added to its store's counters.
 type durableCounters struct {
-	to counterAdder // nil: the store keeps none
+	to cache.CounterAdder // nil: the store keeps none
 
 	mu     sync.Mutex
 	pushed [persistedCounters]uint64 // resolverCounters.fields as last added

@@ -33,6 +33,7 @@ func ExampleResolver_Resolve() {
 	dir, _ := os.MkdirTemp("", "buildcache")
 	defer os.RemoveAll(dir)
 	store, _ := localfs.Open(dir)
+	defer store.Close()
 	resolver, _ := registry.NewResolver(store)
 	ctx := context.Background()
 

@@ -350,7 +350,7 @@ func (hw *hashingWriter) Write(p []byte) (int, error) {
 
 // syncBlobs makes the blobs put so far durable, for stores that defer it.
 func (r *Resolver) syncBlobs(ctx context.Context) error {
-	if ds, ok := r.store.(deferredSyncer); ok {
+	if ds, ok := cache.As[cache.DeferredSyncer](r.store); ok {
 		return ds.SyncBlobs(ctx)
 	}
 	return nil

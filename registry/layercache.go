@@ -107,8 +107,8 @@ type LayerCache struct {
 }
 
 var (
-	_ cache.LayerCache    = (*LayerCache)(nil)
-	_ cache.StatsReporter = (*LayerCache)(nil)
+	_ cache.LayerCacheCloser = (*LayerCache)(nil)
+	_ cache.StatsReporter    = (*LayerCache)(nil)
 )
 
 // NewLayerCache returns a LayerCache on repo ("harbor.example.com/ci/cache",
@@ -475,4 +475,12 @@ func (e *errRecorder) Read(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// Close implements io.Closer: it closes the idle connections of the
+// transport the cache made (not those of one given with WithTransport).
+// The LayerCache stays usable.
+func (c *LayerCache) Close() error {
+	c.client.closeIdle()
+	return nil
 }

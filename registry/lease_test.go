@@ -13,16 +13,68 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/s3"
+	"github.com/buildcache/buildcache/tier"
 )
 
 // TestPullSurvivesGCWithAByteBudget: a collector with a budget of one byte
 // runs, from another Store on the same directory, every time the pull
 // asks the registry for a blob, that is, between the blobs the pull has
 // stored and the root it records at its end. The pull's lease keeps its
-// blobs, so the pull succeeds and the root it records is complete.
+// blobs, so the pull succeeds and the root it records is complete in the
+// directory. The same holds through a tier whose near tier is the
+// directory (what `buildcache serve --cache tier://...` and CI fleets
+// use): there the far tier would still have the blobs, so only the
+// directory's own check (Verify) can tell a lost lease.
 func TestPullSurvivesGCWithAByteBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		store func(t *testing.T, near *localfs.Store) cache.LayerCache
+	}{
+		{"localfs", func(t *testing.T, near *localfs.Store) cache.LayerCache { return near }},
+		{"tier(localfs,memory)", func(t *testing.T, near *localfs.Store) cache.LayerCache {
+			far, err := memory.NewLayerCache()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return newTier(t, near, far)
+		}},
+		{"tier(localfs,s3)", func(t *testing.T, near *localfs.Store) cache.LayerCache {
+			srv := testserver.StartS3(t)
+			far, err := s3.New(srv.Client(), srv.NewBucket(t), "far/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return newTier(t, near, far)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			near, err := localfs.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pullSurvivesGC(t, dir, tc.store(t, near))
+		})
+	}
+}
+
+func newTier(t *testing.T, near, far cache.LayerCache) *tier.Cache {
+	tc, err := tier.New(near, far)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	return tc
+}
+
+// pullSurvivesGC pulls through store, whose local directory is dir, while
+// a collector with a one-byte budget runs on dir before every blob.
+func pullSurvivesGC(t *testing.T, dir string, store cache.LayerCache) {
 	reg := newFakeRegistry(t)
 	ref := reg.host + "/app:1"
 	// A layer shared with an image pulled before and then pruned: the
@@ -43,11 +95,6 @@ func TestPullSurvivesGCWithAByteBudget(t *testing.T) {
 	}
 	push(t, ref, twoPlatformIndex(t, 512, layers[0]))
 
-	dir := t.TempDir()
-	store, err := localfs.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := newResolver(t, store)
 	if _, err := r.Resolve(t.Context(), reg.host+"/old:1", both); err != nil {
 		t.Fatal(err)
@@ -84,13 +131,14 @@ func TestPullSurvivesGCWithAByteBudget(t *testing.T) {
 	}
 	t.Logf("%d GC runs during the pull removed %d blobs (of the pruned image)", runs, removed)
 
-	res, err := r.Resolve(t.Context(), ref, both, cache.WithPolicy(cache.PullNever))
-	if err != nil || res.Source != cache.Hit {
-		t.Fatalf("the recorded image is not complete in the store: %+v, %v", res, err)
-	}
 	rep, err := collector.Verify(t.Context())
 	if err != nil || len(rep.Missing) > 0 || len(rep.Bad) > 0 {
-		t.Fatalf("Verify after the pull: %+v, %v", rep, err)
+		t.Fatalf("Verify of %s after the pull: %d missing, %d bad (%+v), %v", dir, len(rep.Missing), len(rep.Bad), rep, err)
+	}
+	// The directory alone serves the image, with no network.
+	res, err := newResolver(t, collector).Resolve(t.Context(), ref, both, cache.WithPolicy(cache.PullNever))
+	if err != nil || res.Source != cache.Hit {
+		t.Fatalf("the recorded image is not complete in %s: %+v, %v", dir, res, err)
 	}
 	// With the pull done, its lease is gone: only roots are kept now.
 	gc, err := collector.GC(t.Context(), localfs.GCMaxBytes(1))

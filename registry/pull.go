@@ -67,10 +67,8 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if ds, ok := r.store.(deferredSyncer); ok {
-		if err := ds.SyncBlobs(ctx); err != nil {
-			return nil, err
-		}
+	if err := r.syncBlobs(ctx); err != nil {
+		return nil, err
 	}
 	if err := r.rememberComplete(ctx, ref.Name(), top, platforms); err != nil {
 		return nil, err
@@ -79,19 +77,10 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	return &cache.ResolvedImage{Digest: top.Digest, Manifests: manifestMap(manifests), Source: cache.Pulled}, nil
 }
 
-// deferredSyncer is a store that can make a group of new blobs durable
-// with one sync instead of one each (localfs.Store: a directory fsync per
-// blob otherwise). PutDeferred's blob may vanish in a crash until
-// SyncBlobs returns; a pull calls SyncBlobs before recording its root.
-type deferredSyncer interface {
-	PutDeferred(ctx context.Context, d v1.Hash, size int64, r io.Reader) error
-	SyncBlobs(ctx context.Context) error
-}
-
 // put stores a blob for a pull, deferring its sync to the pull's
 // SyncBlobs when the store can.
 func (r *Resolver) put(ctx context.Context, d v1.Hash, size int64, body io.Reader) error {
-	if ds, ok := r.store.(deferredSyncer); ok {
+	if ds, ok := cache.As[cache.DeferredSyncer](r.store); ok {
 		return ds.PutDeferred(ctx, d, size, body)
 	}
 	return r.store.Put(ctx, d, size, body)

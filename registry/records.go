@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"slices"
 	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/rootindex"
 )
 
 // persistInterval bounds how stale a revalidation time in the index may
@@ -49,21 +49,9 @@ func (r *Resolver) lookup(ctx context.Context, refName string) (*record, error) 
 }
 
 // root finds refName's root: by one lookup when the index offers it
-// (cache.RootLookup; localfs does), else by a scan of the whole index.
+// (cache.RootLookup; localfs and tier do), else by a scan of the index.
 func (r *Resolver) root(ctx context.Context, refName string) (v1.Descriptor, bool, error) {
-	if rl, ok := r.index.(cache.RootLookup); ok {
-		return rl.Root(ctx, refName)
-	}
-	im, err := r.index.Index(ctx)
-	if err != nil {
-		return v1.Descriptor{}, false, err
-	}
-	for _, d := range im.Manifests {
-		if d.Annotations[cache.AnnotationRefName] == refName {
-			return d, true, nil
-		}
-	}
-	return v1.Descriptor{}, false, nil
+	return rootindex.Lookup(ctx, r.index, refName)
 }
 
 // revalidated notes that refName still points to rec's digest, writing the
@@ -100,7 +88,7 @@ func readOnly(err error) bool {
 // the pull calls once its root is recorded (or it failed). A store that
 // cannot lease (cache.Leaser) is returned ctx unchanged.
 func (r *Resolver) lease(ctx context.Context) (leased context.Context, release func(), err error) {
-	l, ok := r.store.(cache.Leaser)
+	l, ok := cache.As[cache.Leaser](r.store)
 	if !ok {
 		return ctx, func() {}, nil
 	}
@@ -131,14 +119,5 @@ func (r *Resolver) remember(ctx context.Context, refName string, desc v1.Descrip
 	r.mu.Lock()
 	delete(r.checked, refName)
 	r.mu.Unlock()
-	if rr, ok := r.index.(cache.RootRecorder); ok {
-		return rr.RecordRoot(ctx, desc) // without rewriting the whole index
-	}
-	return r.index.UpdateIndex(ctx, func(im *v1.IndexManifest) error {
-		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
-			return d.Annotations[cache.AnnotationRefName] == refName
-		})
-		im.Manifests = append(im.Manifests, desc)
-		return nil
-	})
+	return rootindex.Record(ctx, r.index, desc) // one record, not a rewrite, where the index can
 }

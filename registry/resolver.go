@@ -67,7 +67,7 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	if err := o.client.check(); err != nil {
 		return nil, fmt.Errorf("registry: NewResolver: %w", err)
 	}
-	idx, ok := store.(cache.RootIndex)
+	idx, ok := cache.As[cache.RootIndex](store)
 	if !ok {
 		idx = &rootindex.Memory{}
 	}

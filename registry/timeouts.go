@@ -87,7 +87,7 @@ func (t Timeouts) or(d Timeouts) Timeouts {
 // newDefaultTransport is go-containerregistry's default transport (proxy
 // from the environment, HTTP/2, keep-alives) with t's dial and TLS
 // handshake bounds.
-func newDefaultTransport(t Timeouts) http.RoundTripper {
+func newDefaultTransport(t Timeouts) *http.Transport {
 	base, ok := remote.DefaultTransport.(*http.Transport)
 	if !ok {
 		base = http.DefaultTransport.(*http.Transport)

@@ -34,7 +34,7 @@ func TestDefaultTransportBoundsTheTLSHandshake(t *testing.T) {
 		}
 	}()
 	tr := newDefaultTransport(Timeouts{Connect: time.Second, TLSHandshake: 100 * time.Millisecond}.or(defaultTimeouts()))
-	defer tr.(*http.Transport).CloseIdleConnections()
+	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+ln.Addr().String()+"/v2/", nil)

@@ -62,8 +62,8 @@ type Cache struct {
 }
 
 var (
-	_ cache.LayerCache    = (*Cache)(nil)
-	_ cache.StatsReporter = (*Cache)(nil)
+	_ cache.LayerCacheCloser = (*Cache)(nil)
+	_ cache.StatsReporter    = (*Cache)(nil)
 )
 
 type options struct {
@@ -404,3 +404,8 @@ func copySource(bucket, key string) string {
 	}
 	return bucket + "/" + strings.Join(parts, "/")
 }
+
+// Close implements io.Closer. The S3 client is the caller's (New took
+// it), and so are its connections: Close does nothing, and the Cache
+// stays usable.
+func (c *Cache) Close() error { return nil }

@@ -256,7 +256,13 @@ func (f *filler) Close() error {
 // Put implements cache.Putter: the near tier first (it verifies), then the
 // far tier, synchronously or in the background.
 func (c *Cache) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) error {
-	if err := c.near.Put(ctx, d, size, r); err != nil {
+	return c.put(ctx, d, size, r, c.near.Put)
+}
+
+// put stores with nearPut (the near tier's Put or PutDeferred), then
+// copies to the far tier.
+func (c *Cache) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, nearPut func(context.Context, v1.Hash, int64, io.Reader) error) error {
+	if err := nearPut(ctx, d, size, r); err != nil {
 		return err
 	}
 	c.stats.BytesIn.Add(uint64(max(size, 0)))

@@ -90,8 +90,8 @@ func exitCode(err error) int {
 type app struct {
 	stdout, stderr io.Writer
 
-	cacheDir string           // --cache: a directory or a cache URL
-	cache    cache.LayerCache // opened by openCache, closed by run
+	cacheDir string                 // --cache: a directory or a cache URL
+	cache    cache.LayerCacheCloser // opened by openCache, closed by run
 	json     bool
 	insecure []string
 	timeout  time.Duration // per registry wait; 0: the registry package's defaults

@@ -16,61 +16,28 @@ import (
 
 // --cache is a directory (a local store, as it always was) or any URL
 // buildcache.Open takes. Every command works on a cache.LayerCache and
-// asks it, through the small interfaces below, for what else it needs:
-// ls the roots, gc and verify a local store's collector and checker,
-// stats the lifetime counters. A tier is seen through to its near tier
-// for those (its roots are the near tier's already); a cache that lacks
-// what a command needs is refused with a usage error naming both.
+// finds in it, with cache.As, what else it needs: ls the roots, gc,
+// verify and stats a local store (*localfs.Store), which As finds in a
+// tier's near tier too (its roots are the near tier's already). A cache
+// that lacks what a command needs is refused with a usage error naming
+// both.
 
-// collector is localfs.Store's garbage collector.
-type collector interface {
-	GC(ctx context.Context, opts ...localfs.GCOption) (localfs.GCReport, error)
-}
-
-// verifier is localfs.Store's check of every blob.
-type verifier interface {
-	Verify(ctx context.Context, opts ...localfs.VerifyOption) (localfs.VerifyReport, error)
-}
-
-// lifetimeCounter keeps counters across processes (localfs.Store).
-type lifetimeCounter interface {
-	Lifetime(ctx context.Context) (localfs.Lifetime, error)
-}
-
-// dirStore is a cache in a local directory.
-type dirStore interface{ Dir() string }
-
-// tiered is a tier.Cache.
-type tiered interface {
-	Near() cache.LayerCache
-	Far() cache.LayerCache
-}
-
-// capability finds in c, or through tiers in their near tier, what
-// satisfies T. near reports that it is the near tier's.
-func capability[T any](c cache.LayerCache) (found T, near bool, ok bool) {
-	for depth := 0; depth < 4; depth++ { // a tier of tiers, but no cycle
-		if t, ok := c.(T); ok {
-			return t, depth > 0, true
-		}
-		t, ok := c.(tiered)
-		if !ok {
-			break
-		}
-		c = t.Near()
-	}
-	return found, false, false
+// localStore finds the local store in c (c itself, or a tier's near
+// tier); near reports that it is a tier's.
+func localStore(c cache.LayerCache) (s *localfs.Store, near bool, ok bool) {
+	s, ok = cache.As[*localfs.Store](c)
+	return s, ok && cache.LayerCache(s) != c, ok
 }
 
 // persistentRoots reports whether c keeps its roots (cache.RootIndex)
 // beyond this process: a tier keeps them in memory unless its near tier
 // keeps them.
 func persistentRoots(c cache.LayerCache) (cache.RootIndex, bool) {
-	ri, ok := c.(cache.RootIndex)
+	ri, ok := cache.As[cache.RootIndex](c)
 	if !ok {
 		return nil, false
 	}
-	if t, isTier := c.(tiered); isTier {
+	if t, isTier := c.(cache.Tiered); isTier {
 		if _, ok := persistentRoots(t.Near()); !ok {
 			return nil, false
 		}
@@ -95,7 +62,7 @@ func (a *app) openCache(ctx context.Context, existing bool) (cache.LayerCache, e
 	if raw == "" {
 		return nil, usagef("no cache: pass --cache DIR or URL, or set XDG_CACHE_HOME or HOME")
 	}
-	var c cache.LayerCache
+	var c cache.LayerCacheCloser
 	if !isURL(raw) {
 		if existing {
 			if err := checkIsStore(raw); err != nil {
@@ -130,29 +97,16 @@ func (a *app) openCache(ctx context.Context, existing bool) (cache.LayerCache, e
 	return c, nil
 }
 
-// closeCache finishes with the cache at the end of the command: it waits
-// for a tier's background far writes and closes what can be closed (a
-// local store flushes its lifetime counters).
+// closeCache finishes with the cache at the end of the command: Close
+// waits for a tier's background far writes and flushes a local store's
+// lifetime counters.
 func (a *app) closeCache() {
 	if a.cache == nil {
 		return
 	}
-	var closeAll func(c cache.LayerCache)
-	closeAll = func(c cache.LayerCache) {
-		if f, ok := c.(interface{ Flush() }); ok {
-			f.Flush()
-		}
-		if t, ok := c.(tiered); ok {
-			closeAll(t.Near())
-			closeAll(t.Far())
-		}
-		if cl, ok := c.(interface{ Close() error }); ok {
-			if err := cl.Close(); err != nil {
-				a.warnf("%v", err)
-			}
-		}
+	if err := a.cache.Close(); err != nil {
+		a.warnf("%v", err)
 	}
-	closeAll(a.cache)
 	a.cache = nil
 }
 
@@ -190,19 +144,15 @@ func (a *app) refuse(command, needs string) error {
 		command, needs, a.cacheName(), a.cacheScheme())
 }
 
-// localStoreFor finds the local store a command that needs T works on,
-// telling the user when it is a tier's near tier.
-func localStoreFor[T any](a *app, c cache.LayerCache, command, needs string) (T, error) {
-	t, near, ok := capability[T](c)
+// localStoreFor finds the local store a command works on, telling the
+// user when it is a tier's near tier.
+func (a *app) localStoreFor(c cache.LayerCache, command, needs string) (*localfs.Store, error) {
+	s, near, ok := localStore(c)
 	if !ok {
-		return t, a.refuse(command, needs)
+		return nil, a.refuse(command, needs)
 	}
 	if near {
-		where := "the near tier"
-		if d, ok := any(t).(dirStore); ok {
-			where += " " + d.Dir()
-		}
-		fmt.Fprintf(a.stderr, "%s: working on %s of %s (the far tier is left alone)\n", command, where, a.cacheName())
+		fmt.Fprintf(a.stderr, "%s: working on the near tier %s of %s (the far tier is left alone)\n", command, s.Dir(), a.cacheName())
 	}
-	return t, nil
+	return s, nil
 }

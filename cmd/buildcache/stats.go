@@ -81,8 +81,9 @@ mostly zero here. With --json: {"cache", "dir", "blobs", "bytes",
 				return err
 			}
 			out := statsOutput{Cache: a.cacheName()}
-			if d, _, ok := capability[dirStore](c); ok {
-				out.Dir = d.Dir()
+			local, near, isLocal := localStore(c)
+			if isLocal {
+				out.Dir = local.Dir()
 			}
 			if err := c.Walk(ctx, func(_ v1.Hash, n int64) error {
 				out.Blobs++
@@ -99,8 +100,8 @@ mostly zero here. With --json: {"cache", "dir", "blobs", "bytes",
 				n := len(roots)
 				out.Images = &n
 			}
-			if lc, near, ok := capability[lifetimeCounter](c); ok {
-				l, err := lc.Lifetime(ctx)
+			if isLocal {
+				l, err := local.Lifetime(ctx)
 				if err != nil {
 					return err
 				}

@@ -165,14 +165,11 @@ verify exit 1. With --json: {"checked", "bytes", "bad": [{"digest",
 			if err != nil {
 				return err
 			}
-			store, err := localStoreFor[verifier](a, c, "verify", "a local store's blob check (localfs Verify)")
+			store, err := a.localStoreFor(c, "verify", "a local store's blob check (localfs Verify)")
 			if err != nil {
 				return err
 			}
-			where := a.cacheName()
-			if d, ok := store.(dirStore); ok {
-				where = d.Dir()
-			}
+			where := store.Dir()
 			var opts []localfs.VerifyOption
 			if remove {
 				opts = append(opts, localfs.VerifyRemove())
@@ -281,7 +278,7 @@ progress.
 			if err != nil {
 				return err
 			}
-			store, err := localStoreFor[collector](a, c, "gc", "a local store's garbage collector (localfs GC)")
+			store, err := a.localStoreFor(c, "gc", "a local store's garbage collector (localfs GC)")
 			if err != nil {
 				return err
 			}

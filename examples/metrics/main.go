@@ -112,6 +112,7 @@ func run(ctx context.Context, out io.Writer, cacheDir, listen string) error {
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	resolver, err := registry.NewResolver(store)
 	if err != nil {
 		return err
@@ -189,6 +190,7 @@ func run(ctx context.Context, out io.Writer, cacheDir, listen string) error {
 	if err != nil {
 		return err
 	}
+	defer store2.Close()
 	reg.MustRegister(metrics.NewTierCollector("runner-2", store2))
 	for _, d := range blobs {
 		if err := readBlob(ctx, store2, d); err != nil {

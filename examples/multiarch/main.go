@@ -196,6 +196,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	if err != nil {
 		return nil, err
 	}
+	defer store.Close()
 	resolver, err := registry.NewResolver(store)
 	if err != nil {
 		return nil, err

@@ -122,6 +122,7 @@ func run(ctx context.Context, cacheDir string, mib int64) error {
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	resolver, err := registry.NewResolver(store)
 	if err != nil {
 		return err

@@ -104,7 +104,10 @@ func run(ctx context.Context, endpoint, bucket string, nLayers, mib int) error {
 			return nil, nil, nil, err
 		}
 		t, err := tier.New(near, far)
-		return t, far, func() { os.RemoveAll(dir) }, err
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return t, far, func() { t.Close(); os.RemoveAll(dir) }, nil
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)

@@ -57,6 +57,7 @@ func run(ctx context.Context, cacheDir string, mib int64) error {
 	if err != nil {
 		return err
 	}
+	defer store.Close()
 	fmt.Printf("store: %s\n\n", store.Dir())
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)

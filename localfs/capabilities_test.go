@@ -1,0 +1,26 @@
+package localfs_test
+
+import (
+	"testing"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/cache/cachetest"
+	"github.com/buildcache/buildcache/internal/captest"
+)
+
+// The capability suites on the store itself; tier and buildcache.Open run
+// the same suites on the compositions built from it.
+
+func TestCapabilityRootIndex(t *testing.T) {
+	cachetest.RunRootIndex(t, func(t *testing.T) cache.LayerCache { return newStore(t) })
+}
+
+func TestCapabilityDeferredSync(t *testing.T) {
+	cachetest.RunDeferredSync(t, func(t *testing.T) cache.LayerCache { return newStore(t) })
+}
+
+func TestCapabilityLeaser(t *testing.T) {
+	cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness {
+		return captest.LocalLeases(t, newStore(t))
+	})
+}
