@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/moby/buildkit/client"
 
+	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/imagewalk"
 )
 
@@ -47,9 +48,6 @@ func (o *buildOptions) readManifests(ctx context.Context, res *Result) error {
 	}
 	return nil
 }
-
-// maxJSONBlob bounds the manifests, indexes and configs read back.
-const maxJSONBlob = 4 << 20
 
 // platformManifests names each image manifest that top (an OCI layout's
 // index.json, or any index) reaches by its platform, through the walk the
@@ -84,7 +82,7 @@ func manifestsFromOCITar(path string) (map[string]v1.Hash, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h.Typeflag != tar.TypeReg || h.Size > maxJSONBlob {
+		if h.Typeflag != tar.TypeReg || h.Size > cache.MaxManifestBytes {
 			continue
 		}
 		key := h.Name
@@ -143,7 +141,7 @@ func manifestsFromRegistry(ctx context.Context, out Output, d v1.Hash) (map[stri
 			return nil, err
 		}
 		defer rc.Close()
-		return io.ReadAll(io.LimitReader(rc, maxJSONBlob))
+		return io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes))
 	}
 	top, err := json.Marshal(v1.IndexManifest{Manifests: []v1.Descriptor{{Digest: d, MediaType: "application/vnd.oci.image.index.v1+json"}}})
 	if err != nil {

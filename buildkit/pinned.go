@@ -476,10 +476,6 @@ func manifestFor(df *dockerfile.File, g *imageGroup, p ocispecs.Platform) (v1.Ha
 	return v1.Hash{}, &LineError{File: df.Name, Line: g.line, Err: fmt.Errorf("%q resolved to %s: %w %s (it has %s)", g.ref, g.res.Digest, ErrPlatformNotFound, ps, strings.Join(have, ", "))}
 }
 
-// maxManifestBytes bounds the manifests checkStored reads; registries
-// refuse larger ones.
-const maxManifestBytes = 4 << 20
-
 // checkStored checks that the platform manifest m, its config and its
 // layers are in store: everything BuildKit reads through an oci-layout
 // context that points at a platform manifest. (The index is not read.)
@@ -488,13 +484,13 @@ func checkStored(ctx context.Context, store LayoutStore, m v1.Hash) error {
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", m, err)
 	}
-	b, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	b, err := io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes+1))
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", m, err)
 	}
 	mf, err := v1.ParseManifest(bytes.NewReader(b))
-	if err != nil || len(b) > maxManifestBytes {
+	if err != nil || len(b) > cache.MaxManifestBytes {
 		return fmt.Errorf("manifest %s is not an image manifest", m)
 	}
 	for _, d := range append([]v1.Descriptor{mf.Config}, mf.Layers...) {

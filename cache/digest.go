@@ -64,3 +64,10 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// MaxManifestBytes bounds every manifest, index and image config that
+// this module reads, from a registry or from a store: registries refuse
+// manifests larger than 4 MiB (distribution, Harbor, Docker Hub), so a
+// larger one is hostile or broken, and reading it whole is a way to run
+// a process out of memory.
+const MaxManifestBytes = 4 << 20

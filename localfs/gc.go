@@ -100,10 +100,6 @@ func (s *Store) reachable(ctx context.Context) (map[digestKey]reach, map[digestK
 // the images it pulled under it (cache.AnnotationRefName).
 const ociRefName = cache.AnnotationRefName
 
-// maxManifestSize bounds what reachability parses; registries refuse
-// manifests over 4 MiB too.
-const maxManifestSize = 4 << 20
-
 func isManifest(mt types.MediaType) bool {
 	switch mt {
 	case types.OCIImageIndex, types.OCIManifestSchema1, types.DockerManifestList, types.DockerManifestSchema2,

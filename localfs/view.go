@@ -157,7 +157,7 @@ func anyPresent(blobs []blobRec, set map[digestKey]bool) bool {
 // corrupt, unreadable), which may change; a blob that reads but does not
 // parse never will.
 func (s *Store) readManifestRefs(d v1.Hash) (m manifestRefs, absent bool) {
-	b, err := s.readSmallBlob(d, maxManifestSize)
+	b, err := s.readSmallBlob(d, cache.MaxManifestBytes)
 	if err != nil {
 		var tooLarge *tooLargeError
 		return m, !errors.As(err, &tooLarge)

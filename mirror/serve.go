@@ -16,10 +16,6 @@ import (
 	"github.com/buildcache/buildcache/cache"
 )
 
-// maxManifestBytes bounds a manifest read from the store, as the resolver
-// bounds one read from a registry.
-const maxManifestBytes = 4 << 20
-
 // serveManifest answers a manifest request. A tag goes through the
 // resolver's policy (ResolveTop: one HEAD, stale-if-error); a digest
 // stored is served with no upstream request, and one not stored is
@@ -93,12 +89,12 @@ func (m *Mirror) readManifest(ctx context.Context, d v1.Hash) ([]byte, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	b, err := io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxManifestBytes {
-		return nil, fmt.Errorf("mirror: %s is larger than %d bytes, not a manifest", d, maxManifestBytes)
+	if len(b) > cache.MaxManifestBytes {
+		return nil, fmt.Errorf("mirror: %s is larger than %d bytes, not a manifest", d, cache.MaxManifestBytes)
 	}
 	return b, nil
 }

@@ -192,7 +192,7 @@ func TestPullRefusesBadBlobSizesBeforeAnyRequest(t *testing.T) {
 }
 
 // A manifest an index lists is read no further than the size the index
-// states, which must be between 1 byte and maxManifestBytes (4 MiB).
+// states, which must be between 1 byte and cache.MaxManifestBytes (4 MiB).
 func TestPullBoundsChildManifestsByTheirListedSize(t *testing.T) {
 	amd64 := &v1.Platform{OS: "linux", Architecture: "amd64"}
 	for _, tt := range []struct {

@@ -76,7 +76,7 @@
 // bounded before it starts, by the size a descriptor states where there is
 // one and by a cap where there is none:
 //
-//   - A manifest or index: 4 MiB (maxManifestBytes, as registries and
+//   - A manifest or index: 4 MiB (cache.MaxManifestBytes; as registries and
 //     containerd cap them). One an index lists is read no further than the
 //     size the index states, which must be 1 byte to 4 MiB.
 //   - An image config: the size its manifest states, at most 8 MiB

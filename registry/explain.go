@@ -55,7 +55,7 @@ func explain(res *cache.ResolvedImage, err error, why cache.Explanation, t *tall
 // there. It is only asked once complete has failed, before a pull.
 func (r *Resolver) missing(ctx context.Context, top v1.Descriptor, platforms []string) []v1.Hash {
 	var out []v1.Hash
-	b, err := r.readBlob(ctx, top.Digest, maxManifestBytes)
+	b, err := r.readBlob(ctx, top.Digest, cache.MaxManifestBytes)
 	if err != nil {
 		return []v1.Hash{top.Digest}
 	}

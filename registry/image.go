@@ -31,7 +31,7 @@ func (r *Resolver) Image(ctx context.Context, res *cache.ResolvedImage, platform
 		slices.Sort(have)
 		return nil, fmt.Errorf("registry: %s was not resolved for %s (resolved: %v): %w", res.Ref, platform, have, cache.ErrNotFound)
 	}
-	raw, err := r.readBlob(ctx, d, maxManifestBytes)
+	raw, err := r.readBlob(ctx, d, cache.MaxManifestBytes)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %s %s manifest: %w", res.Ref, platform, err)
 	}

@@ -31,8 +31,8 @@ const (
 	BlobMediaType = types.OCIUncompressedLayer
 
 	// maxIndexBytes is the largest index a LayerCache writes or reads:
-	// registries refuse manifests over 4 MiB, which is about 25,000 entries.
-	maxIndexBytes = 4 << 20
+	// a manifest, about 25,000 entries.
+	maxIndexBytes = cache.MaxManifestBytes
 )
 
 // emptyJSON is the OCI empty descriptor ("{}"): the index's config, and its

@@ -67,7 +67,7 @@ func (r *Resolver) storedGetter(ctx context.Context) imagewalk.Getter {
 		if config {
 			return r.readBlob(ctx, d.Digest, maxConfigBytes)
 		}
-		return r.readBlob(ctx, d.Digest, maxManifestBytes)
+		return r.readBlob(ctx, d.Digest, cache.MaxManifestBytes)
 	}
 }
 

@@ -93,8 +93,8 @@ func (r *Resolver) putBytes(ctx context.Context, d v1.Hash, b []byte) error {
 // fetchManifest returns manifest or index d, which an index lists, from
 // the store or else the registry, reading no more than its stated size.
 func (r *Resolver) fetchManifest(ctx context.Context, repo name.Repository, d v1.Descriptor, force bool) ([]byte, error) {
-	if d.Size <= 0 || d.Size > maxManifestBytes {
-		return nil, fmt.Errorf("registry: %s: manifest %s is listed with size %d, not 1 to %d bytes", repo, d.Digest, d.Size, maxManifestBytes)
+	if d.Size <= 0 || d.Size > cache.MaxManifestBytes {
+		return nil, fmt.Errorf("registry: %s: manifest %s is listed with size %d, not 1 to %d bytes", repo, d.Digest, d.Size, cache.MaxManifestBytes)
 	}
 	if !force {
 		if b, err := r.readBlob(ctx, d.Digest, d.Size); err == nil {
@@ -110,13 +110,13 @@ func (r *Resolver) fetchManifest(ctx context.Context, repo name.Repository, d v1
 
 // getManifest GETs a manifest and checks it against the digest the
 // registry claims and, for a digest reference, the one asked for. It
-// reads at most maxManifestBytes.
+// reads at most cache.MaxManifestBytes.
 func (r *Resolver) getManifest(ctx context.Context, repo name.Repository, id string) (v1.Descriptor, []byte, error) {
-	return r.getManifestLimit(ctx, repo, id, maxManifestBytes)
+	return r.getManifestLimit(ctx, repo, id, cache.MaxManifestBytes)
 }
 
 // getManifestLimit is getManifest reading at most limit bytes: the size an
-// index states, or maxManifestBytes.
+// index states, or cache.MaxManifestBytes.
 func (r *Resolver) getManifestLimit(ctx context.Context, repo name.Repository, id string, limit int64) (v1.Descriptor, []byte, error) {
 	resp, err := r.client.do(ctx, request{method: http.MethodGet, repo: repo, kind: "manifests", ref: id, accept: manifestAccept})
 	if err != nil {
@@ -165,7 +165,7 @@ func (r *Resolver) fetchConfig(ctx context.Context, repo name.Repository, d v1.D
 	return r.readBlob(ctx, d.Digest, maxConfigBytes)
 }
 
-// Bounds on what a pull downloads, besides maxManifestBytes (the package
+// Bounds on what a pull downloads, besides cache.MaxManifestBytes (the package
 // doc, # Bounds, states them).
 const (
 	// maxConfigBytes bounds an image config, which is read into memory.

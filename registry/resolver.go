@@ -23,10 +23,6 @@ import (
 	"github.com/buildcache/buildcache/internal/rootindex"
 )
 
-// maxManifestBytes bounds a manifest read from a registry; registries
-// refuse bigger ones.
-const maxManifestBytes = 4 << 20
-
 // Resolver is a cache.BaseImageResolver that keeps what it fetches in a
 // cache.LayerCache and records each reference's digest as a root of the
 // store's index, so a restart remembers it and GC keeps it.
@@ -330,7 +326,7 @@ func (r *Resolver) head(ctx context.Context, ref name.Reference, mayGet func() b
 
 // localDescriptor describes a manifest that is in the store.
 func (r *Resolver) localDescriptor(ctx context.Context, d v1.Hash) (v1.Descriptor, bool) {
-	b, err := r.readBlob(ctx, d, maxManifestBytes)
+	b, err := r.readBlob(ctx, d, cache.MaxManifestBytes)
 	if err != nil {
 		return v1.Descriptor{}, false
 	}
@@ -373,7 +369,7 @@ func (r *Resolver) complete(ctx context.Context, top v1.Descriptor, platforms []
 			return nil, err
 		}
 	} else {
-		b, err := r.readBlob(ctx, top.Digest, maxManifestBytes)
+		b, err := r.readBlob(ctx, top.Digest, cache.MaxManifestBytes)
 		if err != nil {
 			return nil, err
 		}

@@ -13,10 +13,6 @@ import (
 	"github.com/buildcache/buildcache/cache"
 )
 
-// maxManifestBytes bounds a manifest or config read from the store, as
-// registries bound them.
-const maxManifestBytes = 4 << 20
-
 // footprint is what one recorded image occupies in the store.
 type footprint struct {
 	Platforms []string // platforms whose manifests are stored
@@ -71,7 +67,7 @@ func footprintOf(ctx context.Context, store blobStore, top v1.Hash, only map[str
 		rc, err := store.Get(ctx, d)
 		if err == nil {
 			var b []byte
-			b, err = io.ReadAll(io.LimitReader(rc, maxManifestBytes))
+			b, err = io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes))
 			rc.Close()
 			if err == nil {
 				err = json.Unmarshal(b, into)
