@@ -62,3 +62,38 @@ func (c *Counters) Snapshot() Stats {
 		Errors:      c.Errors.Load(),
 	}
 }
+
+// TierStats describes a tiered cache (tier.Cache's StatsByTier): its own
+// counters as one cache, how its reads were served, and each tier's
+// counters (zero for a tier that reports none).
+type TierStats struct {
+	Stats            // the tiered cache's own counters, as one cache
+	NearHits  uint64 // Gets served by the near tier
+	FarHits   uint64 // Gets served by the far tier
+	Fills     uint64 // far blobs copied into the near tier
+	FarErrors uint64 // far tier failures absorbed (the near tier went on)
+	Near, Far Stats
+}
+
+// ResourceStats is a snapshot of what a ResourceCache (memory.Cache) has
+// done since it was created.
+type ResourceStats struct {
+	Hits          uint64 // Gets answered with a cached value
+	NegativeHits  uint64 // Gets answered with a cached (negative) error
+	Misses        uint64 // Gets that found no fresh entry, including those that joined a load
+	Loads         uint64 // load functions called, by Get and Refresh
+	LoadErrors    uint64 // loads that returned an error (negative ones included) or panicked
+	Coalesced     uint64 // Gets that waited for a load another caller started
+	Evictions     uint64 // entries evicted for room or expiry, or refused admission
+	Invalidations uint64 // calls of Invalidate
+}
+
+// HitRatio is (Hits + NegativeHits) / (Hits + NegativeHits + Misses), or 0
+// when there were no Gets.
+func (s ResourceStats) HitRatio() float64 {
+	hits := s.Hits + s.NegativeHits
+	if hits+s.Misses == 0 {
+		return 0
+	}
+	return float64(hits) / float64(hits+s.Misses)
+}

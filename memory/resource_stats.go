@@ -3,38 +3,18 @@ package memory
 import (
 	"math/rand/v2"
 	"sync/atomic"
+
+	"github.com/buildcache/buildcache/cache"
 )
 
-// ResourceStats is a snapshot of what a Cache has done since New.
-type ResourceStats struct {
-	Hits          uint64 // Gets answered with a cached value
-	NegativeHits  uint64 // Gets answered with a cached (negative) error
-	Misses        uint64 // Gets that found no fresh entry, including those that joined a load
-	Loads         uint64 // load functions called, by Get and Refresh
-	LoadErrors    uint64 // loads that returned an error (negative ones included) or panicked
-	Coalesced     uint64 // Gets that waited for a load another caller started
-	Evictions     uint64 // entries ristretto evicted for room or expiry, or refused to admit
-	Invalidations uint64 // calls of Invalidate
-}
-
-// HitRatio is (Hits + NegativeHits) / (Hits + NegativeHits + Misses), or 0
-// when there were no Gets.
-func (s ResourceStats) HitRatio() float64 {
-	hits := s.Hits + s.NegativeHits
-	if hits+s.Misses == 0 {
-		return 0
-	}
-	return float64(hits) / float64(hits+s.Misses)
-}
-
 // Stats reports what the cache has done since New.
-func (c *Cache[K, V]) Stats() ResourceStats {
+func (c *Cache[K, V]) Stats() cache.ResourceStats {
 	s := &c.stats
 	var hits uint64
 	for i := range s.hits {
 		hits += s.hits[i].n.Load()
 	}
-	return ResourceStats{
+	return cache.ResourceStats{
 		Hits:          hits,
 		NegativeHits:  s.negativeHits.Load(),
 		Misses:        s.misses.Load(),
@@ -46,7 +26,7 @@ func (c *Cache[K, V]) Stats() ResourceStats {
 	}
 }
 
-// counters are the live counters behind ResourceStats. Hits, the only
+// counters are the live counters behind cache.ResourceStats. Hits, the only
 // counter on the fast path, are counted in stripes, each on a cache line
 // of its own, so that hits on different cores do not contend for one
 // counter (nor with the fields every hit reads). A hit picks its stripe

@@ -609,14 +609,14 @@ func TestResourceStats(t *testing.T) {
 	c.Get(ctx, "a", found.load) // miss, load
 	c.Refresh(ctx, "a", found.load)
 
-	want := ResourceStats{Hits: 1, NegativeHits: 1, Misses: 4, Loads: 5, LoadErrors: 2, Invalidations: 1}
+	want := cache.ResourceStats{Hits: 1, NegativeHits: 1, Misses: 4, Loads: 5, LoadErrors: 2, Invalidations: 1}
 	if got := c.Stats(); got != want {
 		t.Errorf("Stats =\n %+v, want\n %+v", got, want)
 	}
 	if got, want := c.Stats().HitRatio(), 2.0/6; got != want {
 		t.Errorf("HitRatio = %v, want %v", got, want)
 	}
-	if r := (ResourceStats{}).HitRatio(); r != 0 {
+	if r := (cache.ResourceStats{}).HitRatio(); r != 0 {
 		t.Errorf("HitRatio of nothing = %v", r)
 	}
 }

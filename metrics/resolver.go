@@ -3,30 +3,30 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/promfamily"
-	"github.com/buildcache/buildcache/registry"
 )
 
 // ResolverStatsReporter is what NewResolverCollector reads: a
 // *registry.Resolver.
 type ResolverStatsReporter interface {
-	Stats() registry.ResolverStats
+	Stats() cache.ResolverStats
 }
 
-var resolverSpecs = []promfamily.Spec[registry.ResolverStats]{
+var resolverSpecs = []promfamily.Spec[cache.ResolverStats]{
 	promfamily.Counter("resolves_total", "Resolve calls that returned an image; concurrent calls that shared one resolution count each.",
-		func(s registry.ResolverStats) uint64 { return s.Resolves }),
+		func(s cache.ResolverStats) uint64 { return s.Resolves }),
 	promfamily.Counter("fetched_blobs_total", "Blobs, manifests included, downloaded from registries.",
-		func(s registry.ResolverStats) uint64 { return s.BlobsFetched }),
+		func(s cache.ResolverStats) uint64 { return s.BlobsFetched }),
 	promfamily.Counter("fetched_bytes_total", "Bytes of blobs and manifests downloaded from registries.",
-		func(s registry.ResolverStats) uint64 { return s.BytesFetched }),
+		func(s cache.ResolverStats) uint64 { return s.BytesFetched }),
 }
 
 // ResolverCollector exports the counters of a registry.Resolver as the
 // buildcache_resolver_* families. Create it with NewResolverCollector.
 type ResolverCollector struct {
 	r           ResolverStatsReporter
-	fs          []promfamily.Family[registry.ResolverStats]
+	fs          []promfamily.Family[cache.ResolverStats]
 	resolutions *prometheus.Desc
 	// Per registry host, from the RateLimit headers of its last answer.
 	rateLimit, rateRemaining, rateWindow *prometheus.Desc

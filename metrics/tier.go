@@ -5,18 +5,17 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/promfamily"
-	"github.com/buildcache/buildcache/tier"
 )
 
 // TierStatsReporter is what NewTierCollector reads: a *tier.Cache.
 type TierStatsReporter interface {
-	StatsByTier() tier.Stats
+	StatsByTier() cache.TierStats
 }
 
 // tierSpecs are the tier's own families beyond those of cache.Stats.
-var tierSpecs = []promfamily.Spec[tier.Stats]{
-	promfamily.Counter("fills_total", "Blobs read from the far tier and copied into the near tier.", func(s tier.Stats) uint64 { return s.Fills }),
-	promfamily.Counter("far_errors_total", "Far tier failures the tiered cache absorbed while the near tier went on.", func(s tier.Stats) uint64 { return s.FarErrors }),
+var tierSpecs = []promfamily.Spec[cache.TierStats]{
+	promfamily.Counter("fills_total", "Blobs read from the far tier and copied into the near tier.", func(s cache.TierStats) uint64 { return s.Fills }),
+	promfamily.Counter("far_errors_total", "Far tier failures the tiered cache absorbed while the near tier went on.", func(s cache.TierStats) uint64 { return s.FarErrors }),
 }
 
 // TierCollector exports a tier.Cache: the cache as a whole in the
@@ -28,7 +27,7 @@ type TierCollector struct {
 	t      TierStatsReporter
 	whole  []promfamily.Family[cache.Stats]
 	tiers  []promfamily.Family[cache.Stats]
-	own    []promfamily.Family[tier.Stats]
+	own    []promfamily.Family[cache.TierStats]
 	served *prometheus.Desc
 }
 

@@ -38,7 +38,7 @@ func (c *resolverCounters) fields() []*atomic.Uint64 {
 	return []*atomic.Uint64{&c.resolves, &c.hits, &c.revalidated, &c.pulled, &c.stale, &c.reserved, &c.blobs, &c.bytes}
 }
 
-func (s *ResolverStats) fields() []*uint64 {
+func statsFields(s *cache.ResolverStats) []*uint64 {
 	return []*uint64{&s.Resolves, &s.Hits, &s.Revalidated, &s.Pulled, &s.Stale, &s.Reserved, &s.BlobsFetched, &s.BytesFetched}
 }
 
@@ -46,9 +46,9 @@ func (s *ResolverStats) fields() []*uint64 {
 // persisted in a store's named counters (localfs.Lifetime.Counters):
 // what every process's resolvers over the store counted. Fields that are
 // not persisted (RevalidationsUnrecorded, RateLimits) are zero.
-func ResolverStatsFromCounters(counters map[string]uint64) ResolverStats {
-	var s ResolverStats
-	for i, f := range s.fields() {
+func ResolverStatsFromCounters(counters map[string]uint64) cache.ResolverStats {
+	var s cache.ResolverStats
+	for i, f := range statsFields(&s) {
 		*f = counters[resolverCounterNames[i]]
 	}
 	return s

@@ -1,33 +1,15 @@
 package registry
 
 import (
-	"fmt"
 	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-)
 
-// RateLimit is a registry's pull budget as its responses last stated it
-// (Docker Hub: "ratelimit-limit: 100;w=21600", "ratelimit-remaining:
-// 76;w=21600"; the IETF drafts' RateLimit-Limit/-Remaining/-Reset,
-// RateLimit with RateLimit-Policy are read too), and the last 429.
-type RateLimit struct {
-	Limit     int           // requests allowed per Window; 0 when not stated
-	Remaining int           // requests left in the current window
-	Window    time.Duration // the window (";w=" seconds); 0 when not stated
-	Reset     time.Time     // when the window ends, if stated; zero otherwise
-	// Stated is false when no response has carried the headers: only a
-	// 429 was seen, and Limit and Remaining say nothing.
-	Stated bool
-	// RetryAfter is when the last 429 allowed the registry to be asked
-	// again (its Retry-After; else Reset; else a minute later). Zero when
-	// no 429 was seen; it may be in the past.
-	RetryAfter time.Time
-	Updated    time.Time // when a response last changed any of the above
-}
+	"github.com/buildcache/buildcache/cache"
+)
 
 // defaultRateLimitHold is how long a 429 without Retry-After or a stated
 // reset holds pulls back.
@@ -38,11 +20,11 @@ type rateLimits struct {
 	now func() time.Time
 
 	mu sync.Mutex
-	by map[string]RateLimit
+	by map[string]cache.RateLimit
 }
 
 func newRateLimits() *rateLimits {
-	return &rateLimits{now: time.Now, by: map[string]RateLimit{}}
+	return &rateLimits{now: time.Now, by: map[string]cache.RateLimit{}}
 }
 
 // observe records what resp says about host's budget.
@@ -73,35 +55,20 @@ func (l *rateLimits) observe(host string, resp *http.Response) {
 	l.by[host] = rl
 }
 
-func (l *rateLimits) get(host string) (RateLimit, bool) {
+func (l *rateLimits) get(host string) (cache.RateLimit, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	rl, ok := l.by[host]
 	return rl, ok
 }
 
-func (l *rateLimits) snapshot() map[string]RateLimit {
+func (l *rateLimits) snapshot() map[string]cache.RateLimit {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.by) == 0 {
 		return nil
 	}
 	return maps.Clone(l.by)
-}
-
-// String is "76 of 100 left per 6h0m0s", as explanations print it.
-func (rl RateLimit) String() string {
-	if !rl.Stated {
-		return "no budget stated"
-	}
-	s := strconv.Itoa(rl.Remaining) + " left"
-	if rl.Limit > 0 {
-		s = fmt.Sprintf("%d of %d left", rl.Remaining, rl.Limit)
-	}
-	if rl.Window > 0 {
-		s += " per " + rl.Window.String()
-	}
-	return s
 }
 
 // parseRateLimit reads the rate-limit headers of a response: Docker Hub's
@@ -112,13 +79,13 @@ func (rl RateLimit) String() string {
 // `RateLimit: "default";r=50;t=30` with `RateLimit-Policy: 100;w=3600` or
 // `"default";q=100;w=3600`. It reports whether a remaining count was
 // stated.
-func parseRateLimit(h http.Header, now time.Time) (RateLimit, bool) {
-	var rl RateLimit
+func parseRateLimit(h http.Header, now time.Time) (cache.RateLimit, bool) {
+	var rl cache.RateLimit
 	reset := -1
 	if v := h.Get("RateLimit-Remaining"); v != "" {
 		n, params, ok := firstItem(v)
 		if !ok {
-			return RateLimit{}, false
+			return cache.RateLimit{}, false
 		}
 		rl.Remaining, rl.Stated = n, true
 		rl.Window = window(params)
@@ -154,7 +121,7 @@ func parseRateLimit(h http.Header, now time.Time) (RateLimit, bool) {
 		}
 	}
 	if !rl.Stated {
-		return RateLimit{}, false
+		return cache.RateLimit{}, false
 	}
 	if p := h.Get("RateLimit-Policy"); p != "" {
 		first, _, _ := strings.Cut(p, ",")

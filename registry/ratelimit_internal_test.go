@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/buildcache/buildcache/cache"
 )
 
 func TestParseRateLimit(t *testing.T) {
@@ -11,19 +13,19 @@ func TestParseRateLimit(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		header map[string]string
-		want   RateLimit
+		want   cache.RateLimit
 		stated bool
 	}{
 		{"docker hub", map[string]string{"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "76;w=21600"},
-			RateLimit{Limit: 100, Remaining: 76, Window: 6 * time.Hour}, true},
+			cache.RateLimit{Limit: 100, Remaining: 76, Window: 6 * time.Hour}, true},
 		{"draft-00 with reset and a list", map[string]string{"RateLimit-Limit": "10, 10;w=1, 1000;w=3600", "RateLimit-Remaining": "9", "RateLimit-Reset": "30"},
-			RateLimit{Limit: 10, Remaining: 9, Reset: now.Add(30 * time.Second)}, true},
+			cache.RateLimit{Limit: 10, Remaining: 9, Reset: now.Add(30 * time.Second)}, true},
 		{"draft dictionary with policy", map[string]string{"RateLimit": "limit=100, remaining=50, reset=30", "RateLimit-Policy": "100;w=3600"},
-			RateLimit{Limit: 100, Remaining: 50, Window: time.Hour, Reset: now.Add(30 * time.Second)}, true},
+			cache.RateLimit{Limit: 100, Remaining: 50, Window: time.Hour, Reset: now.Add(30 * time.Second)}, true},
 		{"later draft, named policy", map[string]string{"RateLimit": `"default";r=5;t=10`, "RateLimit-Policy": `"default";q=100;w=60`},
-			RateLimit{Limit: 100, Remaining: 5, Window: time.Minute, Reset: now.Add(10 * time.Second)}, true},
-		{"none", map[string]string{}, RateLimit{}, false},
-		{"garbage", map[string]string{"RateLimit-Remaining": "lots"}, RateLimit{}, false},
+			cache.RateLimit{Limit: 100, Remaining: 5, Window: time.Minute, Reset: now.Add(10 * time.Second)}, true},
+		{"none", map[string]string{}, cache.RateLimit{}, false},
+		{"garbage", map[string]string{"RateLimit-Remaining": "lots"}, cache.RateLimit{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := http.Header{}
@@ -60,7 +62,7 @@ func TestRateLimitsObserve429(t *testing.T) {
 		t.Errorf("a later answer: %+v; want remaining 7 and the 429's RetryAfter kept", rl)
 	}
 	snap := l.snapshot()
-	snap["r"] = RateLimit{}
+	snap["r"] = cache.RateLimit{}
 	if rl, _ = l.get("r"); rl.Remaining != 7 {
 		t.Error("a snapshot shares its map with the tracker")
 	}

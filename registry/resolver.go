@@ -80,36 +80,15 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	}, nil
 }
 
-// ResolverStats counts what a Resolver did.
-type ResolverStats struct {
-	Resolves    uint64 // Resolve calls that returned an image
-	Hits        uint64 // answered with no request
-	Revalidated uint64 // one HEAD confirmed the cached digest
-	Pulled      uint64 // something was downloaded
-	Stale       uint64 // the registry failed and the cached copy was served
-	// Reserved counts cached copies served without the pull that would
-	// have refreshed them, to keep a rate-limit reserve (cache.Reserved).
-	Reserved     uint64
-	BlobsFetched uint64 // blobs (manifests included) downloaded
-	BytesFetched uint64
-	// RevalidationsUnrecorded counts revalidations a read-only store could
-	// not record in its index; they are kept in memory instead.
-	RevalidationsUnrecorded uint64
-	// RateLimits is each registry's ("host:port", "index.docker.io") last
-	// stated rate limit and 429, from any response; nil when none has
-	// stated one. The map is the caller's.
-	RateLimits map[string]RateLimit
-}
-
 type resolverCounters struct {
 	resolves, hits, revalidated, pulled, stale, reserved, blobs, bytes atomic.Uint64
 	unrecorded                                                         atomic.Uint64 // records.go
 }
 
 // Stats reports what the resolver has done.
-func (r *Resolver) Stats() ResolverStats {
+func (r *Resolver) Stats() cache.ResolverStats {
 	c := &r.stats
-	return ResolverStats{
+	return cache.ResolverStats{
 		Resolves: c.resolves.Load(), Hits: c.hits.Load(), Revalidated: c.revalidated.Load(),
 		Pulled: c.pulled.Load(), Stale: c.stale.Load(), Reserved: c.reserved.Load(),
 		BlobsFetched: c.blobs.Load(), BytesFetched: c.bytes.Load(),

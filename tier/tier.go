@@ -96,25 +96,14 @@ func (c *Cache) Near() cache.LayerCache { return c.near }
 // Far is the far tier, as given to New.
 func (c *Cache) Far() cache.LayerCache { return c.far }
 
-// Stats describes a tiered cache: its own counters (as one cache), and how
-// reads were served.
-type Stats struct {
-	cache.Stats
-	NearHits  uint64 // Gets served by the near tier
-	FarHits   uint64 // Gets served by the far tier
-	Fills     uint64 // far blobs copied into the near tier
-	FarErrors uint64 // far tier failures absorbed (the near tier went on)
-	Near, Far cache.Stats
-}
-
 // Stats implements cache.StatsReporter.
 func (c *Cache) Stats() cache.Stats { return c.stats.Snapshot() }
 
 // StatsByTier reports the cache's own counters with how reads were
 // served and each tier's counters (those of a tier that reports none are
 // zero).
-func (c *Cache) StatsByTier() Stats {
-	s := Stats{
+func (c *Cache) StatsByTier() cache.TierStats {
+	s := cache.TierStats{
 		Stats:     c.stats.Snapshot(),
 		NearHits:  c.nearHits.Load(),
 		FarHits:   c.farHits.Load(),

@@ -231,7 +231,7 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 type resolved struct {
 	imageResult
 	img     *cache.ResolvedImage // nil when it failed
-	fetched registry.ResolverStats
+	fetched cache.ResolverStats
 }
 
 // batch resolves images one after the other and remembers the exit code
@@ -307,8 +307,8 @@ func (b *batch) result() error {
 	return &reportedError{b.first}
 }
 
-func statsDelta(after, before registry.ResolverStats) registry.ResolverStats {
-	return registry.ResolverStats{
+func statsDelta(after, before cache.ResolverStats) cache.ResolverStats {
+	return cache.ResolverStats{
 		BlobsFetched: after.BlobsFetched - before.BlobsFetched,
 		BytesFetched: after.BytesFetched - before.BytesFetched,
 	}

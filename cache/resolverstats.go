@@ -1,0 +1,62 @@
+package cache
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// ResolverStats counts what a resolver (registry.Resolver's Stats) did.
+type ResolverStats struct {
+	Resolves    uint64 // Resolve calls that returned an image
+	Hits        uint64 // answered with no request
+	Revalidated uint64 // one HEAD confirmed the cached digest
+	Pulled      uint64 // something was downloaded
+	Stale       uint64 // the registry failed and the cached copy was served
+	// Reserved counts cached copies served without the pull that would
+	// have refreshed them, to keep a rate-limit reserve (Reserved).
+	Reserved     uint64
+	BlobsFetched uint64 // blobs (manifests included) downloaded
+	BytesFetched uint64
+	// RevalidationsUnrecorded counts revalidations a read-only store could
+	// not record in its index; they are kept in memory instead.
+	RevalidationsUnrecorded uint64
+	// RateLimits is each registry's ("host:port", "index.docker.io") last
+	// stated rate limit and 429, from any response; nil when none has
+	// stated one. The map is the caller's.
+	RateLimits map[string]RateLimit
+}
+
+// RateLimit is a registry's pull budget as its responses last stated it
+// (Docker Hub: "ratelimit-limit: 100;w=21600", "ratelimit-remaining:
+// 76;w=21600"; the IETF drafts' RateLimit-Limit/-Remaining/-Reset,
+// RateLimit with RateLimit-Policy are read too), and the last 429.
+type RateLimit struct {
+	Limit     int           // requests allowed per Window; 0 when not stated
+	Remaining int           // requests left in the current window
+	Window    time.Duration // the window (";w=" seconds); 0 when not stated
+	Reset     time.Time     // when the window ends, if stated; zero otherwise
+	// Stated is false when no response has carried the headers: only a
+	// 429 was seen, and Limit and Remaining say nothing.
+	Stated bool
+	// RetryAfter is when the last 429 allowed the registry to be asked
+	// again (its Retry-After; else Reset; else a minute later). Zero when
+	// no 429 was seen; it may be in the past.
+	RetryAfter time.Time
+	Updated    time.Time // when a response last changed any of the above
+}
+
+// String is "76 of 100 left per 6h0m0s", as explanations print it.
+func (rl RateLimit) String() string {
+	if !rl.Stated {
+		return "no budget stated"
+	}
+	s := strconv.Itoa(rl.Remaining) + " left"
+	if rl.Limit > 0 {
+		s = fmt.Sprintf("%d of %d left", rl.Remaining, rl.Limit)
+	}
+	if rl.Window > 0 {
+		s += " per " + rl.Window.String()
+	}
+	return s
+}
