@@ -8,7 +8,7 @@
 //     manifests, BuildKit cache blobs). Backends: localfs (a directory in
 //     OCI image-layout form, shared safely by several processes), memory (a
 //     bounded in-memory tier), s3 (an S3 bucket, in BuildKit's s3 cache
-//     layout) and registry (a registry repository, listed by an index
+//     layout) and ocirepo (a registry repository, listed by an index
 //     manifest at a tag); package tier stacks a near tier in front of a
 //     shared far one.
 //   - cache.BaseImageResolver: base images resolved to per-platform
@@ -34,19 +34,18 @@
 //
 //   - A package's main cache type is Cache, made by New, with options of
 //     type Option named WithX after what they set (s3.Cache, tier.Cache,
-//     memory.Cache). A type that opens state which outlives the process,
+//     ocirepo.Cache, memory.Cache). A type that opens state which outlives the process,
 //     rather than making a new cache, is a Store, made by Open
 //     (localfs.Store, localfs.Open).
 //   - Any further type in the same package is named after the interface
 //     of package cache it implements, made by New<Type>, with options of
 //     type <Type>Option: memory.LayerCache (NewLayerCache,
 //     LayerCacheOption, WithLayerCacheMaxBytes, prefixed because
-//     memory.Cache has a WithMaxCost of its own), registry.LayerCache
-//     (NewLayerCache, LayerCacheOption, WithIndexTag). registry's main
-//     type is a Resolver (NewResolver, Option), after the
-//     cache.BaseImageResolver it implements, since the package has no one
-//     Cache; what both of its types do alike (talk to a registry) is one
-//     ClientOption accepted by both (WithAuth, WithKeychain, WithRetry).
+//     memory.Cache has a WithMaxCost of its own). registry's type is a
+//     Resolver (NewResolver, Option), after the cache.BaseImageResolver it
+//     implements. Talking to a registry is one regclient.Client (New,
+//     Option: WithAuth, WithKeychain, WithRetry, WithTimeouts), given to
+//     a resolver, an ocirepo.Cache or both with their WithClient.
 //   - Options that can be wrong return an error from the constructor, and
 //     each says its default.
 //
@@ -88,11 +87,12 @@
 //     its descriptor, and a negative or absurd size is refused before any
 //     request; manifests, indexes and configs, which come without one, are
 //     capped: a manifest or index at 4 MiB, a config at 8 MiB, a layer's
-//     claimed size at 1 TiB (registry/doc.go, # Bounds). localfs's WithMinFreeBytes holds while a download
+//     claimed size at 1 TiB (registry/doc.go, # Bounds). localfs's
+//     WithMinFreeBytes holds while a download
 //     streams. A download that fails leaves nothing behind.
 //   - hang a call: the client's transport has timeouts on connecting, the
 //     TLS handshake, the response header and a body that stops moving
-//     (30 s, 10 s, 30 s and 30 s by default; registry.WithTimeouts), and
+//     (30 s, 10 s, 30 s and 30 s by default; regclient.WithTimeouts), and
 //     a cached image whose registry has gone silent is served Stale once
 //     the retries are spent: at most attempts × bound plus backoff, about
 //     two minutes with the defaults. A context's deadline still wins; the

@@ -16,10 +16,11 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/redact"
 	"github.com/buildcache/buildcache/internal/units"
+	"github.com/buildcache/buildcache/ocirepo"
+	"github.com/buildcache/buildcache/regclient"
 
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
-	"github.com/buildcache/buildcache/registry"
 	bcs3 "github.com/buildcache/buildcache/s3"
 	"github.com/buildcache/buildcache/tier"
 )
@@ -86,7 +87,7 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 // manifests_prefix and touch_refresh set the BuildKit-compatible layout
 // options of package s3. The host of an oci:// URL is the registry, even a
 // single label ("oci://harbor/team/cache" is repository team/cache on
-// harbor, see registry.NewLayerCacheAt). Unknown query parameters are an
+// harbor, see ocirepo.NewAt). Unknown query parameters are an
 // error, so a typo is never silently ignored. Errors name the URL without
 // userinfo or query string.
 //
@@ -328,9 +329,9 @@ func openOCI(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	var opts []registry.LayerCacheOption
+	var opts []ocirepo.Option
 	if v := q.Get("index_tag"); v != "" {
-		opts = append(opts, registry.WithIndexTag(v))
+		opts = append(opts, ocirepo.WithIndexTag(v))
 	}
 	if v := q.Get("insecure"); v != "" {
 		insecure, err := strconv.ParseBool(v)
@@ -338,10 +339,14 @@ func openOCI(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 			return nil, fmt.Errorf("insecure=%q: want true or false", v)
 		}
 		if insecure {
-			opts = append(opts, registry.WithInsecureRegistries(u.Host))
+			client, err := regclient.New(regclient.WithInsecureRegistries(u.Host))
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, ocirepo.WithClient(client))
 		}
 	}
 	// The URL's host is the registry, even one that a reference would
 	// take for a Docker Hub namespace ("oci://harbor/team/cache").
-	return registry.NewLayerCacheAt(u.Host, strings.Trim(u.Path, "/"), opts...)
+	return ocirepo.NewAt(u.Host, strings.Trim(u.Path, "/"), opts...)
 }

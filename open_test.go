@@ -19,7 +19,7 @@ import (
 	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/ocirepo"
 	"github.com/buildcache/buildcache/tier"
 )
 
@@ -250,7 +250,7 @@ func TestOpenOCISingleLabelHost(t *testing.T) {
 			t.Errorf("Open(%q): %v", tc.url, err)
 			continue
 		}
-		r, ok := c.(*registry.LayerCache)
+		r, ok := c.(*ocirepo.Cache)
 		if !ok {
 			t.Fatalf("Open(%q) = %T", tc.url, c)
 		}

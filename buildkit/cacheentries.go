@@ -12,7 +12,7 @@ import (
 	"github.com/moby/buildkit/client"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/ocirepo"
 	"github.com/buildcache/buildcache/s3"
 )
 
@@ -198,7 +198,7 @@ func WithAttr(key, value string) CacheOption {
 }
 
 // WithRepository names the repository BuildKit's cache goes to for a
-// *registry.LayerCache ("harbor.example.com/ci/cache"); by default it is
+// *ocirepo.Cache ("harbor.example.com/ci/cache"); by default it is
 // the LayerCache's own (LayerCache.Repository).
 func WithRepository(repo string) CacheOption {
 	return func(o *cacheOptions) error {
@@ -306,7 +306,7 @@ type (
 	// (*localfs.Store).
 	layoutDir interface{ Dir() string }
 	// registryRepo is a cache in a registry repository
-	// (*registry.LayerCache), which keeps its own index at IndexTag.
+	// (*ocirepo.Cache), which keeps its own index at IndexTag.
 	registryRepo interface {
 		Repository() string
 		Insecure() bool
@@ -323,7 +323,7 @@ type (
 //   - Dir() (*localfs.Store): type=local on the directory (an OCI image
 //     layout: BuildKit's cache blobs land in blobs/sha256 beside ours and
 //     its cache manifest is tagged in index.json, so localfs GC keeps it).
-//   - Repository(), Insecure() and IndexTag() (*registry.LayerCache):
+//   - Repository(), Insecure() and IndexTag() (*ocirepo.Cache):
 //     type=registry on the repository (or the one WithRepository names),
 //     plain HTTP when the cache uses it, at a tag other than its index
 //     tag. BuildKit's blobs go in the same repository but are not in the
@@ -368,7 +368,7 @@ func cacheFor(c cache.LayerCache, o *cacheOptions) (CacheEntries, error) {
 			oo.insecure = true
 		}
 		if oo.nameOr(DefaultRegistryTag) == r.IndexTag() {
-			return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: cache name %q is the tag where the registry.LayerCache keeps its index; BuildKit would overwrite it", r.IndexTag())
+			return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: cache name %q is the tag where the ocirepo.Cache keeps its index; BuildKit would overwrite it", r.IndexTag())
 		}
 		return registryEntries(oo.repository, &oo)
 	}
@@ -378,7 +378,7 @@ func cacheFor(c cache.LayerCache, o *cacheOptions) (CacheEntries, error) {
 		}
 		return localEntries(d.Dir(), o)
 	}
-	return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: %T: %w (want a cache with Dir, Repository or Location: *localfs.Store, *registry.LayerCache, *s3.Cache, or a *tier.Cache of them)", c, ErrUnsupportedCache)
+	return CacheEntries{}, fmt.Errorf("buildkit: CacheFor: %T: %w (want a cache with Dir, Repository or Location: *localfs.Store, *ocirepo.Cache, *s3.Cache, or a *tier.Cache of them)", c, ErrUnsupportedCache)
 }
 
 // tierEntries is the near tier's entries, then the far tier's. A tier
@@ -467,8 +467,8 @@ func registryEntries(ref string, o *cacheOptions) (CacheEntries, error) {
 		}
 		ref = strings.TrimSuffix(ref, "/") + ":" + tag
 	}
-	if parsed.(reference.Tagged).Tag() == registry.DefaultIndexTag {
-		return CacheEntries{}, fmt.Errorf("buildkit: registry cache %q: tag %q is where registry.LayerCache keeps its index; BuildKit would overwrite it", ref, registry.DefaultIndexTag)
+	if parsed.(reference.Tagged).Tag() == ocirepo.DefaultIndexTag {
+		return CacheEntries{}, fmt.Errorf("buildkit: registry cache %q: tag %q is where ocirepo.Cache keeps its index; BuildKit would overwrite it", ref, ocirepo.DefaultIndexTag)
 	}
 	attrs := map[string]string{"ref": ref}
 	if o.insecure {

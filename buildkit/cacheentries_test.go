@@ -14,7 +14,7 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/ocirepo"
 	"github.com/buildcache/buildcache/s3"
 	"github.com/buildcache/buildcache/tier"
 )
@@ -24,7 +24,7 @@ import (
 var (
 	_ layoutDir    = (*localfs.Store)(nil)
 	_ LayoutStore  = (*localfs.Store)(nil)
-	_ registryRepo = (*registry.LayerCache)(nil)
+	_ registryRepo = (*ocirepo.Cache)(nil)
 	_ s3Located    = (*s3.Cache)(nil)
 	_ cache.Tiered = (*tier.Cache)(nil)
 )
@@ -47,15 +47,15 @@ func newS3Cache(t *testing.T, o awss3.Options, prefix string, opts ...s3.Option)
 func TestCacheFor(t *testing.T) {
 	store := newStore(t)
 	dir := store.Dir()
-	lc, err := registry.NewLayerCache("harbor.example.com/ci/cache")
+	lc, err := ocirepo.New("harbor.example.com/ci/cache")
 	if err != nil {
 		t.Fatal(err)
 	}
-	loopbackLC, err := registry.NewLayerCache("127.0.0.1:5000/cache")
+	loopbackLC, err := ocirepo.New("127.0.0.1:5000/cache")
 	if err != nil {
 		t.Fatal(err)
 	}
-	singleLabelLC, err := registry.NewLayerCacheAt("harbor", "team/cache")
+	singleLabelLC, err := ocirepo.NewAt("harbor", "team/cache")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestCacheForTier(t *testing.T) {
 	store := newStore(t)
 	dir := store.Dir()
 	s3c := newS3Cache(t, awss3.Options{Region: "eu-west-1"}, "ci/")
-	lc, err := registry.NewLayerCache("harbor.example.com/ci/cache")
+	lc, err := ocirepo.New("harbor.example.com/ci/cache")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestCacheDirectConstructors(t *testing.T) {
 
 func TestCacheEntriesErrors(t *testing.T) {
 	store := newStore(t)
-	lc, _ := registry.NewLayerCache("localhost:5000/cache")
+	lc, _ := ocirepo.New("localhost:5000/cache")
 	mem, _ := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(1 << 20))
 	s3c := newS3Cache(t, awss3.Options{Region: "us-east-1"}, "")
 	var nilStore *struct{ cache.LayerCache }
@@ -343,7 +343,7 @@ func TestCacheEntriesErrors(t *testing.T) {
 		"compression on s3":       {func() (CacheEntries, error) { return CacheFor(s3c, WithCompression("zstd")) }, nil, "always compresses with gzip"},
 		"empty name":              {func() (CacheEntries, error) { return CacheFor(store, WithCacheName("")) }, nil, "empty name"},
 		"registry index tag": {func() (CacheEntries, error) {
-			return CacheFor(lc, WithRepository("localhost:5000/cache"), WithCacheName(registry.DefaultIndexTag))
+			return CacheFor(lc, WithRepository("localhost:5000/cache"), WithCacheName(ocirepo.DefaultIndexTag))
 		}, nil, "BuildKit would overwrite it"},
 		"registry digest": {func() (CacheEntries, error) {
 			return RegistryCache("localhost:5000/c@sha256:" + strings.Repeat("1", 64))

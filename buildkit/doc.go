@@ -39,7 +39,7 @@
 // containerd's content store and tags in index.json), a *s3.Cache to
 // type=s3 with the same bucket and key layout (BuildKit's
 // <prefix><blobs_prefix>sha256:<hex> is the Cache's BlobKey), a
-// *registry.LayerCache to type=registry on its repository, and a
+// *ocirepo.Cache to type=registry on its repository, and a
 // *tier.Cache to its near tier's entries followed by its far tier's. It
 // asks each cache what it can tell (Dir, Location, Repository, Near and
 // Far), not what type it is, so a wrapper that forwards those methods

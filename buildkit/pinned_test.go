@@ -31,6 +31,7 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -742,7 +743,11 @@ func TestPinBaseImagesRealResolver(t *testing.T) {
 	wantManifest := map[string]v1.Hash{amd64: im.Manifests[0].Digest, arm64: im.Manifests[1].Digest}
 
 	store := newStore(t)
-	resolver, err := registry.NewResolver(store, registry.WithRetry(1, 0, 0))
+	client, err := regclient.New(regclient.WithRetry(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver, err := registry.NewResolver(store, registry.WithClient(client))
 	if err != nil {
 		t.Fatal(err)
 	}

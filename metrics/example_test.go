@@ -21,7 +21,7 @@ import (
 
 // A layer cache's counters on a registry of the program's own, served by
 // promhttp. Here the cache is in memory; a localfs.Store, s3.Cache or
-// registry.LayerCache is registered the same way.
+// ocirepo.Cache is registered the same way.
 func Example() {
 	store, err := memory.NewLayerCache()
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"net/http"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // OCI distribution error codes the mirror answers with.
@@ -45,7 +45,7 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // upstream's own message is not repeated to the client: it may name
 // internal hosts.
 func upstreamError(w http.ResponseWriter, err error, unknown string) {
-	var re *registry.RemoteError
+	var re *regclient.RemoteError
 	switch {
 	case errors.As(err, &re) && (re.Status == http.StatusNotFound):
 		writeError(w, http.StatusNotFound, unknown, "not found upstream")

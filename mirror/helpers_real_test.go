@@ -10,12 +10,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // countingTransport counts the requests a mirror's resolver sends
@@ -99,12 +98,7 @@ func (m *servedMirror) clientCounts() map[string]int {
 func startMirror(t *testing.T, upstreamHost string, store cache.LayerCache, opts ...mirror.Option) *servedMirror {
 	t.Helper()
 	sm := &servedMirror{upstream: newCountingTransport(), served: map[string]int{}}
-	res, err := registry.NewResolver(store,
-		registry.WithTransport(sm.upstream),
-		registry.WithRetry(1, time.Millisecond, time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := newResolver(t, store, regclient.WithTransport(sm.upstream))
 	m, err := mirror.New(res, store, append([]mirror.Option{
 		mirror.WithUpstream(upstreamHost),
 		mirror.WithUpstreams(map[string]string{upstreamHost: upstreamHost}),

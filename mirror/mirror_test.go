@@ -21,13 +21,30 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
+	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
 var platforms = []string{"linux/amd64", "linux/arm64"}
+
+// newResolver is a resolver over store whose client tries each request
+// once, with opts: the tests' upstream failures are deliberate.
+func newResolver(tb testing.TB, store cache.LayerCache, opts ...regclient.Option) *registry.Resolver {
+	tb.Helper()
+	c, err := regclient.New(append([]regclient.Option{regclient.WithRetry(1, time.Millisecond, time.Millisecond)}, opts...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	res, err := registry.NewResolver(store, registry.WithClient(c))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
 
 // upstream is an in-process registry whose requests are counted and
 // which can be stopped (answering 503, as a failing registry does).
@@ -74,10 +91,7 @@ func newFixture(t *testing.T, opts ...mirror.Option) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := registry.NewResolver(store, registry.WithRetry(1, time.Millisecond, time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := newResolver(t, store)
 	m, err := mirror.New(res, store, append([]mirror.Option{mirror.WithUpstream(up.host())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,6 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
-	"github.com/buildcache/buildcache/registry"
 )
 
 // bound is how long a test waits for something that must happen; reaching
@@ -109,10 +108,7 @@ func newStreamFixture(t *testing.T, up *blobUpstream) *streamFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := registry.NewResolver(store, registry.WithRetry(1, time.Millisecond, time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := newResolver(t, store)
 	f := &streamFixture{up: up, store: store, tempDir: t.TempDir(), handlerDone: make(chan struct{}, 64)}
 	f.mirror, err = mirror.New(res, store, mirror.WithUpstream(strings.TrimPrefix(up.srv.URL, "http://")), mirror.WithTempDir(f.tempDir))
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -212,7 +213,7 @@ func coldPullBuildcache(b *testing.B, rt http.RoundTripper, ref string) func(dir
 		if err != nil {
 			b.Fatal(err)
 		}
-		res, err := registry.NewResolver(store, registry.WithTransport(rt))
+		res, err := registry.NewResolver(store, withClient(b, regclient.WithTransport(rt)))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -258,7 +259,7 @@ func BenchmarkWarmRevalidate(b *testing.B) {
 			b.Fatal(err)
 		}
 		rc := &reqCounter{}
-		res, err := registry.NewResolver(store, registry.WithTransport(rc))
+		res, err := registry.NewResolver(store, withClient(b, regclient.WithTransport(rc)))
 		if err != nil {
 			b.Fatal(err)
 		}

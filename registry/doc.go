@@ -1,7 +1,8 @@
-// Package registry connects buildcache to OCI registries: a
-// BaseImageResolver that keeps base images in a local store and
-// revalidates them with one HEAD, and a LayerCache whose blobs live in a
-// registry repository.
+// Package registry provides the Resolver, a cache.BaseImageResolver that
+// keeps base images in a local store and revalidates them with one HEAD.
+// The HTTP client it talks to registries with is package regclient; a
+// cache.LayerCache whose blobs live in a registry repository is package
+// ocirepo.
 //
 // # Resolving base images
 //
@@ -29,46 +30,23 @@
 //
 // # Requests
 //
-// A Resolver and a LayerCache talk to registries the same way, set by the
-// same ClientOptions (WithKeychain, WithAuth, WithTransport,
-// WithInsecureRegistries, WithRetry, WithTimeouts). Requests go out
-// without credentials and authenticate only when the registry answers 401
-// (with credentials from the keychain, default authn.DefaultKeychain),
-// using the challenge of that 401: anonymous registries cost no /v2/ ping,
-// an authenticated revalidation costs the 401 and the HEAD (and a bearer
-// token's request), and concurrent requests that meet one challenge share
-// one login. Every request carries the User-Agent "buildcache", logins and
-// token requests included. 429, 5xx and broken connections are retried
-// with backoff, honouring Retry-After. Up to 10 redirects to http or https
-// URLs are followed; a longer chain or a redirect elsewhere (file://) is
-// the registry's error, with the redirect's status: not an outage, not
-// served Stale, not retried.
-//
-// Plain HTTP is used only for loopback registries ("localhost",
-// 127.0.0.0/8, ::1) and those WithInsecureRegistries names; every other
-// registry, private addresses such as 10.0.0.0/8 or 192.168.0.0/16
-// included, whatever the port, is spoken to over HTTPS, as Docker and
-// containerd do. Concurrent identical resolves, and concurrent downloads
-// of one blob, share one request. A pull fetches the platforms' manifests
-// at once and then the blobs in parallel (WithJobs).
-//
-// # Timeouts
-//
-// A registry that stops answering fails a request within bounds
-// (WithTimeouts; the defaults in brackets): connecting [30s], the TLS
-// handshake [10s], waiting for an answer's headers once the request is
-// sent [30s], and each wait for the next bytes of a body that stops
-// moving, downloads and uploads alike [30s; time the caller spends
-// between Reads does not count]. Such a failure is a *RemoteError that
-// is a timeout (net.Error): it is retried like a broken connection
-// (WithRetry), so a silent registry costs at most attempts × bound plus
-// the backoff before a cached image is served Stale, or, if nothing is
-// cached, cache.ErrOffline. The header and stall bounds are kept by the
-// client itself, by cancelling the request's context, so they also hold
-// for a transport given with WithTransport (which keeps its own dial and
-// TLS settings; WithTimeouts' Connect and TLSHandshake conflict with it).
+// A Resolver talks to registries through a regclient.Client: its own
+// (regclient.New() with its defaults), or one given with WithClient and
+// shared with an ocirepo.Cache or another resolver, which then share its
+// logins, its view of each registry's rate limit and the registries it
+// knows to be down. The client sets credentials (the Docker keychain by
+// default), plain HTTP (loopback registries, and those
+// regclient.WithInsecureRegistries names), retries (429, 5xx and broken
+// connections, honouring Retry-After) and the timeouts that bound a
+// silent registry; see package regclient. A registry that times out is
+// unreachable: a cached image is served Stale once the client's tries are
+// spent, or, if nothing is cached, the call fails with cache.ErrOffline.
 // A context's deadline or cancellation always wins: the call ends with
 // the context's error, and nothing is served Stale.
+//
+// Concurrent identical resolves, and concurrent downloads of one blob,
+// share one request. A pull fetches the platforms' manifests at once and
+// then the blobs in parallel (WithJobs).
 //
 // # Bounds
 //
@@ -105,8 +83,8 @@
 //
 // # Errors
 //
-// A registry's failure is a *RemoteError (errors.As), with the status and
-// URL. One that gave no answer at all (refused, reset, timed out, name not
+// A registry's failure is a *regclient.RemoteError (errors.As), with the
+// status and URL. One that gave no answer at all (refused, reset, timed out, name not
 // found, answer cut off) also satisfies errors.Is(err, cache.ErrOffline)
 // when nothing cached can stand in. Bytes that do not match their digest
 // wrap cache.ErrDigestMismatch, and nothing of that image is recorded.

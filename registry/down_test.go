@@ -12,7 +12,7 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testclock"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // refusing is a transport whose every connection is refused, counting tries.
@@ -31,11 +31,8 @@ func (r *refusing) RoundTrip(*http.Request) (*http.Response, error) {
 func TestKnownDownRegistryGetsOneTry(t *testing.T) {
 	clock := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	rt := &refusing{}
-	r, err := registry.NewResolver(openStore(t),
-		registry.WithTransport(rt), registry.WithRetry(4, time.Millisecond, time.Millisecond), registry.WithClock(clock.Now))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newResolver(t, openStore(t), withClient(t,
+		regclient.WithTransport(rt), regclient.WithRetry(4, time.Millisecond, time.Millisecond), regclient.WithClock(clock.Now)))
 	resolve := func() int32 {
 		t.Helper()
 		before := rt.tries.Load()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -83,70 +82,6 @@ func (r *Resolver) missing(ctx context.Context, top v1.Descriptor, platforms []s
 		}
 	}
 	return out
-}
-
-// hold says why a pull that would refresh a cached image of host should
-// not be sent now (WithRateLimitReserve): "" when it may. retryAfter is
-// set when a 429 holds it.
-func (r *Resolver) hold(host string) (reason string, retryAfter time.Time) {
-	if r.o.reserve < 0 {
-		return "", time.Time{}
-	}
-	rl, ok := r.client.limits.get(host)
-	if !ok {
-		return "", time.Time{}
-	}
-	now := r.o.now()
-	if rl.RetryAfter.After(now) {
-		return fmt.Sprintf("%s answered 429 Too Many Requests; retry after %s (in %s)", host, rl.RetryAfter.UTC().Format(time.RFC3339), rl.RetryAfter.Sub(now).Round(time.Second)), rl.RetryAfter
-	}
-	if rl.Stated && rl.Remaining <= r.o.reserve {
-		return fmt.Sprintf("the rate limit of %s has %s, at or below the reserve of %d", host, rl, r.o.reserve), time.Time{}
-	}
-	return "", time.Time{}
-}
-
-// held429 is hold's answer just after a 429, which holds even with a
-// Retry-After of 0 for this resolve.
-func (r *Resolver) held429(host string) (reason string, retryAfter time.Time) {
-	if reason, until := r.hold(host); reason != "" {
-		return reason, until
-	}
-	return host + " answered 429 Too Many Requests", time.Time{}
-}
-
-// refuseHeld fails a pull of an image that is not cached while a 429 from
-// host holds (WithRateLimitReserve): asking again before Retry-After
-// would only be refused.
-func (r *Resolver) refuseHeld(refName, host string) error {
-	if reason, until := r.hold(host); !until.IsZero() {
-		return fmt.Errorf("registry: %s is not cached and cannot be pulled: %w: %s", refName, ErrRateLimited, reason)
-	}
-	return nil
-}
-
-// reserved serves local as cache.Reserved: a pull was held back.
-func (r *Resolver) reserved(local *cache.ResolvedImage, why cache.Explanation, t *tally, reason string, until time.Time, upstream error) (*cache.ResolvedImage, error) {
-	r.stats.reserved.Add(1)
-	local.Source = cache.Reserved
-	why.RetryAfter = until
-	if upstream != nil {
-		local.RemoteErr = upstream
-		why.UpstreamError = upstream.Error()
-	}
-	return explain(local, nil, why, t, reason)
-}
-
-// rateLimited marks a 429 as ErrRateLimited, naming the wait.
-func (r *Resolver) rateLimited(host string, err error) error {
-	if err == nil || !tooManyRequests(err) {
-		return err
-	}
-	when := "later"
-	if rl, ok := r.client.limits.get(host); ok && !rl.RetryAfter.IsZero() {
-		when = "after " + rl.RetryAfter.UTC().Format(time.RFC3339)
-	}
-	return fmt.Errorf("%w (retry %s): %w", ErrRateLimited, when, err)
 }
 
 // short is a digest as reasons print it: "sha256:" and 12 hex digits.

@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // TopManifest is what ResolveTop found: the top manifest (an index, or a
@@ -33,7 +34,7 @@ type TopManifest struct {
 
 // ResolveTop resolves ref to its top manifest and stores that manifest
 // only: an index's platform manifests and blobs are left for FetchManifest
-// and FetchBlob, when a client asks for them. The tag's policy is
+// and StreamBlob, when a client asks for them. The tag's policy is
 // PullAlways with maxAge (0: one HEAD on every call): a stored top is
 // revalidated with one HEAD, fetched again only when the tag moved, and
 // served Stale when the upstream fails (stale-if-error) or Reserved when
@@ -138,7 +139,7 @@ func (r *Resolver) fetchTop(ctx context.Context, ref name.Reference, known *v1.D
 	}
 	top, raw, err := r.getManifest(ctx, ref.Context(), id)
 	if err != nil {
-		return nil, markOffline(err)
+		return nil, regclient.MarkOffline(err)
 	}
 	if err := r.putBytes(ctx, top.Digest, raw); err != nil {
 		return nil, err
@@ -195,48 +196,10 @@ func (r *Resolver) FetchManifest(ctx context.Context, repo string, d v1.Hash) (v
 	return desc, nil
 }
 
-// FetchBlob makes sure blob d of repo is in the store, fetching it from
-// the registry if it is not, and returns its size. A blob not stored costs
-// a HEAD (for the size that bounds the download) and a GET; concurrent
-// calls for one digest, and a pull fetching it, share one download. A
-// blob the registry does not have is a *RemoteError with Status 404.
-func (r *Resolver) FetchBlob(ctx context.Context, repo string, d v1.Hash) (int64, error) {
-	if err := cache.ValidateDigest(d); err != nil {
-		return 0, err
-	}
-	rp, err := name.NewRepository(repo)
-	if err != nil {
-		return 0, fmt.Errorf("registry: invalid repository %q: %w", repo, err)
-	}
-	if size, err := r.store.Stat(ctx, d); err == nil {
-		return size, nil
-	}
-	ctx, release, err := r.lease(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer release()
-	resp, err := r.client.do(ctx, request{method: http.MethodHead, repo: rp, kind: "blobs", ref: d.String()})
-	if err != nil {
-		return 0, err
-	}
-	drain(resp)
-	if resp.ContentLength <= 0 {
-		return 0, &RemoteError{Op: "HEAD blob", URL: r.client.url(rp, "blobs", d.String()), Status: resp.StatusCode,
-			Err: errors.New("no Content-Length: the blob's size is unknown")}
-	}
-	if err := r.fetchBlob(ctx, rp, v1.Descriptor{Digest: d, Size: resp.ContentLength}, false, nil); err != nil {
-		return 0, err
-	}
-	if err := r.syncBlobs(ctx); err != nil {
-		return 0, err
-	}
-	return r.store.Stat(ctx, d)
-}
-
-// StreamBlob is FetchBlob for a mirror that serves a blob while it is
-// downloaded. Once the upstream's GET answers with the blob's size, and
-// before any byte is read, sink is called with that size; the writer it
+// StreamBlob makes sure blob d of repo ("registry:5000/team/app") is in
+// the store, for a mirror that serves the blob while it is downloaded.
+// Once the upstream's GET answers with the blob's size, and before any
+// byte is read, sink is called with that size; the writer it
 // returns gets every byte as the store's Put reads it, so the bytes are
 // hashed and stored while the sink serves them. StreamBlob returns nil
 // only when the store holds d, synced, and the bytes written to the sink
@@ -279,7 +242,7 @@ func (r *Resolver) StreamBlob(ctx context.Context, repo string, d v1.Hash, sink 
 }
 
 func (r *Resolver) streamBlob(ctx context.Context, repo name.Repository, d v1.Hash, sink func(int64) (io.Writer, error)) error {
-	resp, err := r.client.do(ctx, request{method: http.MethodGet, repo: repo, kind: "blobs", ref: d.String()})
+	resp, err := r.client.Do(ctx, regclient.Request{Method: http.MethodGet, Repo: repo, Kind: "blobs", Ref: d.String()})
 	if err != nil {
 		return err
 	}
@@ -324,12 +287,12 @@ func (r *Resolver) blobFetched(ctx context.Context, repo name.Repository, d v1.H
 		body.tally.add(1, 0)
 		return nil
 	}
-	var re *RemoteError
+	var re *regclient.RemoteError
 	switch {
 	case errors.Is(err, cache.ErrDigestMismatch):
 		return fmt.Errorf("registry: %s served bytes that are not blob %s: %w", repo, d, err)
 	case !errors.As(err, &re) && body.readErr != nil && ctx.Err() == nil:
-		return &RemoteError{Op: "GET blob", URL: r.client.url(repo, "blobs", d.String()), Err: err}
+		return &regclient.RemoteError{Op: "GET blob", URL: r.client.URL(repo, "blobs", d.String()), Err: err}
 	}
 	return err
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // records ref. known, if set, is the digest a HEAD just returned; force
@@ -118,14 +119,14 @@ func (r *Resolver) getManifest(ctx context.Context, repo name.Repository, id str
 // getManifestLimit is getManifest reading at most limit bytes: the size an
 // index states, or cache.MaxManifestBytes.
 func (r *Resolver) getManifestLimit(ctx context.Context, repo name.Repository, id string, limit int64) (v1.Descriptor, []byte, error) {
-	resp, err := r.client.do(ctx, request{method: http.MethodGet, repo: repo, kind: "manifests", ref: id, accept: manifestAccept})
+	resp, err := r.client.Do(ctx, regclient.Request{Method: http.MethodGet, Repo: repo, Kind: "manifests", Ref: id, Accept: regclient.ManifestAccept})
 	if err != nil {
 		return v1.Descriptor{}, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return v1.Descriptor{}, nil, &RemoteError{Op: "GET manifest", URL: r.client.url(repo, "manifests", id), Err: err}
+		return v1.Descriptor{}, nil, &regclient.RemoteError{Op: "GET manifest", URL: r.client.URL(repo, "manifests", id), Err: err}
 	}
 	if int64(len(b)) > limit {
 		return v1.Descriptor{}, nil, fmt.Errorf("registry: manifest %s@%s is larger than %d bytes", repo, id, limit)
@@ -250,26 +251,14 @@ func (r *Resolver) fetchBlob(ctx context.Context, repo name.Repository, desc v1.
 				return struct{}{}, nil
 			}
 		}
-		var err error
-		for attempt := 1; attempt <= r.client.retry.attempts; attempt++ {
-			if err = r.downloadBlob(ctx, repo, desc, force, prog); err == nil {
-				return struct{}{}, nil
-			}
-			var re *RemoteError
-			if ctx.Err() != nil || !errors.As(err, &re) || re.Status != 0 {
-				break // not a broken connection: do() already retried what it should
-			}
-			if serr := r.client.retry.sleep(ctx, r.client.retry.backoff); serr != nil {
-				break
-			}
-		}
-		return struct{}{}, err
+		// Do retried what it could; a connection cut mid-blob is tried again here.
+		return struct{}{}, r.client.Retry(ctx, func() error { return r.downloadBlob(ctx, repo, desc, force, prog) })
 	})
 	return err
 }
 
 func (r *Resolver) downloadBlob(ctx context.Context, repo name.Repository, desc v1.Descriptor, force bool, prog *progressReporter) error {
-	resp, err := r.client.do(ctx, request{method: http.MethodGet, repo: repo, kind: "blobs", ref: desc.Digest.String()})
+	resp, err := r.client.Do(ctx, regclient.Request{Method: http.MethodGet, Repo: repo, Kind: "blobs", Ref: desc.Digest.String()})
 	if err != nil {
 		return err
 	}
@@ -280,10 +269,10 @@ func (r *Resolver) downloadBlob(ctx context.Context, repo name.Repository, desc 
 	body := &countingBody{r: resp.Body, prog: prog, total: &r.stats.bytes, tally: tallyOf(ctx)}
 	err = r.put(ctx, desc.Digest, desc.Size, body)
 	if err != nil {
-		var re *RemoteError
+		var re *regclient.RemoteError
 		if !errors.Is(err, cache.ErrDigestMismatch) && !errors.As(err, &re) && body.readErr != nil && ctx.Err() == nil {
 			// The connection broke mid-blob: report it as the registry's.
-			return &RemoteError{Op: "GET blob", URL: r.client.url(repo, "blobs", desc.Digest.String()), Err: err}
+			return &regclient.RemoteError{Op: "GET blob", URL: r.client.URL(repo, "blobs", desc.Digest.String()), Err: err}
 		}
 		if errors.Is(err, cache.ErrDigestMismatch) {
 			return fmt.Errorf("registry: %s served bytes that are not blob %s: %w", repo, desc.Digest, err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -57,7 +58,7 @@ func TestRateLimitReserveSavesPulls(t *testing.T) {
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	store := openStore(t)
-	r := newResolver(t, store, registry.WithRateLimitReserve(2), registry.WithClock(clock))
+	r := newResolver(t, store, registry.WithRateLimitReserve(2), registry.WithClock(clock), withClient(t, regclient.WithClock(clock)))
 	if res, err := r.Resolve(t.Context(), ref, both); err != nil || res.Source != cache.Pulled {
 		t.Fatalf("cold: %+v, %v", res, err)
 	}

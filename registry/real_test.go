@@ -10,7 +10,7 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testserver"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // countingTransport counts requests by method, on the client side, so it
@@ -47,7 +47,7 @@ func TestRealRegistry(t *testing.T) {
 
 	ct := &countingTransport{counts: map[string]int{}}
 	store := openStore(t)
-	r := newResolver(t, store, registry.WithTransport(ct))
+	r := newResolver(t, store, withClient(t, regclient.WithTransport(ct)))
 
 	res, err := r.Resolve(ctx, ref, both)
 	if err != nil || res.Source != cache.Pulled || res.Digest != d1 {

@@ -21,6 +21,7 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/flight"
 	"github.com/buildcache/buildcache/internal/rootindex"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // Resolver is a cache.BaseImageResolver that keeps what it fetches in a
@@ -29,7 +30,7 @@ import (
 type Resolver struct {
 	store  cache.LayerCache
 	index  cache.RootIndex
-	client *client
+	client *regclient.Client
 	o      options
 
 	resolves flight.Group[string, *cache.ResolvedImage]
@@ -56,20 +57,21 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	}
 	o := defaultOptions()
 	for _, opt := range opts {
-		if err := opt.applyResolver(&o); err != nil {
+		if err := opt(&o); err != nil {
 			return nil, err
 		}
 	}
-	if err := o.client.check(); err != nil {
-		return nil, fmt.Errorf("registry: NewResolver: %w", err)
+	c := o.client
+	if c == nil {
+		var err error
+		if c, err = regclient.New(regclient.WithClock(o.now)); err != nil {
+			return nil, fmt.Errorf("registry: NewResolver: %w", err)
+		}
 	}
 	idx, ok := cache.As[cache.RootIndex](store)
 	if !ok {
 		idx = &rootindex.Memory{}
 	}
-	c := newClient(o.client)
-	c.limits.now = o.now
-	c.down.now = o.now
 	return &Resolver{
 		store:   store,
 		index:   idx,
@@ -93,7 +95,7 @@ func (r *Resolver) Stats() cache.ResolverStats {
 		Pulled: c.pulled.Load(), Stale: c.stale.Load(), Reserved: c.reserved.Load(),
 		BlobsFetched: c.blobs.Load(), BytesFetched: c.bytes.Load(),
 		RevalidationsUnrecorded: c.unrecorded.Load(),
-		RateLimits:              r.client.limits.snapshot(),
+		RateLimits:              r.client.RateLimits(),
 	}
 }
 
@@ -256,7 +258,7 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 // chain.
 func (r *Resolver) offlineIfUnreachable(res *cache.ResolvedImage, err error) (*cache.ResolvedImage, error) {
 	if err != nil {
-		return nil, markOffline(err)
+		return nil, regclient.MarkOffline(err)
 	}
 	return res, nil
 }
@@ -264,7 +266,7 @@ func (r *Resolver) offlineIfUnreachable(res *cache.ResolvedImage, err error) (*c
 // staleOr serves local as Stale when err is the registry's failure and
 // stale-if-error is on; otherwise it returns err.
 func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, why cache.Explanation, t *tally, err error) (*cache.ResolvedImage, error) {
-	var re *RemoteError
+	var re *regclient.RemoteError
 	if !r.o.staleIfError || ctx.Err() != nil || !errors.As(err, &re) || !re.Temporary() {
 		return nil, err
 	}
@@ -282,7 +284,7 @@ var errHeadNoDigest = errors.New("registry: HEAD gave no digest")
 // head asks the registry which digest ref points to: one HEAD request,
 // and a GET if the HEAD gives no digest and mayGet, asked then, allows it.
 func (r *Resolver) head(ctx context.Context, ref name.Reference, mayGet func() bool) (*v1.Descriptor, error) {
-	resp, err := r.client.do(ctx, request{method: http.MethodHead, repo: ref.Context(), kind: "manifests", ref: ref.Identifier(), accept: manifestAccept})
+	resp, err := r.client.Do(ctx, regclient.Request{Method: http.MethodHead, Repo: ref.Context(), Kind: "manifests", Ref: ref.Identifier(), Accept: regclient.ManifestAccept})
 	if err != nil {
 		return nil, err
 	}

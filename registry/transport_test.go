@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -15,8 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/internal/testserver"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -26,7 +25,9 @@ const hangGuard = 30 * time.Second
 
 // short are timeouts a test can afford to run into, for a resolver that
 // only meets the fault: a healthy request under load may take longer.
-var short = registry.WithTimeouts(registry.Timeouts{ResponseHeader: 100 * time.Millisecond, Stall: 100 * time.Millisecond})
+func short(t testing.TB) registry.Option {
+	return withClient(t, regclient.WithTimeouts(regclient.Timeouts{ResponseHeader: 100 * time.Millisecond, Stall: 100 * time.Millisecond}))
+}
 
 // resolveBounded runs Resolve and fails the test if it has not returned
 // within hangGuard.
@@ -60,14 +61,14 @@ func TestSilentRegistryServesStale(t *testing.T) {
 	if _, err := newResolver(t, store).Resolve(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
-	r := newResolver(t, store, short)
+	r := newResolver(t, store, short(t))
 
 	reg.Silence()
 	res, err := resolveBounded(t, t.Context(), r, ref)
 	if err != nil {
 		t.Fatalf("Resolve with a silent registry: %v, want the cached copy, Stale", err)
 	}
-	var re *registry.RemoteError
+	var re *regclient.RemoteError
 	var ne net.Error
 	if res.Source != cache.Stale || !errors.As(res.RemoteErr, &re) || !errors.As(res.RemoteErr, &ne) || !ne.Timeout() {
 		t.Errorf("Source %v, RemoteErr %v; want Stale and a RemoteError that is a timeout", res.Source, res.RemoteErr)
@@ -90,7 +91,7 @@ func TestStalledBodyServesStale(t *testing.T) {
 	if _, err := newResolver(t, store).Resolve(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
-	r := newResolver(t, store, short)
+	r := newResolver(t, store, short(t))
 
 	released := make(chan struct{})
 	t.Cleanup(func() { close(released) })
@@ -123,57 +124,13 @@ func TestStalledBodyServesStale(t *testing.T) {
 	}
 }
 
-// A LayerCache's Get streams the registry's body: a Read that gets
-// nothing within the stall bound fails, as a timeout.
-func TestLayerCacheGetOfAStalledBodyFails(t *testing.T) {
-	reg := lcNewRegistry(t)
-	c := lcNewCache(t, reg.repo("ci/cache"), registry.WithTimeouts(registry.Timeouts{Stall: 200 * time.Millisecond}))
-	b := cachetest.NewBlob(131, 1000)
-	lcPut(t, c, b)
-	released := make(chan struct{})
-	t.Cleanup(func() { close(released) })
-	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if r.Method != http.MethodGet || lcKind(r) != "blobs" {
-			return false
-		}
-		w.Header().Set("Content-Length", "1000")
-		w.WriteHeader(http.StatusOK)
-		w.Write(b.Data[:10])
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-		case <-released:
-		}
-		return true
-	})
-	rc, err := c.Get(t.Context(), b.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.ReadAll(rc)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("reading a stalled body: %v, want a timeout", err)
-		}
-	case <-time.After(hangGuard):
-		t.Fatal("reading a stalled body has not returned")
-	}
-}
-
 // A context's deadline shorter than the timeouts ends the call with the
 // context's error, not a timeout, and serves nothing stale.
 func TestContextDeadlineBeatsTimeouts(t *testing.T) {
 	reg := testserver.StartSilentRegistry(t)
 	ref := reg.Host + "/app:1"
 	push(t, ref, twoPlatformIndex(t, 256))
-	r := newResolver(t, openStore(t), registry.WithTimeouts(registry.Timeouts{ResponseHeader: 20 * time.Second, Stall: 20 * time.Second}))
+	r := newResolver(t, openStore(t), withClient(t, regclient.WithTimeouts(regclient.Timeouts{ResponseHeader: 20 * time.Second, Stall: 20 * time.Second})))
 	if _, err := r.Resolve(t.Context(), ref); err != nil {
 		t.Fatal(err)
 	}
@@ -184,68 +141,6 @@ func TestContextDeadlineBeatsTimeouts(t *testing.T) {
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Resolve(%s) past its context's deadline = %v, want context.DeadlineExceeded", ref, err)
-		}
-	}
-}
-
-func TestTimeoutOptions(t *testing.T) {
-	store := openStore(t)
-	for _, tt := range []struct {
-		name string
-		opts []registry.Option
-		ok   bool
-	}{
-		{"defaults", nil, true},
-		{"some fields", []registry.Option{registry.WithTimeouts(registry.Timeouts{Stall: time.Minute})}, true},
-		{"negative", []registry.Option{registry.WithTimeouts(registry.Timeouts{ResponseHeader: -1})}, false},
-		// A caller's transport keeps its own dial and TLS bounds...
-		{"dial bound and a transport", []registry.Option{registry.WithTransport(http.DefaultTransport), registry.WithTimeouts(registry.Timeouts{Connect: time.Second})}, false},
-		// ...but the client's own bounds apply to it.
-		{"header bound and a transport", []registry.Option{registry.WithTransport(http.DefaultTransport), registry.WithTimeouts(registry.Timeouts{ResponseHeader: time.Second})}, true},
-	} {
-		_, err := registry.NewResolver(store, tt.opts...)
-		if (err == nil) != tt.ok {
-			t.Errorf("%s: NewResolver = %v, want ok %v", tt.name, err, tt.ok)
-		}
-	}
-}
-
-// Plain HTTP only for loopback and for registries named insecure: a
-// private address gets HTTPS, whatever its port. Nothing is sent.
-func TestSchemeIsHTTPSUnlessLoopbackOrInsecure(t *testing.T) {
-	for _, tt := range []struct {
-		repo     string
-		insecure []string
-		want     string
-	}{
-		{"10.1.2.3/app", nil, "https"},
-		{"10.1.2.3:443/app", nil, "https"},
-		{"192.168.1.20:5000/app", nil, "https"},
-		{"172.16.0.9:5000/app", nil, "https"},
-		{"harbor.example.com/app", nil, "https"},
-		{"localhost/app", nil, "http"},
-		{"localhost:5000/app", nil, "http"},
-		{"127.0.0.1:5000/app", nil, "http"},
-		{"127.1.2.3:5000/app", nil, "http"},
-		{"[::1]:5000/app", nil, "http"},
-		{"192.168.1.20:5000/app", []string{"192.168.1.20:5000"}, "http"},
-		{"192.168.1.20:5001/app", []string{"192.168.1.20:5000"}, "https"},
-		{"cache.example.com:5000/app", []string{"cache.example.com:5000"}, "http"},
-	} {
-		got, err := registry.URLForTest(tt.repo, "manifests", "latest", registry.WithInsecureRegistries(tt.insecure...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		host, _, _ := strings.Cut(tt.repo, "/")
-		if want := tt.want + "://" + host + "/v2/app/manifests/latest"; got != want {
-			t.Errorf("%s (insecure %v): URL %s, want %s", tt.repo, tt.insecure, got, want)
-		}
-		c, err := registry.NewLayerCache(tt.repo, registry.WithInsecureRegistries(tt.insecure...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.Insecure() != (tt.want == "http") {
-			t.Errorf("%s (insecure %v): LayerCache.Insecure() = %v", tt.repo, tt.insecure, c.Insecure())
 		}
 	}
 }
@@ -276,7 +171,7 @@ func TestRefusedRedirectIsARegistryError(t *testing.T) {
 			for _, ref := range []string{ref, reg.host + "/other:1"} { // cached, and not
 				reg.reset()
 				_, err := r.Resolve(t.Context(), ref)
-				var re *registry.RemoteError
+				var re *regclient.RemoteError
 				if err == nil || errors.Is(err, cache.ErrOffline) || !errors.As(err, &re) || re.Status != http.StatusFound || re.Temporary() {
 					t.Errorf("Resolve(%s) redirected (%s) = %v, want a RemoteError with status 302, not offline, not stale", ref, tt.name, err)
 				}
@@ -376,8 +271,12 @@ func TestAuthenticatedRevalidationIsTwoRequests(t *testing.T) {
 			push(t, ref, twoPlatformIndex(t, 256))
 			a.reg.setFault(a.serve)
 			store := openStore(t)
-			creds := registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})
-			if _, err := newResolver(t, store, creds).Resolve(t.Context(), ref); err != nil {
+			// A client of its own for each resolver, as a new process has:
+			// a shared one would not log in again.
+			creds := func() registry.Option {
+				return withClient(t, regclient.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
+			}
+			if _, err := newResolver(t, store, creds()).Resolve(t.Context(), ref); err != nil {
 				t.Fatal(err)
 			}
 			for agent := range a.userAgents() {
@@ -387,7 +286,7 @@ func TestAuthenticatedRevalidationIsTwoRequests(t *testing.T) {
 			}
 
 			a.reset()
-			res, err := newResolver(t, store, creds).Resolve(t.Context(), ref)
+			res, err := newResolver(t, store, creds()).Resolve(t.Context(), ref)
 			if err != nil || res.Source != cache.Revalidated {
 				t.Fatalf("revalidation = %v, %v", res, err)
 			}
@@ -403,13 +302,20 @@ func TestAuthenticatedRevalidationIsTwoRequests(t *testing.T) {
 	}
 }
 
-// Anonymous requests and requests of a LayerCache carry the User-Agent
-// too, with a caller's own transport.
+// Requests, logins and token requests carry the User-Agent too with a
+// caller's own transport.
 func TestUserAgentWithACallersTransport(t *testing.T) {
 	a := newAuthDouble(t, true)
-	c := lcNewCache(t, a.reg.host+"/ci/cache", registry.WithTransport(http.DefaultTransport.(*http.Transport).Clone()),
-		registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
-	lcPut(t, c, cachetest.NewBlob(141, 100))
+	ref := a.reg.host + "/app:1"
+	a.reg.setFault(nil)
+	push(t, ref, twoPlatformIndex(t, 256))
+	a.reg.setFault(a.serve)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	r := newResolver(t, openStore(t), withClient(t, regclient.WithTransport(tr), regclient.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})))
+	if _, err := r.Resolve(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
 	if agents := a.userAgents(); len(agents) != 1 || !agents["buildcache"] {
 		t.Errorf("User-Agents seen: %v, want only buildcache", agents)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/netfail"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -79,7 +81,7 @@ func exitCode(err error) int {
 	}
 	// The resolver returns the registry's error, not ErrOffline, when the
 	// registry does not answer and nothing is cached: offline all the same.
-	var rerr *registry.RemoteError
+	var rerr *regclient.RemoteError
 	if errors.As(err, &rerr) && rerr.Status == 0 && netfail.Unreachable(rerr.Err) {
 		return exitNotCached
 	}
@@ -191,12 +193,22 @@ const timeoutsHelp = `Timeouts:
   command, as a download that keeps moving may take longer: use timeout(1)
   for that.`
 
-func (a *app) newResolver(store cache.LayerCache, opts ...registry.Option) (*registry.Resolver, error) {
-	base := []registry.Option{registry.WithInsecureRegistries(a.insecure...)}
+// newClient is the registry client the flags describe, speaking plain
+// HTTP to the --insecure-registry hosts and to insecure.
+func (a *app) newClient(insecure ...string) (*regclient.Client, error) {
+	opts := []regclient.Option{regclient.WithInsecureRegistries(append(slices.Clone(a.insecure), insecure...)...)}
 	if d := a.timeout; d > 0 {
-		base = append(base, registry.WithTimeouts(registry.Timeouts{Connect: d, TLSHandshake: d, ResponseHeader: d, Stall: d}))
+		opts = append(opts, regclient.WithTimeouts(regclient.Timeouts{Connect: d, TLSHandshake: d, ResponseHeader: d, Stall: d}))
 	}
-	return registry.NewResolver(store, append(base, opts...)...)
+	return regclient.New(opts...)
+}
+
+func (a *app) newResolver(store cache.LayerCache, opts ...registry.Option) (*registry.Resolver, error) {
+	c, err := a.newClient()
+	if err != nil {
+		return nil, err
+	}
+	return registry.NewResolver(store, append([]registry.Option{registry.WithClient(c)}, opts...)...)
 }
 
 func (a *app) printJSON(v any) error {

@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 func TestExitCode(t *testing.T) {
@@ -31,13 +31,13 @@ func TestExitCode(t *testing.T) {
 		{nil, exitOK},
 		{errors.New("boom"), exitFailure},
 		{context.Canceled, exitFailure},
-		{&registry.RemoteError{Op: "GET blob", Status: 500}, exitFailure},
-		{&registry.RemoteError{Op: "GET blob", Status: 404}, exitFailure},
+		{&regclient.RemoteError{Op: "GET blob", Status: 500}, exitFailure},
+		{&regclient.RemoteError{Op: "GET blob", Status: 404}, exitFailure},
 		// No answer at all: the registry is unreachable, so offline.
-		{fmt.Errorf("x: %w", &registry.RemoteError{Op: "HEAD manifest", Err: &url.Error{Op: "Head", URL: "http://r/v2/", Err: &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}}), exitNotCached},
-		{&registry.RemoteError{Op: "GET blob", Err: io.ErrUnexpectedEOF}, exitNotCached},
+		{fmt.Errorf("x: %w", &regclient.RemoteError{Op: "HEAD manifest", Err: &url.Error{Op: "Head", URL: "http://r/v2/", Err: &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}}), exitNotCached},
+		{&regclient.RemoteError{Op: "GET blob", Err: io.ErrUnexpectedEOF}, exitNotCached},
 		// An answer that is not 200 is not offline: a token server's 401, say.
-		{&registry.RemoteError{Op: "authenticate", Err: errors.New("UNAUTHORIZED")}, exitFailure},
+		{&regclient.RemoteError{Op: "authenticate", Err: errors.New("UNAUTHORIZED")}, exitFailure},
 		{usagef("bad"), exitUsage},
 		{fmt.Errorf("registry: invalid image reference: %w", badName), exitUsage},
 		{fmt.Errorf("x: %w", cache.ErrOffline), exitNotCached},

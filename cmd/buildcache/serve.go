@@ -287,7 +287,11 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	res, err := a.newResolver(store, registry.WithInsecureRegistries(cfg.insecure...))
+	client, err := a.newClient(cfg.insecure...)
+	if err != nil {
+		return err
+	}
+	res, err := registry.NewResolver(store, registry.WithClient(client))
 	if err != nil {
 		return err
 	}

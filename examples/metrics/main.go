@@ -99,7 +99,7 @@ func run(ctx context.Context, out io.Writer, cacheDir, listen string) error {
 	}
 
 	// The store: a local disk in front of a shared tier (here in memory;
-	// an s3.Cache or registry.LayerCache in a CI fleet).
+	// an s3.Cache or ocirepo.Cache in a CI fleet).
 	near, err := localfs.Open(cacheDir)
 	if err != nil {
 		return err

@@ -35,6 +35,7 @@ import (
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
+	"github.com/buildcache/buildcache/regclient"
 	"github.com/buildcache/buildcache/registry"
 )
 
@@ -140,7 +141,11 @@ func run(ctx context.Context, out io.Writer, cacheDir string, kib int64) error {
 		return err
 	}
 	defer store.Close()
-	resolver, err := registry.NewResolver(store, registry.WithRetry(1, time.Millisecond, time.Millisecond))
+	client, err := regclient.New(regclient.WithRetry(1, time.Millisecond, time.Millisecond))
+	if err != nil {
+		return err
+	}
+	resolver, err := registry.NewResolver(store, registry.WithClient(client))
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,10 @@
-// Package ctxio makes blocking streams respect a context.
+// Package ctxio makes blocking streams and waits respect a context.
 package ctxio
 
 import (
 	"context"
 	"io"
+	"time"
 )
 
 // Reader returns a reader that fails with ctx's error once ctx is done,
@@ -26,4 +27,16 @@ func (r *reader) Read(p []byte) (int, error) {
 		return 0, context.Cause(r.ctx)
 	}
 	return r.r.Read(p)
+}
+
+// Sleep waits d, or until ctx is done, and then returns ctx's cause.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
 }

@@ -1,11 +1,14 @@
-package registry
+package regclient
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/buildcache/buildcache/internal/ctxio"
 )
 
 // retryPolicy is how a request is tried again on 429, 5xx and broken
@@ -19,7 +22,7 @@ type retryPolicy struct {
 }
 
 func defaultRetry() retryPolicy {
-	return retryPolicy{attempts: 4, backoff: 200 * time.Millisecond, maxWait: 10 * time.Second, sleep: sleepCtx}
+	return retryPolicy{attempts: 4, backoff: 200 * time.Millisecond, maxWait: 10 * time.Second, sleep: ctxio.Sleep}
 }
 
 // backoff is one request's progress through its retry policy.
@@ -57,17 +60,6 @@ func retryableStatus(code int) bool {
 	return code == http.StatusTooManyRequests || code >= 500
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
-}
-
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
 func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
@@ -80,4 +72,27 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 		return max(t.Sub(now), 0), true
 	}
 	return 0, false
+}
+
+// Retry calls fn until it succeeds, at most as many times as the retry
+// policy's attempts (WithRetry), for work whose connection may break
+// after Do has handed its answer over (a download that fails mid-body,
+// which Do cannot send again). Only a *RemoteError with no status (the
+// connection broke; nothing was refused) is tried again, after the first
+// backoff; any other error, or ctx ending, ends it with fn's last error.
+func (c *Client) Retry(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := 1; attempt <= c.retry.attempts; attempt++ {
+		if err = fn(); err == nil {
+			return nil
+		}
+		var re *RemoteError
+		if attempt == c.retry.attempts || ctx.Err() != nil || !errors.As(err, &re) || re.Status != 0 {
+			break
+		}
+		if c.retry.sleep(ctx, c.retry.backoff) != nil {
+			break
+		}
+	}
+	return err
 }

@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"context"
@@ -37,7 +37,7 @@ type Timeouts struct {
 	Stall time.Duration
 }
 
-// defaultTimeouts are the bounds a Resolver and a LayerCache use unless
+// defaultTimeouts are the bounds a Client keeps unless
 // WithTimeouts says otherwise: Docker's and go-containerregistry's dial
 // and handshake bounds, and as long for an answer or a stalled body.
 func defaultTimeouts() Timeouts {
@@ -57,10 +57,10 @@ func defaultTimeouts() Timeouts {
 // connection, and a cached image is served Stale. A context's deadline
 // ends a call whatever these say. Connect and TLSHandshake conflict with
 // WithTransport, whose transport has its own.
-func WithTimeouts(t Timeouts) ClientOption {
-	return func(o *clientOptions) error {
+func WithTimeouts(t Timeouts) Option {
+	return func(o *options) error {
 		if t.Connect < 0 || t.TLSHandshake < 0 || t.ResponseHeader < 0 || t.Stall < 0 {
-			return fmt.Errorf("registry: WithTimeouts(%+v): negative timeout", t)
+			return fmt.Errorf("regclient: WithTimeouts(%+v): negative timeout", t)
 		}
 		o.timeouts = t.or(o.timeouts)
 		o.dialTimeoutsSet = o.dialTimeoutsSet || t.Connect > 0 || t.TLSHandshake > 0

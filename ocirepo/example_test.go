@@ -1,4 +1,4 @@
-package registry_test
+package ocirepo_test
 
 import (
 	"bytes"
@@ -12,10 +12,10 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/ocirepo"
 )
 
-func ExampleNewLayerCache() {
+func ExampleNew() {
 	// A registry on loopback; in a CI fleet, a Harbor or distribution
 	// repository every runner can push to.
 	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
@@ -24,10 +24,11 @@ func ExampleNewLayerCache() {
 	ctx := context.Background()
 
 	// One runner stores a blob...
-	runner1, err := registry.NewLayerCache(repo)
+	runner1, err := ocirepo.New(repo)
 	if err != nil {
 		panic(err)
 	}
+	defer runner1.Close()
 	blob := []byte("a layer, a config or a BuildKit cache blob")
 	d, size, _ := v1.SHA256(bytes.NewReader(blob))
 	if err := runner1.Put(ctx, d, size, bytes.NewReader(blob)); err != nil {
@@ -35,10 +36,11 @@ func ExampleNewLayerCache() {
 	}
 
 	// ...and another one finds it, listed in the index and verified.
-	runner2, err := registry.NewLayerCache(repo)
+	runner2, err := ocirepo.New(repo)
 	if err != nil {
 		panic(err)
 	}
+	defer runner2.Close()
 	err = runner2.Walk(ctx, func(d v1.Hash, size int64) error {
 		fmt.Printf("listed: %s... (%d bytes)\n", d.Hex[:12], size)
 		return nil

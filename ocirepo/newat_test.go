@@ -1,4 +1,4 @@
-package registry_test
+package ocirepo_test
 
 import (
 	"net/http"
@@ -9,12 +9,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/buildcache/buildcache/cache/cachetest"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/ocirepo"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // hostRecorder asks for credentials (401) and answers requests that bring
 // some with 404, and remembers the hosts asked, so a test sees where a
-// LayerCache would have gone.
+// Cache would have gone.
 type hostRecorder struct {
 	mu    sync.Mutex
 	hosts map[string]bool
@@ -44,13 +45,17 @@ func (k *keychainRecorder) Resolve(r authn.Resource) (authn.Authenticator, error
 	return &authn.Basic{Username: "u", Password: "p"}, nil
 }
 
-// TestNewLayerCacheAtSingleLabelHost: a registry whose host is a single
+// TestNewAtSingleLabelHost: a registry whose host is a single
 // label ("harbor") is that registry, for requests and for credentials;
-// NewLayerCache's reference rules would make it Docker Hub's.
-func TestNewLayerCacheAtSingleLabelHost(t *testing.T) {
+// New's reference rules would make it Docker Hub's.
+func TestNewAtSingleLabelHost(t *testing.T) {
 	rt := &hostRecorder{hosts: map[string]bool{}}
 	kc := &keychainRecorder{registries: map[string]bool{}}
-	c, err := registry.NewLayerCacheAt("harbor", "team/cache", registry.WithTransport(rt), registry.WithKeychain(kc), registry.WithRetry(1, 0, 0))
+	client, err := regclient.New(regclient.WithTransport(rt), regclient.WithKeychain(kc), regclient.WithRetry(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ocirepo.NewAt("harbor", "team/cache", ocirepo.WithClient(client))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,17 +86,17 @@ func TestNewLayerCacheAtSingleLabelHost(t *testing.T) {
 		}
 	}
 
-	// NewLayerCache keeps the reference rules, as documented.
-	hub, err := registry.NewLayerCache("harbor/team/cache")
+	// New keeps the reference rules, as documented.
+	hub, err := ocirepo.New("harbor/team/cache")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := hub.Repository(); got != "index.docker.io/harbor/team/cache" {
-		t.Fatalf("NewLayerCache(harbor/team/cache).Repository() = %q, want Docker Hub's", got)
+		t.Fatalf("New(harbor/team/cache).Repository() = %q, want Docker Hub's", got)
 	}
 }
 
-func TestNewLayerCacheAtRejects(t *testing.T) {
+func TestNewAtRejects(t *testing.T) {
 	for _, tc := range []struct{ host, repo, want string }{
 		{"", "x", "no registry host"},
 		{"harbor/x", "y", "invalid registry host"},
@@ -103,12 +108,12 @@ func TestNewLayerCacheAtRejects(t *testing.T) {
 		{"harbor", "Team", "invalid repository"},
 		{"harbor", strings.Repeat("a", 300), "invalid repository"},
 	} {
-		_, err := registry.NewLayerCacheAt(tc.host, tc.repo)
+		_, err := ocirepo.NewAt(tc.host, tc.repo)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("NewLayerCacheAt(%q, %q) = %v, want an error saying %q", tc.host, tc.repo, err, tc.want)
+			t.Errorf("NewAt(%q, %q) = %v, want an error saying %q", tc.host, tc.repo, err, tc.want)
 		}
 	}
-	if _, err := registry.NewLayerCacheAt("localhost:5000", "x", registry.WithIndexTag("")); err == nil {
+	if _, err := ocirepo.NewAt("localhost:5000", "x", ocirepo.WithIndexTag("")); err == nil {
 		t.Error("an option's error was not returned")
 	}
 }

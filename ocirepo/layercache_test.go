@@ -1,4 +1,4 @@
-package registry_test
+package ocirepo_test
 
 import (
 	"bytes"
@@ -29,7 +29,8 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
-	"github.com/buildcache/buildcache/registry"
+	"github.com/buildcache/buildcache/ocirepo"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 // lcDiskBlobs is a blob store for go-containerregistry's in-process
@@ -156,7 +157,7 @@ func lcNewRegistry(t *testing.T) *lcRegistry {
 
 func lcKind(r *http.Request) string {
 	switch p := r.URL.Path; {
-	case strings.HasSuffix(p, "/manifests/"+registry.DefaultIndexTag):
+	case strings.HasSuffix(p, "/manifests/"+ocirepo.DefaultIndexTag):
 		return "index"
 	case strings.Contains(p, "/manifests/"):
 		return "manifests"
@@ -202,7 +203,7 @@ func (reg *lcRegistry) current(path string) string {
 	return rec.Header().Get("Docker-Content-Digest")
 }
 
-func lcIndexPath(repo string) string { return "/v2/" + repo + "/manifests/" + registry.DefaultIndexTag }
+func lcIndexPath(repo string) string { return "/v2/" + repo + "/manifests/" + ocirepo.DefaultIndexTag }
 
 // indexBody returns the index manifest of repo as the registry holds it.
 func (reg *lcRegistry) indexBody(t *testing.T, repo string) []byte {
@@ -223,11 +224,21 @@ func (reg *lcRegistry) setIndex(t *testing.T, repo string, body []byte) {
 }
 
 // lcFast keeps retries short: the tests' faults are deliberate.
-var lcFast = registry.WithRetry(3, time.Millisecond, 10*time.Millisecond)
+var lcFast = regclient.WithRetry(3, time.Millisecond, 10*time.Millisecond)
 
-func lcNewCache(t *testing.T, repo string, opts ...registry.LayerCacheOption) *registry.LayerCache {
+// lcClient is a client that retries fast, with opts.
+func lcClient(t *testing.T, opts ...regclient.Option) ocirepo.Option {
 	t.Helper()
-	c, err := registry.NewLayerCache(repo, append([]registry.LayerCacheOption{lcFast}, opts...)...)
+	c, err := regclient.New(append([]regclient.Option{lcFast}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ocirepo.WithClient(c)
+}
+
+func lcNewCache(t *testing.T, repo string, opts ...ocirepo.Option) *ocirepo.Cache {
+	t.Helper()
+	c, err := ocirepo.New(repo, append([]ocirepo.Option{lcClient(t)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +295,7 @@ func TestLayerCacheConformance(t *testing.T) {
 func TestLayerCacheTwoRunnersLoseNoEntries(t *testing.T) {
 	reg := lcNewRegistry(t)
 	repo := reg.repo("ci/shared")
-	runners := []*registry.LayerCache{lcNewCache(t, repo), lcNewCache(t, repo)}
+	runners := []*ocirepo.Cache{lcNewCache(t, repo), lcNewCache(t, repo)}
 	const perRunner, workers = 24, 4
 	blobs := make([][]cachetest.Blob, len(runners))
 	want := map[v1.Hash]int64{}
@@ -320,7 +331,7 @@ func TestLayerCacheTwoRunnersLoseNoEntries(t *testing.T) {
 	}
 	t.Logf("%d Puts by 2 runners made %d index writes", len(want), reg.count("PUT index"))
 
-	for i, c := range []*registry.LayerCache{lcNewCache(t, repo), runners[0], runners[1]} {
+	for i, c := range []*ocirepo.Cache{lcNewCache(t, repo), runners[0], runners[1]} {
 		if diff := cmp.Diff(want, lcWalk(t, c)); diff != "" {
 			t.Errorf("Walk by cache %d lists other blobs than the runners put (-want +got):\n%s", i, diff)
 		}
@@ -415,8 +426,8 @@ func TestLayerCacheConditionalWrite(t *testing.T) {
 
 	t.Run("tag moved", func(t *testing.T) {
 		const repoName = "ci/moved"
-		a := lcNewCache(t, reg.repo(repoName), registry.WithIndexSettle(0))
-		b := lcNewCache(t, reg.repo(repoName), registry.WithIndexSettle(0))
+		a := lcNewCache(t, reg.repo(repoName), ocirepo.WithIndexSettle(0))
+		b := lcNewCache(t, reg.repo(repoName), ocirepo.WithIndexSettle(0))
 		a1, b1, a2 := cachetest.NewBlob(11, 100), cachetest.NewBlob(12, 200), cachetest.NewBlob(13, 300)
 		lcPut(t, a, a1)
 		v1Body := reg.indexBody(t, repoName)
@@ -439,8 +450,8 @@ func TestLayerCacheConditionalWrite(t *testing.T) {
 
 	t.Run("tag created", func(t *testing.T) {
 		const repoName = "ci/created"
-		a := lcNewCache(t, reg.repo(repoName), registry.WithIndexSettle(0))
-		b := lcNewCache(t, reg.repo("ci/elsewhere"), registry.WithIndexSettle(0))
+		a := lcNewCache(t, reg.repo(repoName), ocirepo.WithIndexSettle(0))
+		b := lcNewCache(t, reg.repo("ci/elsewhere"), ocirepo.WithIndexSettle(0))
 		a1, b1 := cachetest.NewBlob(21, 100), cachetest.NewBlob(22, 200)
 		lcPut(t, b, b1)
 		bBody := reg.indexBody(t, "ci/elsewhere") // {b1}; the blob store is shared
@@ -602,7 +613,7 @@ func TestLayerCacheIndexDropsBlobsAValidatingRegistryRefuses(t *testing.T) {
 // A tag that holds something else is never used or overwritten.
 func TestLayerCacheRefusesAForeignTag(t *testing.T) {
 	reg := lcNewRegistry(t)
-	ref, err := name.ParseReference(reg.repo("app") + ":" + registry.DefaultIndexTag)
+	ref, err := name.ParseReference(reg.repo("app") + ":" + ocirepo.DefaultIndexTag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,8 +642,8 @@ func TestLayerCacheRefusesAForeignTag(t *testing.T) {
 
 func TestLayerCacheIndexTag(t *testing.T) {
 	reg := lcNewRegistry(t)
-	a := lcNewCache(t, reg.repo("ci/cache"), registry.WithIndexTag("team-a"))
-	b := lcNewCache(t, reg.repo("ci/cache"), registry.WithIndexTag("team-b"))
+	a := lcNewCache(t, reg.repo("ci/cache"), ocirepo.WithIndexTag("team-a"))
+	b := lcNewCache(t, reg.repo("ci/cache"), ocirepo.WithIndexTag("team-b"))
 	blob := cachetest.NewBlob(71, 100)
 	lcPut(t, a, blob)
 	if got := lcWalk(t, b); len(got) != 0 {
@@ -650,7 +661,7 @@ func TestLayerCacheBlobDelete(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprint(on), func(t *testing.T) {
 			reg := lcNewRegistry(t)
-			c := lcNewCache(t, reg.repo("ci/cache"), registry.WithBlobDelete(on))
+			c := lcNewCache(t, reg.repo("ci/cache"), ocirepo.WithBlobDelete(on))
 			b := cachetest.NewBlob(81, 100)
 			lcPut(t, c, b)
 			if err := c.Delete(t.Context(), b.Digest); err != nil {
@@ -702,7 +713,7 @@ func TestLayerCacheAuth(t *testing.T) {
 	})
 	b := cachetest.NewBlob(91, 1000)
 
-	c := lcNewCache(t, reg.repo("ci/cache"), registry.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"}))
+	c := lcNewCache(t, reg.repo("ci/cache"), lcClient(t, regclient.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})))
 	lcPut(t, c, b)
 	rc, err := c.Get(t.Context(), b.Digest)
 	if err != nil {
@@ -718,9 +729,9 @@ func TestLayerCacheAuth(t *testing.T) {
 		t.Errorf("%d requests were challenged; credentials are not kept", n)
 	}
 
-	anon := lcNewCache(t, reg.repo("ci/cache"), registry.WithKeychain(authn.NewMultiKeychain()))
+	anon := lcNewCache(t, reg.repo("ci/cache"), lcClient(t, regclient.WithKeychain(authn.NewMultiKeychain())))
 	_, err = anon.Stat(t.Context(), b.Digest)
-	var rerr *registry.RemoteError
+	var rerr *regclient.RemoteError
 	if !errors.As(err, &rerr) || rerr.Status != http.StatusUnauthorized {
 		t.Errorf("Stat without credentials = %v, want a RemoteError with status 401", err)
 	}
@@ -738,15 +749,63 @@ func TestLayerCacheInsecure(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	b := cachetest.NewBlob(101, 100)
 
-	c := lcNewCache(t, "cache.example.com:5000/ci/cache", registry.WithTransport(tr), registry.WithInsecureRegistries("cache.example.com:5000"))
+	c := lcNewCache(t, "cache.example.com:5000/ci/cache", lcClient(t, regclient.WithTransport(tr), regclient.WithInsecureRegistries("cache.example.com:5000")))
 	lcPut(t, c, b)
 	if got := lcWalk(t, c); got[b.Digest] != 100 {
 		t.Errorf("Walk over plain HTTP = %v", got)
 	}
 
-	tls := lcNewCache(t, "cache.example.com:5000/ci/cache", registry.WithTransport(tr))
+	tls := lcNewCache(t, "cache.example.com:5000/ci/cache", lcClient(t, regclient.WithTransport(tr)))
 	if _, err := tls.Stat(t.Context(), b.Digest); err == nil {
 		t.Error("without WithInsecureRegistries, Stat spoke plain HTTP to cache.example.com")
+	}
+	if !c.Insecure() || tls.Insecure() || !lcNewCache(t, "localhost:5000/ci/cache").Insecure() {
+		t.Errorf("Insecure() = %v, %v, %v for a registry named insecure, one not, loopback; want true, false, true",
+			c.Insecure(), tls.Insecure(), lcNewCache(t, "localhost:5000/ci/cache").Insecure())
+	}
+}
+
+// A Cache's Get streams the registry's body: a Read that gets
+// nothing within the stall bound fails, as a timeout.
+func TestLayerCacheGetOfAStalledBodyFails(t *testing.T) {
+	reg := lcNewRegistry(t)
+	c := lcNewCache(t, reg.repo("ci/cache"), lcClient(t, regclient.WithTimeouts(regclient.Timeouts{Stall: 200 * time.Millisecond})))
+	b := cachetest.NewBlob(131, 1000)
+	lcPut(t, c, b)
+	released := make(chan struct{})
+	t.Cleanup(func() { close(released) })
+	reg.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || lcKind(r) != "blobs" {
+			return false
+		}
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(b.Data[:10])
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-released:
+		}
+		return true
+	})
+	rc, err := c.Get(t.Context(), b.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(rc)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("reading a stalled body: %v, want a timeout", err)
+		}
+	case <-time.After(30 * time.Second): // only a hang trips it
+		t.Fatal("reading a stalled body has not returned")
 	}
 }
 
@@ -770,7 +829,7 @@ func TestLayerCacheRetriesAndReportsRemoteErrors(t *testing.T) {
 		return true
 	})
 	_, err := c.Stat(t.Context(), b.Digest)
-	var rerr *registry.RemoteError
+	var rerr *regclient.RemoteError
 	if !errors.As(err, &rerr) || rerr.Status != http.StatusInternalServerError || !rerr.Temporary() {
 		t.Fatalf("Stat against a failing registry = %v, want a temporary RemoteError with status 500", err)
 	}
@@ -787,29 +846,25 @@ func TestLayerCacheOptions(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		repo string
-		opts []registry.LayerCacheOption
+		opts []ocirepo.Option
 		want string // in the error
 	}{
-		{"auth and keychain", good, []registry.LayerCacheOption{registry.WithAuth(authn.Anonymous), registry.WithKeychain(authn.DefaultKeychain)}, "not both"},
-		{"nil auth", good, []registry.LayerCacheOption{registry.WithAuth(nil)}, "WithAuth(nil)"},
-		{"nil keychain", good, []registry.LayerCacheOption{registry.WithKeychain(nil)}, "WithKeychain(nil)"},
-		{"nil transport", good, []registry.LayerCacheOption{registry.WithTransport(nil)}, "WithTransport(nil)"},
-		{"empty tag", good, []registry.LayerCacheOption{registry.WithIndexTag("")}, "not a valid tag"},
-		{"tag with a slash", good, []registry.LayerCacheOption{registry.WithIndexTag("a/b")}, "not a valid tag"},
-		{"long tag", good, []registry.LayerCacheOption{registry.WithIndexTag(strings.Repeat("a", 129))}, "not a valid tag"},
-		{"negative settle", good, []registry.LayerCacheOption{registry.WithIndexSettle(-time.Second)}, "must not be negative"},
-		{"no attempts", good, []registry.LayerCacheOption{registry.WithRetry(0, 0, 0)}, "attempts >= 1"},
+		{"nil client", good, []ocirepo.Option{ocirepo.WithClient(nil)}, "WithClient(nil)"},
+		{"empty tag", good, []ocirepo.Option{ocirepo.WithIndexTag("")}, "not a valid tag"},
+		{"tag with a slash", good, []ocirepo.Option{ocirepo.WithIndexTag("a/b")}, "not a valid tag"},
+		{"long tag", good, []ocirepo.Option{ocirepo.WithIndexTag(strings.Repeat("a", 129))}, "not a valid tag"},
+		{"negative settle", good, []ocirepo.Option{ocirepo.WithIndexSettle(-time.Second)}, "must not be negative"},
 		{"bad repository", "Not/Lower/Case", nil, "invalid repository"},
 		{"tag in repository", good + ":latest", nil, "invalid repository"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := registry.NewLayerCache(tt.repo, tt.opts...)
+			_, err := ocirepo.New(tt.repo, tt.opts...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("NewLayerCache = %v, want an error saying %q", err, tt.want)
+				t.Errorf("New = %v, want an error saying %q", err, tt.want)
 			}
 		})
 	}
-	if _, err := registry.NewLayerCache(good, registry.WithIndexTag("buildcache-v2.1_x"), registry.WithIndexSettle(0)); err != nil {
+	if _, err := ocirepo.New(good, ocirepo.WithIndexTag("buildcache-v2.1_x"), ocirepo.WithIndexSettle(0)); err != nil {
 		t.Errorf("valid options: %v", err)
 	}
 }
@@ -848,7 +903,7 @@ func TestLayerCacheUnreachableIsOffline(t *testing.T) {
 	b := cachetest.NewBlob(401, 100)
 	check := func(op string, err error) {
 		t.Helper()
-		var re *registry.RemoteError
+		var re *regclient.RemoteError
 		if !errors.Is(err, cache.ErrOffline) || !errors.As(err, &re) || re.Status != 0 {
 			t.Errorf("%s on a closed port = %v; want cache.ErrOffline with a *RemoteError (no status) in the chain", op, err)
 		}

@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"maps"
@@ -23,8 +23,8 @@ type rateLimits struct {
 	by map[string]cache.RateLimit
 }
 
-func newRateLimits() *rateLimits {
-	return &rateLimits{now: time.Now, by: map[string]cache.RateLimit{}}
+func newRateLimits(now func() time.Time) *rateLimits {
+	return &rateLimits{now: now, by: map[string]cache.RateLimit{}}
 }
 
 // observe records what resp says about host's budget.
@@ -182,3 +182,12 @@ func cmpWindow(have, next time.Duration) time.Duration {
 	}
 	return next
 }
+
+// RateLimit is the rate limit of registry host ("host:port",
+// "index.docker.io") as its last response that stated one said, with the
+// last 429 it answered; ok is false when none has.
+func (c *Client) RateLimit(host string) (rl cache.RateLimit, ok bool) { return c.limits.get(host) }
+
+// RateLimits is RateLimit for every registry that has stated one, nil
+// when none has. The map is the caller's.
+func (c *Client) RateLimits() map[string]cache.RateLimit { return c.limits.snapshot() }

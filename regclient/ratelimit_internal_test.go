@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"net/http"
@@ -49,8 +49,7 @@ func TestParseRateLimit(t *testing.T) {
 
 func TestRateLimitsObserve429(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newRateLimits()
-	l.now = func() time.Time { return now }
+	l := newRateLimits(func() time.Time { return now })
 	l.observe("r", &http.Response{StatusCode: 200, Header: http.Header{"Ratelimit-Remaining": {"3"}, "Ratelimit-Reset": {"120"}}})
 	l.observe("r", &http.Response{StatusCode: 429, Header: http.Header{}})
 	rl, _ := l.get("r")

@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // the login the refused request used: callers refused under the same one
 // share one login, and if another has happened since, its transport is
 // used.
-func (c *client) login(ctx context.Context, repo name.Repository, push bool, gen int, challenge http.Header) error {
+func (c *Client) login(ctx context.Context, repo name.Repository, push bool, gen int, challenge http.Header) error {
 	key := scopeKey(repo, push)
 	_, _, err := c.logins.Do(ctx, loginKey{key, gen}, func(ctx context.Context) (struct{}, error) {
 		if _, cur := c.transport(key); cur != gen {
@@ -37,7 +37,7 @@ func (c *client) login(ctx context.Context, repo name.Repository, push bool, gen
 		d := c.timeouts.ResponseHeader + c.timeouts.Stall
 		lctx, cancel := context.WithTimeoutCause(ctx, d, &timeoutError{"answer to the login", d})
 		defer cancel()
-		base := &knownChallenge{inner: c.base, host: repo.RegistryStr(), scheme: c.scheme(repo.Registry), header: challenge}
+		base := &knownChallenge{inner: c.base, host: repo.RegistryStr(), scheme: c.Scheme(repo.Registry), header: challenge}
 		rt, err := transport.NewWithContext(lctx, repo.Registry, auth, base, []string{scope(repo, push)})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -72,7 +72,7 @@ func challengeOf(resp *http.Response, repo name.Repository) http.Header {
 // refused request already carried, so the login costs no round trip of
 // its own. It refuses a ping of the registry over any scheme but the
 // client's: go-containerregistry pings private addresses over HTTPS and
-// then plain HTTP, and its login would move every later request to the
+// then plain HTTP, and its login would move every later Request to the
 // scheme that answered.
 type knownChallenge struct {
 	inner    http.RoundTripper

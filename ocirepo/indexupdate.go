@@ -1,4 +1,4 @@
-package registry
+package ocirepo
 
 import (
 	"bytes"
@@ -20,6 +20,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/ctxio"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 const (
@@ -62,7 +64,7 @@ type indexBatch struct {
 // edit applies one change to the index and waits until it is written and
 // verified. If ctx ends while the edit is still queued, it is withdrawn
 // and nothing changes.
-func (c *LayerCache) edit(ctx context.Context, d v1.Hash, add bool, size int64) (existed bool, err error) {
+func (c *Cache) edit(ctx context.Context, d v1.Hash, add bool, size int64) (existed bool, err error) {
 	e := &indexEdit{d: d, add: add, size: size, done: make(chan struct{})}
 	c.qmu.Lock()
 	if c.open == nil {
@@ -103,7 +105,7 @@ func (c *LayerCache) edit(ctx context.Context, d v1.Hash, add bool, size int64) 
 
 // write waits for the write before it, then takes batch b and applies it.
 // It fails only if ctx ends before it took the batch.
-func (c *LayerCache) write(ctx context.Context, b *indexBatch) error {
+func (c *Cache) write(ctx context.Context, b *indexBatch) error {
 	select {
 	case c.writing <- struct{}{}:
 	case <-ctx.Done():
@@ -132,7 +134,7 @@ func (c *LayerCache) write(ctx context.Context, b *indexBatch) error {
 
 // apply writes edits to the index: read, merge, conditional PUT, wait,
 // read back; again while another writer has dropped one of its entries.
-func (c *LayerCache) apply(ctx context.Context, edits []*indexEdit) {
+func (c *Cache) apply(ctx context.Context, edits []*indexEdit) {
 	live := edits // edits not yet failed
 	failAll := func(err error) {
 		for _, e := range live {
@@ -146,7 +148,7 @@ func (c *LayerCache) apply(ctx context.Context, edits []*indexEdit) {
 			return
 		}
 		if attempt > 1 {
-			if err := sleepCtx(ctx, indexBackoff(attempt)); err != nil {
+			if err := ctxio.Sleep(ctx, indexBackoff(attempt)); err != nil {
 				failAll(err)
 				return
 			}
@@ -226,7 +228,7 @@ func (c *LayerCache) apply(ctx context.Context, edits []*indexEdit) {
 		}
 		c.setCurrent(&indexState{digest: written, entries: next})
 
-		if err := sleepCtx(ctx, c.settle(time.Since(start))); err != nil {
+		if err := ctxio.Sleep(ctx, c.settle(time.Since(start))); err != nil {
 			failAll(err)
 			return
 		}
@@ -254,7 +256,7 @@ func addsHold(st *indexState, edits []*indexEdit) bool {
 	return true
 }
 
-func (c *LayerCache) settle(rmw time.Duration) time.Duration {
+func (c *Cache) settle(rmw time.Duration) time.Duration {
 	if c.o.settle == 0 {
 		return 0
 	}
@@ -272,7 +274,7 @@ func indexBackoff(attempt int) time.Duration {
 // holds the version read (st), for registries that honour the condition.
 // conflict: the registry says it does not. unknown: the registry refused
 // the manifest because it lacks some of its blobs (possibly naming them).
-func (c *LayerCache) putIndex(ctx context.Context, body []byte, st *indexState) (written v1.Hash, conflict bool, unknown []v1.Hash, err error) {
+func (c *Cache) putIndex(ctx context.Context, body []byte, st *indexState) (written v1.Hash, conflict bool, unknown []v1.Hash, err error) {
 	hdr := http.Header{"Content-Type": {string(types.OCIManifestSchema1)}}
 	switch {
 	case st.digest.Hex == "":
@@ -280,9 +282,9 @@ func (c *LayerCache) putIndex(ctx context.Context, body []byte, st *indexState) 
 	case st.etag != "":
 		hdr.Set("If-Match", st.etag)
 	}
-	resp, err := c.client.do(ctx, request{
-		op: "PUT index", method: http.MethodPut, repo: c.repo, kind: "manifests", ref: c.tag.TagStr(), push: true,
-		header: hdr, body: body, ok: []int{http.StatusCreated, http.StatusOK, http.StatusAccepted, http.StatusPreconditionFailed},
+	resp, err := c.client.Do(ctx, regclient.Request{
+		Op: "PUT index", Method: http.MethodPut, Repo: c.repo, Kind: "manifests", Ref: c.tag.TagStr(), Push: true,
+		Header: hdr, Body: body, OK: []int{http.StatusCreated, http.StatusOK, http.StatusAccepted, http.StatusPreconditionFailed},
 	})
 	if err != nil {
 		var terr *transport.Error
@@ -298,7 +300,7 @@ func (c *LayerCache) putIndex(ctx context.Context, body []byte, st *indexState) 
 		}
 		return v1.Hash{}, false, unknown, err
 	}
-	drain(resp)
+	regclient.Drain(resp)
 	if resp.StatusCode == http.StatusPreconditionFailed {
 		return v1.Hash{}, true, nil, nil
 	}
@@ -330,7 +332,7 @@ func digestsIn(detail any) []v1.Hash {
 // findMissing returns the blobs of entries (and the config) the registry
 // does not have: named, if the registry named any we list, or else found
 // with a HEAD of each.
-func (c *LayerCache) findMissing(ctx context.Context, entries map[v1.Hash]int64, named []v1.Hash) ([]v1.Hash, error) {
+func (c *Cache) findMissing(ctx context.Context, entries map[v1.Hash]int64, named []v1.Hash) ([]v1.Hash, error) {
 	var out []v1.Hash
 	for _, d := range named {
 		if _, ok := entries[d]; ok || d == emptyJSON.Digest {
@@ -345,7 +347,7 @@ func (c *LayerCache) findMissing(ctx context.Context, entries map[v1.Hash]int64,
 	g.SetLimit(8)
 	for d := range entries {
 		g.Go(func() error {
-			_, found, err := c.client.headBlob(gctx, c.repo, d)
+			_, found, err := c.client.HeadBlob(gctx, c.repo, d)
 			if err == nil && !found {
 				mu.Lock()
 				out = append(out, d)
@@ -361,18 +363,18 @@ func (c *LayerCache) findMissing(ctx context.Context, entries map[v1.Hash]int64,
 	return out, nil
 }
 
-// ensureConfig uploads the index's config blob ("{}") once per LayerCache:
+// ensureConfig uploads the index's config blob ("{}") once per Cache:
 // registries refuse a manifest whose config they do not have.
-func (c *LayerCache) ensureConfig(ctx context.Context) error {
+func (c *Cache) ensureConfig(ctx context.Context) error {
 	if c.configOK.Load() {
 		return nil
 	}
-	_, found, err := c.client.headBlob(ctx, c.repo, emptyJSON.Digest)
+	_, found, err := c.client.HeadBlob(ctx, c.repo, emptyJSON.Digest)
 	if err != nil {
 		return err
 	}
 	if !found {
-		if err := c.client.upload(ctx, c.repo, emptyJSON.Digest, emptyJSON.Size, bytes.NewReader(emptyJSON.Data)); err != nil {
+		if err := c.client.UploadBlob(ctx, c.repo, emptyJSON.Digest, emptyJSON.Size, bytes.NewReader(emptyJSON.Data)); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"sync"
@@ -20,8 +20,8 @@ type downHosts struct {
 	until map[string]time.Time // registry ("host:port") → known down until
 }
 
-func newDownHosts() *downHosts {
-	return &downHosts{now: time.Now, until: map[string]time.Time{}}
+func newDownHosts(now func() time.Time) *downHosts {
+	return &downHosts{now: now, until: map[string]time.Time{}}
 }
 
 func (d *downHosts) isDown(host string) bool {

@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"errors"
@@ -36,18 +36,6 @@ func (e *RemoteError) Temporary() bool {
 	return e.Status == 0 || e.Status == http.StatusTooManyRequests || e.Status >= 500
 }
 
-// ErrRateLimited is an image that could not be pulled because the
-// registry answered 429 Too Many Requests, or because its Retry-After has
-// not passed (WithRateLimitReserve). The *RemoteError, if one was
-// received, stays in the chain.
-var ErrRateLimited = errors.New("rate limited by the registry")
-
-// tooManyRequests reports whether err is the registry's 429.
-func tooManyRequests(err error) bool {
-	var re *RemoteError
-	return errors.As(err, &re) && re.Status == http.StatusTooManyRequests
-}
-
 // unreachable reports whether err is a registry that gave no answer at
 // all (refused, reset, timed out, name not found, answer cut off): what
 // the cache contract calls cache.ErrOffline. An HTTP status, a TLS error
@@ -57,9 +45,11 @@ func unreachable(err error) bool {
 	return errors.As(err, &re) && re.Status == 0 && netfail.Unreachable(re.Err)
 }
 
-// markOffline wraps err in cache.ErrOffline when the registry gave no
-// answer, keeping err in the chain for errors.As.
-func markOffline(err error) error {
+// MarkOffline wraps err in cache.ErrOffline when it is a *RemoteError of
+// a registry that gave no answer at all (refused, reset, timed out, name
+// not found, answer cut off), as the cache contract says; err stays in
+// the chain for errors.As. Any other err is returned as it is.
+func MarkOffline(err error) error {
 	if unreachable(err) {
 		return fmt.Errorf("%w: %w", cache.ErrOffline, err)
 	}

@@ -1,4 +1,4 @@
-package registry
+package ocirepo
 
 import (
 	"context"
@@ -15,10 +15,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/regclient"
 )
 
 const (
-	// DefaultIndexTag is the tag at which a LayerCache keeps its index.
+	// DefaultIndexTag is the tag at which a Cache keeps its index.
 	DefaultIndexTag = "buildcache-index"
 
 	// IndexArtifactType is the artifactType of the index manifest. A tag
@@ -30,7 +31,7 @@ const (
 	// artifact manifests; the blobs themselves may be anything.
 	BlobMediaType = types.OCIUncompressedLayer
 
-	// maxIndexBytes is the largest index a LayerCache writes or reads:
+	// maxIndexBytes is the largest index a Cache writes or reads:
 	// a manifest, about 25,000 entries.
 	maxIndexBytes = cache.MaxManifestBytes
 )
@@ -80,8 +81,8 @@ func cmpHash(a, b v1.Hash) int {
 }
 
 // index returns the current index: one HEAD of the tag, and a GET only when
-// its digest is not the version this LayerCache last saw.
-func (c *LayerCache) index(ctx context.Context) (*indexState, error) {
+// its digest is not the version this Cache last saw.
+func (c *Cache) index(ctx context.Context) (*indexState, error) {
 	var err error
 	for range 3 {
 		var st *indexState
@@ -96,15 +97,15 @@ func (c *LayerCache) index(ctx context.Context) (*indexState, error) {
 // read (the tag moved and the registry already collected the old one).
 var errIndexMoved = errors.New("the index moved while it was read")
 
-func (c *LayerCache) readIndex(ctx context.Context) (*indexState, error) {
-	resp, err := c.client.do(ctx, request{
-		op: "HEAD index", method: http.MethodHead, repo: c.repo, kind: "manifests", ref: c.tag.TagStr(), push: true,
-		accept: manifestAccept, ok: []int{http.StatusOK, http.StatusNotFound},
+func (c *Cache) readIndex(ctx context.Context) (*indexState, error) {
+	resp, err := c.client.Do(ctx, regclient.Request{
+		Op: "HEAD index", Method: http.MethodHead, Repo: c.repo, Kind: "manifests", Ref: c.tag.TagStr(), Push: true,
+		Accept: regclient.ManifestAccept, OK: []int{http.StatusOK, http.StatusNotFound},
 	})
 	if err != nil {
 		return nil, err
 	}
-	drain(resp)
+	regclient.Drain(resp)
 	if resp.StatusCode == http.StatusNotFound {
 		return &indexState{entries: map[v1.Hash]int64{}}, nil
 	}
@@ -141,7 +142,7 @@ func (c *LayerCache) readIndex(ctx context.Context) (*indexState, error) {
 	return st, nil
 }
 
-func (c *LayerCache) setCurrent(st *indexState) {
+func (c *Cache) setCurrent(st *indexState) {
 	c.snapMu.Lock()
 	c.snap = st
 	c.snapMu.Unlock()
@@ -149,16 +150,16 @@ func (c *LayerCache) setCurrent(st *indexState) {
 
 // loadIndex GETs the index manifest by ref (a digest, or the tag when want
 // is zero), checks it and parses it.
-func (c *LayerCache) loadIndex(ctx context.Context, ref string, want v1.Hash) (*indexState, error) {
-	u := c.client.url(c.repo, "manifests", ref)
-	resp, err := c.client.do(ctx, request{
-		op: "GET index", method: http.MethodGet, repo: c.repo, kind: "manifests", ref: ref, push: true,
-		accept: manifestAccept, ok: []int{http.StatusOK, http.StatusNotFound},
+func (c *Cache) loadIndex(ctx context.Context, ref string, want v1.Hash) (*indexState, error) {
+	u := c.client.URL(c.repo, "manifests", ref)
+	resp, err := c.client.Do(ctx, regclient.Request{
+		Op: "GET index", Method: http.MethodGet, Repo: c.repo, Kind: "manifests", Ref: ref, Push: true,
+		Accept: regclient.ManifestAccept, OK: []int{http.StatusOK, http.StatusNotFound},
 	})
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp)
+	defer regclient.Drain(resp)
 	if resp.StatusCode == http.StatusNotFound {
 		if want.Hex == "" {
 			return &indexState{entries: map[v1.Hash]int64{}}, nil
@@ -167,15 +168,15 @@ func (c *LayerCache) loadIndex(ctx context.Context, ref string, want v1.Hash) (*
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxIndexBytes+1))
 	if err != nil {
-		return nil, &RemoteError{Op: "GET index", URL: u, Err: err}
+		return nil, &regclient.RemoteError{Op: "GET index", URL: u, Err: err}
 	}
 	if len(raw) > maxIndexBytes {
-		return nil, fmt.Errorf("registry: index %s is over %d bytes", c.tag, maxIndexBytes)
+		return nil, fmt.Errorf("ocirepo: index %s is over %d bytes", c.tag, maxIndexBytes)
 	}
 	sum := sha256.Sum256(raw)
 	got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 	if want.Hex != "" && got != want {
-		return nil, &RemoteError{Op: "GET index", URL: u, Err: fmt.Errorf("the registry served bytes that hash to %s", got)}
+		return nil, &regclient.RemoteError{Op: "GET index", URL: u, Err: fmt.Errorf("the registry served bytes that hash to %s", got)}
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil || m.ArtifactType != IndexArtifactType ||
@@ -184,7 +185,7 @@ func (c *LayerCache) loadIndex(ctx context.Context, ref string, want v1.Hash) (*
 		if err == nil && m.ArtifactType != "" {
 			what = m.ArtifactType
 		}
-		return nil, fmt.Errorf("registry: %s holds %q, not a buildcache index: refusing to use or overwrite it (choose another tag with WithIndexTag)", c.tag, what)
+		return nil, fmt.Errorf("ocirepo: %s holds %q, not a buildcache index: refusing to use or overwrite it (choose another tag with WithIndexTag)", c.tag, what)
 	}
 	st := &indexState{digest: got, entries: make(map[v1.Hash]int64, len(m.Layers))}
 	for _, l := range m.Layers {

@@ -1,4 +1,4 @@
-package registry
+package regclient
 
 import (
 	"bytes"
@@ -22,23 +22,29 @@ import (
 	"github.com/buildcache/buildcache/internal/netfail"
 )
 
-// manifestAccept lists the manifest types we understand, for Accept.
-var manifestAccept = strings.Join([]string{
+// ManifestAccept is the Accept header of a manifest request: the image
+// index and manifest media types of OCI and Docker, which are what this
+// module reads.
+var ManifestAccept = strings.Join([]string{
 	string(types.OCIImageIndex), string(types.OCIManifestSchema1),
 	string(types.DockerManifestList), string(types.DockerManifestSchema2),
 }, ", ")
 
-// client speaks the part of the distribution API that the Resolver
-// (manifests and blobs, pull scope, any repository) and the LayerCache
-// (blobs, uploads and its index, push scope, one repository) need. It
-// sends requests without credentials first and logs in only when a
-// registry answers 401, with the challenge of that answer, so an anonymous
-// registry costs no extra round trip (no /v2/ ping), a revalidation is
-// exactly one HEAD, and an authenticated one two (the 401, then the HEAD;
-// a bearer token adds the token server's). Concurrent requests that meet
-// the same challenge share one login. Every try of a request is bounded
-// by the Timeouts (see watchdog).
-type client struct {
+// Client speaks the part of the distribution API that a resolver
+// (manifests and blobs, pull scope, any repository), a repository-backed
+// cache (blobs, uploads and its index, push scope, one repository) and a
+// mirror need. It sends requests without credentials first and logs in
+// only when a registry answers 401, with the challenge of that answer, so
+// an anonymous registry costs no extra round trip (no /v2/ ping), a
+// revalidation is exactly one HEAD, and an authenticated one two (the
+// 401, then the HEAD; a bearer token adds the token server's). Concurrent
+// requests that meet the same challenge share one login. Every try of a
+// request is bounded by the Timeouts.
+//
+// A Client is safe for concurrent use, and meant to be shared: what it
+// learns about a registry (its logins, its rate limit, that it is down)
+// serves every user of the Client.
+type Client struct {
 	base     http.RoundTripper // the transport, setting our User-Agent
 	own      *http.Transport   // the transport the client made, if it did
 	keychain authn.Keychain
@@ -67,19 +73,30 @@ type loginKey struct {
 	gen   int
 }
 
-func newClient(o clientOptions) *client {
+// New returns a Client configured by opts; with none, it is anonymous
+// unless the Docker keychain has credentials, speaks HTTPS to every
+// registry but loopback ones, and retries and bounds its requests as the
+// options' defaults say. It makes no request.
+func New(opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.check(); err != nil {
+		return nil, fmt.Errorf("regclient: New: %w", err)
+	}
 	base := o.transport
 	var own *http.Transport
 	if base == nil {
 		own = newDefaultTransport(o.timeouts)
 		base = own
 	}
-	if o.userAgent != "" {
-		base = agentTransport{inner: base, agent: o.userAgent}
-	}
-	c := &client{
+	base = agentTransport{inner: base, agent: userAgent}
+	c := &Client{
 		base: base, own: own, keychain: o.keychain, auth: o.auth, retry: o.retry, timeouts: o.timeouts,
-		insecure: map[string]bool{}, authed: map[string]login{}, limits: newRateLimits(), down: newDownHosts(),
+		insecure: map[string]bool{}, authed: map[string]login{}, limits: newRateLimits(o.now), down: newDownHosts(o.now),
 	}
 	if c.keychain == nil {
 		c.keychain = authn.DefaultKeychain
@@ -87,8 +104,11 @@ func newClient(o clientOptions) *client {
 	for _, h := range o.insecure {
 		c.insecure[h] = true
 	}
-	return c
+	return c, nil
 }
+
+// userAgent is the User-Agent of every request.
+const userAgent = "buildcache"
 
 // agentTransport sets the client's User-Agent on every request, logins
 // and token requests included: go-containerregistry's login transport
@@ -106,31 +126,32 @@ func (a agentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return a.inner.RoundTrip(req)
 }
 
-// request is one call of the distribution API.
-type request struct {
-	op     string // names it in errors ("HEAD index"); default method and kind ("GET blob")
-	method string
-	repo   name.Repository
-	kind   string // "manifests" or "blobs"
-	ref    string // a tag, a digest, or "uploads/"
-	url    string // an absolute URL instead of kind and ref (an upload's Location); errors still name kind and ref
-	push   bool   // needs push scope; pull scope otherwise
-	accept string
-	header http.Header
-	body   []byte    // sent again on every try
-	stream io.Reader // sent once: a request with a stream is neither retried nor sent again after a login
-	size   int64     // of stream; -1 sends it chunked
-	ok     []int     // statuses handed to the caller, who closes the body; default 200
-	once   bool      // no retries
+// Request is one call of the distribution API, for Do. Repo, Kind and Ref
+// make its URL (Client.URL); Method defaults to nothing and must be set.
+type Request struct {
+	Op     string // names it in errors ("HEAD index"); default Method and Kind ("GET blob")
+	Method string
+	Repo   name.Repository
+	Kind   string // "manifests" or "blobs"
+	Ref    string // a tag, a digest, or "uploads/"
+	URL    string // an absolute URL instead of Kind and Ref (an upload's Location); errors still name Kind and Ref
+	Push   bool   // needs push scope; pull scope otherwise
+	Accept string
+	Header http.Header
+	Body   []byte    // sent again on every try
+	Stream io.Reader // sent once: a request with a Stream is neither retried nor sent again after a login
+	Size   int64     // of Stream; -1 sends it chunked
+	OK     []int     // statuses handed to the caller, who closes the body; default 200
+	Once   bool      // no retries
 }
 
-// scheme is how the client speaks to reg: plain HTTP to a loopback
+// Scheme is how the client speaks to reg, "http" or "https": plain HTTP to a loopback
 // registry ("localhost", 127.0.0.0/8, ::1) and to those
 // WithInsecureRegistries names, HTTPS to every other, private addresses
 // included, as Docker and containerd do. (go-containerregistry's
 // name.Registry.Scheme picks plain HTTP for RFC 1918 addresses too, which
 // would send credentials in clear across a network; it is not used.)
-func (c *client) scheme(reg name.Registry) string {
+func (c *Client) Scheme(reg name.Registry) string {
 	if c.insecure[reg.RegistryStr()] || loopback(reg.RegistryStr()) {
 		return "http"
 	}
@@ -153,8 +174,8 @@ func loopback(hostport string) bool {
 
 // normalize marks repo's registry insecure when the client speaks plain
 // HTTP to it, so that go-containerregistry's login may too.
-func (c *client) normalize(repo name.Repository) name.Repository {
-	if c.scheme(repo.Registry) == "http" && repo.Registry.Scheme() != "http" {
+func (c *Client) normalize(repo name.Repository) name.Repository {
+	if c.Scheme(repo.Registry) == "http" && repo.Registry.Scheme() != "http" {
 		if reg, err := name.NewRegistry(repo.RegistryStr(), name.Insecure); err == nil {
 			repo.Registry = reg
 		}
@@ -162,8 +183,11 @@ func (c *client) normalize(repo name.Repository) name.Repository {
 	return repo
 }
 
-func (c *client) url(repo name.Repository, kind, ref string) string {
-	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", c.scheme(repo.Registry), repo.RegistryStr(), repo.RepositoryStr(), kind, ref)
+// URL is the address of ref ("latest", a digest, "uploads/") of kind
+// ("manifests" or "blobs") in repo, over the scheme the client speaks to
+// repo's registry.
+func (c *Client) URL(repo name.Repository, kind, ref string) string {
+	return fmt.Sprintf("%s://%s/v2/%s/%s/%s", c.Scheme(repo.Registry), repo.RegistryStr(), repo.RepositoryStr(), kind, ref)
 }
 
 func scope(repo name.Repository, push bool) string {
@@ -178,7 +202,7 @@ func scopeKey(repo name.Repository, push bool) string {
 	return repo.RegistryStr() + " " + scope(repo, push)
 }
 
-func (c *client) transport(key string) (http.RoundTripper, int) {
+func (c *Client) transport(key string) (http.RoundTripper, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if l, ok := c.authed[key]; ok {
@@ -187,26 +211,26 @@ func (c *client) transport(key string) (http.RoundTripper, int) {
 	return c.base, 0
 }
 
-// do sends r, logging in on the first 401 and retrying 429, 5xx and
-// broken connections as the retry policy says. A status not in r.ok is a
+// Do sends r, logging in on the first 401 and retrying 429, 5xx and
+// broken connections as the retry policy says. A status not in r.OK is a
 // *RemoteError wrapping the registry's *transport.Error; the caller closes
 // the body of any other response. Each try is bounded by the Timeouts: a
 // try that runs into one is a broken connection, and so is a returned
 // body whose Read waits longer than the Stall bound.
-func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
-	where := c.url(r.repo, r.kind, r.ref)
-	target := cmp.Or(r.url, where)
-	op := cmp.Or(r.op, r.method+" "+strings.TrimSuffix(r.kind, "s"))
-	ok := r.ok
+func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
+	where := c.URL(r.Repo, r.Kind, r.Ref)
+	target := cmp.Or(r.URL, where)
+	op := cmp.Or(r.Op, r.Method+" "+strings.TrimSuffix(r.Kind, "s"))
+	ok := r.OK
 	if len(ok) == 0 {
 		ok = []int{http.StatusOK}
 	}
 	attempts := c.retry.attempts
-	host := r.repo.RegistryStr()
-	if r.once || r.stream != nil || c.down.isDown(host) {
+	host := r.Repo.RegistryStr()
+	if r.Once || r.Stream != nil || c.down.isDown(host) {
 		attempts = 1
 	}
-	key := scopeKey(r.repo, r.push)
+	key := scopeKey(r.Repo, r.Push)
 	wait := c.retry.start()
 	loggedIn := false
 	for attempt := 1; ; attempt++ {
@@ -236,25 +260,25 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 		switch {
 		case slices.Contains(ok, resp.StatusCode):
 			return resp, nil
-		case resp.StatusCode == http.StatusUnauthorized && !loggedIn && r.stream == nil:
-			challenge := challengeOf(resp, r.repo)
-			drain(resp)
+		case resp.StatusCode == http.StatusUnauthorized && !loggedIn && r.Stream == nil:
+			challenge := challengeOf(resp, r.Repo)
+			Drain(resp)
 			loggedIn = true
-			if err := c.login(ctx, r.repo, r.push, gen, challenge); err != nil {
+			if err := c.login(ctx, r.Repo, r.Push, gen, challenge); err != nil {
 				return nil, err
 			}
 			attempt-- // the challenge is not a failure
 			continue
 		case retryableStatus(resp.StatusCode) && attempt < attempts && !c.retry.tooLong(resp):
 			ra := resp.Header.Get("Retry-After")
-			drain(resp)
+			Drain(resp)
 			if err := wait.pause(ctx, ra); err != nil {
 				return nil, err
 			}
 			continue
 		}
 		err = transport.CheckError(resp, ok...)
-		drain(resp)
+		Drain(resp)
 		return nil, &RemoteError{Op: op, URL: where, Status: resp.StatusCode, Err: err}
 	}
 }
@@ -262,7 +286,7 @@ func (c *client) do(ctx context.Context, r request) (*http.Response, error) {
 // try sends r once through rt under a watchdog: the answer's headers must
 // come within the ResponseHeader bound of the request being sent, and its
 // body (returned wrapped) must keep moving.
-func (c *client) try(ctx context.Context, rt http.RoundTripper, r request, url string) (*http.Response, error) {
+func (c *Client) try(ctx context.Context, rt http.RoundTripper, r Request, url string) (*http.Response, error) {
 	wd := newWatchdog(ctx, c.timeouts)
 	req, err := c.newRequest(wd.ctx, r, url, wd)
 	if err != nil {
@@ -309,38 +333,43 @@ type redirectError struct {
 
 func (e *redirectError) Error() string { return "refused " + e.why }
 
-func (c *client) newRequest(ctx context.Context, r request, url string, wd *watchdog) (*http.Request, error) {
+func (c *Client) newRequest(ctx context.Context, r Request, url string, wd *watchdog) (*http.Request, error) {
 	var body io.Reader
 	switch {
-	case r.stream != nil:
-		body = &watchedUpload{r: r.stream, w: wd}
-	case r.body != nil:
-		body = bytes.NewReader(r.body)
+	case r.Stream != nil:
+		body = &watchedUpload{r: r.Stream, w: wd}
+	case r.Body != nil:
+		body = bytes.NewReader(r.Body)
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, url, body)
+	req, err := http.NewRequestWithContext(ctx, r.Method, url, body)
 	if err != nil {
 		return nil, err
 	}
-	if r.stream != nil {
-		req.ContentLength = r.size
+	if r.Stream != nil {
+		req.ContentLength = r.Size
 	}
-	for k, vs := range r.header {
+	for k, vs := range r.Header {
 		req.Header[k] = vs
 	}
-	if r.accept != "" {
-		req.Header.Set("Accept", r.accept)
+	if r.Accept != "" {
+		req.Header.Set("Accept", r.Accept)
 	}
 	return req, nil
 }
 
-func drain(resp *http.Response) {
+// Drain reads what is left of resp's body, up to 64 KiB, and closes it,
+// so that its connection can carry the next request.
+func Drain(resp *http.Response) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 }
 
-// closeIdle closes the idle connections of the transport the client made.
-func (c *client) closeIdle() {
+// Close closes the idle connections of the transport the client made
+// (not those of one given with WithTransport). The Client stays usable:
+// a later request opens a new connection. It returns nil.
+func (c *Client) Close() error {
 	if c.own != nil {
 		c.own.CloseIdleConnections()
 	}
+	return nil
 }
