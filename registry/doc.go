@@ -46,7 +46,7 @@
 //
 // Concurrent identical resolves, and concurrent downloads of one blob,
 // share one request. A pull fetches the platforms' manifests at once and
-// then the blobs in parallel (WithJobs).
+// then the blobs in parallel (WithConcurrency).
 //
 // # Bounds
 //

@@ -15,9 +15,8 @@ type Option func(*options) error
 type options struct {
 	client       *regclient.Client // nil: regclient.New() with WithClock(now)
 	platforms    []string
-	jobs         int
+	concurrency  int
 	staleIfError bool
-	bypass       bool
 	reserve      int // rate-limit reserve; -1: off
 	progress     func(Progress)
 	now          func() time.Time
@@ -26,7 +25,7 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		platforms:    []string{hostPlatform()},
-		jobs:         4,
+		concurrency:  4,
 		staleIfError: true,
 		reserve:      -1,
 		now:          time.Now,
@@ -74,16 +73,16 @@ func WithDefaultPlatforms(platforms ...string) Option {
 	}
 }
 
-// WithJobs bounds parallel blob downloads per Resolve (default 4): at most
-// n blobs over 1 MiB at a time, largest first, and alongside them at most
-// n smaller ones (configs, small layers), which are more round trip than
-// transfer.
-func WithJobs(n int) Option {
+// WithConcurrency bounds parallel blob downloads per Resolve (default 4):
+// at most n blobs over 1 MiB at a time, largest first, and alongside them
+// at most n smaller ones (configs, small layers), which are more round
+// trip than transfer.
+func WithConcurrency(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
-			return fmt.Errorf("registry: WithJobs(%d): need at least 1", n)
+			return fmt.Errorf("registry: WithConcurrency(%d): need at least 1", n)
 		}
-		o.jobs = n
+		o.concurrency = n
 		return nil
 	}
 }
@@ -94,15 +93,6 @@ func WithJobs(n int) Option {
 func WithStaleIfError(on bool) Option {
 	return func(o *options) error {
 		o.staleIfError = on
-		return nil
-	}
-}
-
-// WithCacheBypass makes every Resolve go to the registry as if nothing
-// were cached (default false); cache.WithBypass does it for one call.
-func WithCacheBypass() Option {
-	return func(o *options) error {
-		o.bypass = true
 		return nil
 	}
 }

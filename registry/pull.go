@@ -187,9 +187,9 @@ const smallBlob = 1 << 20
 
 // fetchBlobs downloads the blobs of manifests that the store lacks, in
 // parallel, and reports progress. Large blobs go largest first, at most
-// jobs at a time, so the longest download starts at once and the pull ends
-// with the short ones; small blobs go alongside, also at most jobs at a
-// time.
+// concurrency (WithConcurrency) at a time, so the longest download starts
+// at once and the pull ends with the short ones; small blobs go
+// alongside, also at most concurrency at a time.
 func (r *Resolver) fetchBlobs(ctx context.Context, ref name.Reference, manifests []platformManifest, force bool) error {
 	var todo []v1.Descriptor
 	seen := map[v1.Hash]bool{}
@@ -213,7 +213,7 @@ func (r *Resolver) fetchBlobs(ctx context.Context, ref name.Reference, manifests
 	g, gctx := errgroup.WithContext(ctx)
 	lane := func(blobs []v1.Descriptor) error {
 		l, lctx := errgroup.WithContext(gctx)
-		l.SetLimit(r.o.jobs)
+		l.SetLimit(r.o.concurrency)
 		var skipped error // why blobs were left out, if they were
 		for _, b := range blobs {
 			if skipped = context.Cause(lctx); skipped != nil {

@@ -157,7 +157,7 @@ func TestBlobsDownloadLargestFirst(t *testing.T) {
 		}
 		return false
 	})
-	r := newResolver(t, openStore(t), registry.WithJobs(1))
+	r := newResolver(t, openStore(t), registry.WithConcurrency(1))
 	if _, err := r.Resolve(t.Context(), ref, cache.WithPlatforms("linux/amd64")); err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,6 @@ func (r *Resolver) Resolve(ctx context.Context, ref string, opts ...cache.Resolv
 		platforms = r.o.platforms
 	}
 	platforms = normalizePlatforms(platforms)
-	ro.Bypass = ro.Bypass || r.o.bypass
 	key := fmt.Sprintf("%s|%s|%d|%v|%v", parsed.Name(), strings.Join(platforms, ","), ro.Policy, ro.MaxAge, ro.Bypass)
 	res, _, err := r.resolves.Do(ctx, key, func(ctx context.Context) (*cache.ResolvedImage, error) {
 		return r.resolve(ctx, parsed, platforms, ro)
