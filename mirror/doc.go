@@ -6,7 +6,7 @@
 // bytes from one shared cache.
 //
 //	res, _ := registry.NewResolver(store)
-//	m, _ := mirror.New(res, store,
+//	m, _ := mirror.New(res,
 //		mirror.WithUpstream("registry-1.docker.io"),
 //		mirror.WithUpstreams(map[string]string{"docker.io": "registry-1.docker.io", "ghcr.io": "ghcr.io"}))
 //	http.ListenAndServe("127.0.0.1:5000", m)
@@ -63,8 +63,9 @@
 // not mapped is NAME_UNKNOWN: the mirror never fetches from a host a
 // client names. For Docker Hub (docker.io, index.docker.io,
 // registry-1.docker.io) a one-component name "alpine" is "library/alpine".
-// Upstream credentials and plain-HTTP hosts are the resolver's
-// (registry.WithKeychain, WithAuth, WithInsecureRegistries).
+// Upstream credentials and plain-HTTP hosts are those of the resolver's
+// client (registry.WithClient; regclient.WithKeychain, WithAuth,
+// WithInsecureRegistries).
 //
 // # Serving
 //

@@ -99,7 +99,7 @@ func startMirror(t *testing.T, upstreamHost string, store cache.LayerCache, opts
 	t.Helper()
 	sm := &servedMirror{upstream: newCountingTransport(), served: map[string]int{}}
 	res := newResolver(t, store, regclient.WithTransport(sm.upstream))
-	m, err := mirror.New(res, store, append([]mirror.Option{
+	m, err := mirror.New(res, append([]mirror.Option{
 		mirror.WithUpstream(upstreamHost),
 		mirror.WithUpstreams(map[string]string{upstreamHost: upstreamHost}),
 	}, opts...)...)

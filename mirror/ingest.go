@@ -61,7 +61,7 @@ func (m *Mirror) joinIngest(repo string, d v1.Hash) (*ingest, error) {
 	m.running.Add(1)
 	go func() {
 		defer m.running.Done()
-		err := m.resolver.StreamBlob(m.ctx, repo, d, func(size int64) (io.Writer, error) {
+		err := m.up.StreamBlob(m.ctx, repo, d, func(size int64) (io.Writer, error) {
 			return in.start(m.o.tempDir, size)
 		})
 		m.ingestMu.Lock()

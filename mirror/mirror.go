@@ -10,16 +10,15 @@ import (
 	"time"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/registry"
 )
 
 // Mirror is an http.Handler serving the read side of the OCI distribution
-// API from a store, fetching through a registry.Resolver what the store
-// lacks. It is safe for concurrent use.
+// API from a store, fetching through its Upstream (a registry.Resolver)
+// what the store lacks. It is safe for concurrent use.
 type Mirror struct {
-	resolver *registry.Resolver
-	store    cache.LayerCache
-	o        options
+	up    Upstream
+	store cache.LayerCache // up.Store()
+	o     options
 
 	// The downloads of blobs not yet stored, which outlive the requests
 	// that started them (see ingest); Close ends them.
@@ -113,11 +112,15 @@ func upstreamHost(s string) (string, error) {
 	return h, nil
 }
 
-// New returns a mirror serving store, fetching what it lacks through
-// resolver, which must keep its images in store.
-func New(resolver *registry.Resolver, store cache.LayerCache, opts ...Option) (*Mirror, error) {
-	if resolver == nil || store == nil {
-		return nil, errors.New("mirror: New: nil resolver or store")
+// New returns a mirror serving up's store (up.Store()), fetching what it
+// lacks through up, a *registry.Resolver.
+func New(up Upstream, opts ...Option) (*Mirror, error) {
+	if up == nil {
+		return nil, errors.New("mirror: New: nil upstream")
+	}
+	store := up.Store()
+	if store == nil {
+		return nil, errors.New("mirror: New: the upstream has no store")
 	}
 	o := options{upstreams: map[string]string{}}
 	for _, opt := range opts {
@@ -126,7 +129,7 @@ func New(resolver *registry.Resolver, store cache.LayerCache, opts ...Option) (*
 		}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Mirror{resolver: resolver, store: store, o: o, ctx: ctx, cancel: cancel, ingests: map[string]*ingest{}}, nil
+	return &Mirror{up: up, store: store, o: o, ctx: ctx, cancel: cancel, ingests: map[string]*ingest{}}, nil
 }
 
 // Close abandons the blob downloads in flight, whose clients' responses

@@ -92,7 +92,7 @@ func newFixture(t *testing.T, opts ...mirror.Option) *fixture {
 		t.Fatal(err)
 	}
 	res := newResolver(t, store)
-	m, err := mirror.New(res, store, append([]mirror.Option{mirror.WithUpstream(up.host())}, opts...)...)
+	m, err := mirror.New(res, append([]mirror.Option{mirror.WithUpstream(up.host())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestDockerHubLibraryAndNamespace(t *testing.T) {
 	}
 	// The fake "docker.io" is the in-process upstream; a single-component
 	// name gets library/ only for Docker Hub's ns.
-	m, err := mirror.New(res, store, mirror.WithUpstreams(map[string]string{"docker.io": up.host()}))
+	m, err := mirror.New(res, mirror.WithUpstreams(map[string]string{"docker.io": up.host()}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,4 +398,20 @@ func firstLayer(t *testing.T, f *fixture) v1.Descriptor {
 		t.Fatal(err)
 	}
 	return m.Layers[0]
+}
+
+// noStore is an upstream that keeps nothing anywhere.
+type noStore struct{ mirror.Upstream }
+
+func (noStore) Store() cache.LayerCache { return nil }
+
+// A mirror serves the store its upstream keeps images in; there is no
+// second argument to disagree with it.
+func TestNewTakesTheUpstreamsStore(t *testing.T) {
+	if _, err := mirror.New(nil); err == nil {
+		t.Error("New(nil) succeeded")
+	}
+	if _, err := mirror.New(noStore{}); err == nil || !strings.Contains(err.Error(), "no store") {
+		t.Errorf("New of an upstream without a store = %v, want an error", err)
+	}
 }

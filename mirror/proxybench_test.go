@@ -49,7 +49,7 @@ func newProxyRig(tb testing.TB, upstream string) *proxyRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := mirror.New(res, store, mirror.WithUpstream(counter.Host))
+	m, err := mirror.New(res, mirror.WithUpstream(counter.Host))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
 			return
 		}
-		if _, err := m.resolver.FetchManifest(ctx, repo, h); err != nil {
+		if _, err := m.up.FetchManifest(ctx, repo, h); err != nil {
 			upstreamError(w, err, codeManifestUnknown)
 			return
 		}
@@ -38,7 +38,7 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			writeError(w, http.StatusBadRequest, codeManifestInvalid, "invalid tag")
 			return
 		}
-		top, err := m.resolver.ResolveTop(ctx, repo+":"+ref, m.o.maxAge)
+		top, err := m.up.ResolveTop(ctx, repo+":"+ref, m.o.maxAge)
 		if err != nil {
 			upstreamError(w, err, codeManifestUnknown)
 			return
@@ -57,7 +57,7 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			writeError(w, http.StatusNotFound, codeManifestUnknown, "manifest list has no linux/amd64 manifest, and the accept header does not support manifest lists")
 			return
 		}
-		if _, err := m.resolver.FetchManifest(ctx, repo, pd); err != nil {
+		if _, err := m.up.FetchManifest(ctx, repo, pd); err != nil {
 			upstreamError(w, err, codeManifestUnknown)
 			return
 		}

@@ -110,7 +110,7 @@ func newStreamFixture(t *testing.T, up *blobUpstream) *streamFixture {
 	}
 	res := newResolver(t, store)
 	f := &streamFixture{up: up, store: store, tempDir: t.TempDir(), handlerDone: make(chan struct{}, 64)}
-	f.mirror, err = mirror.New(res, store, mirror.WithUpstream(strings.TrimPrefix(up.srv.URL, "http://")), mirror.WithTempDir(f.tempDir))
+	f.mirror, err = mirror.New(res, mirror.WithUpstream(strings.TrimPrefix(up.srv.URL, "http://")), mirror.WithTempDir(f.tempDir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,10 @@ type resolverCounters struct {
 	unrecorded                                                         atomic.Uint64 // records.go
 }
 
+// Store is the store the resolver keeps images in, as given to
+// NewResolver: what a mirror over the resolver serves from.
+func (r *Resolver) Store() cache.LayerCache { return r.store }
+
 // Stats reports what the resolver has done.
 func (r *Resolver) Stats() cache.ResolverStats {
 	c := &r.stats

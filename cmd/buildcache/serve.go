@@ -299,7 +299,7 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if cfg.defaultHost != "" {
 		opts = append(opts, mirror.WithUpstream(cfg.defaultHost))
 	}
-	m, err := mirror.New(res, store, opts...)
+	m, err := mirror.New(res, opts...)
 	if err != nil {
 		return usagef("%v", err)
 	}

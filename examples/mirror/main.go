@@ -149,7 +149,7 @@ func run(ctx context.Context, out io.Writer, cacheDir string, kib int64) error {
 	if err != nil {
 		return err
 	}
-	m, err := mirror.New(resolver, store,
+	m, err := mirror.New(resolver,
 		mirror.WithUpstream(upAddr),
 		mirror.WithUpstreams(map[string]string{"example.test": upAddr}))
 	if err != nil {

@@ -1,0 +1,35 @@
+package mirror
+
+import (
+	"context"
+	"io"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/registry"
+)
+
+// Upstream is where a Mirror gets what it serves: a *registry.Resolver.
+// The mirror serves from Store and asks the upstream for what Store
+// lacks, so the two cannot disagree: what the upstream fetches is in the
+// store the mirror reads.
+type Upstream interface {
+	// Store is where the upstream keeps what it fetches, and what the
+	// mirror serves from (registry.Resolver.Store).
+	Store() cache.LayerCache
+	// ResolveTop resolves a tag ("host/name:tag") to its top manifest,
+	// which it stores, revalidated as often as maxAge says
+	// (registry.Resolver.ResolveTop).
+	ResolveTop(ctx context.Context, ref string, maxAge time.Duration) (*registry.TopManifest, error)
+	// FetchManifest makes sure manifest d of repo ("host/name") is
+	// stored, and describes it (registry.Resolver.FetchManifest).
+	FetchManifest(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, error)
+	// StreamBlob makes sure blob d of repo is stored, handing its bytes to
+	// sink's writer as they are hashed and stored
+	// (registry.Resolver.StreamBlob).
+	StreamBlob(ctx context.Context, repo string, d v1.Hash, sink func(size int64) (io.Writer, error)) error
+}
+
+var _ Upstream = (*registry.Resolver)(nil)
