@@ -22,7 +22,7 @@
 //
 //   - NewResolverCollector(r): a registry.Resolver.
 //   - NewLayerCacheCollector(name, c): any cache.StatsReporter —
-//     localfs.Store, memory.LayerCache, s3.Cache, registry.LayerCache,
+//     localfs.Store, memory.LayerCache, s3.Cache, ocirepo.Cache,
 //     tier.Cache as one cache.
 //   - NewTierCollector(name, t): a tier.Cache with its per-tier series;
 //     register it instead of a LayerCacheCollector for the same cache.
@@ -33,6 +33,13 @@
 //     k8sclient.Typed, which counts the one resource type gvr. They live in
 //     the subpackage k8smetrics so that this package does not link
 //     client-go.
+//
+// Each collector reads a small interface over a stats value type of
+// package cache (cache.ResolverStats, cache.Stats, cache.TierStats,
+// cache.ResourceStats), which the backends return: this package links
+// cache and Prometheus, none of the backends it exports (no registry,
+// tier, memory, AWS SDK, Kubernetes or BuildKit; depcheck_test.go keeps it
+// so), and a program registers only the collectors of what it uses.
 //
 // The name is the value of the collector's cache (or client) label. Two
 // collectors of the same kind on one registry need different names:

@@ -31,7 +31,7 @@ type LayerCacheCollector struct {
 var _ prometheus.Collector = (*LayerCacheCollector)(nil)
 
 // NewLayerCacheCollector returns a collector of c's Stats: localfs.Store,
-// memory.LayerCache, s3.Cache, registry.LayerCache, tier.Cache (as one
+// memory.LayerCache, s3.Cache, ocirepo.Cache, tier.Cache (as one
 // cache; NewTierCollector adds the per-tier series) or any other
 // cache.StatsReporter. name is the value of the cache label, which tells
 // the caches of a process apart ("localfs", "near", "shared-bucket"); two

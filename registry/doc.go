@@ -34,11 +34,17 @@
 // (regclient.New() with its defaults), or one given with WithClient and
 // shared with an ocirepo.Cache or another resolver, which then share its
 // logins, its view of each registry's rate limit and the registries it
-// knows to be down. The client sets credentials (the Docker keychain by
-// default), plain HTTP (loopback registries, and those
-// regclient.WithInsecureRegistries names), retries (429, 5xx and broken
-// connections, honouring Retry-After) and the timeouts that bound a
-// silent registry; see package regclient. A registry that times out is
+// knows to be down:
+//
+//	client, _ := regclient.New(regclient.WithInsecureRegistries("registry.internal:5000"))
+//	resolver, _ := registry.NewResolver(store, registry.WithClient(client))
+//	shared, _ := ocirepo.New("registry.internal:5000/ci/cache", ocirepo.WithClient(client))
+//
+// The client sets credentials (the Docker keychain by default), plain
+// HTTP (loopback registries, and those regclient.WithInsecureRegistries
+// names), retries (429, 5xx and broken connections, honouring
+// Retry-After) and the timeouts that bound a silent registry; see package
+// regclient. A registry that times out is
 // unreachable: a cached image is served Stale once the client's tries are
 // spent, or, if nothing is cached, the call fails with cache.ErrOffline.
 // A context's deadline or cancellation always wins: the call ends with
@@ -84,8 +90,9 @@
 // # Errors
 //
 // A registry's failure is a *regclient.RemoteError (errors.As), with the
-// status and URL. One that gave no answer at all (refused, reset, timed out, name not
-// found, answer cut off) also satisfies errors.Is(err, cache.ErrOffline)
-// when nothing cached can stand in. Bytes that do not match their digest
+// status and URL. One that gave no answer at all (refused, reset, timed
+// out, name not found, answer cut off) also satisfies errors.Is(err,
+// cache.ErrOffline) when nothing cached can stand in. A pull the
+// rate-limit reserve holds back, or a 429, is ErrRateLimited. Bytes that do not match their digest
 // wrap cache.ErrDigestMismatch, and nothing of that image is recorded.
 package registry
