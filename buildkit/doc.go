@@ -33,38 +33,17 @@
 //
 // # Cache
 //
-// CacheFor maps a cache backend to BuildKit cache imports and exports over
-// the same storage: a *localfs.Store to type=local on its directory (an
-// OCI image layout, which BuildKit's client writes blobs into with
-// containerd's content store and tags in index.json), a *s3.Cache to
-// type=s3 with the same bucket and key layout (BuildKit's
-// <prefix><blobs_prefix>sha256:<hex> is the Cache's BlobKey), a
-// *registry.LayerCache to type=registry on its repository, and a
-// *tier.Cache to its near tier's entries followed by its far tier's. It
-// asks each cache what it can tell (Dir, Location, Repository, Near and
-// Far), not what type it is, so a wrapper that forwards those methods
-// maps too. LocalCache, RegistryCache and S3Cache build the entries from
-// names instead.
+// The cache entries that point BuildKit's --cache-from/--cache-to at our
+// caches are made by package buildkit/cacheentry (cacheentry.For); Build
+// takes them with WithCache.
 //
 // PinBaseImages reads blobs through a LayoutStore (Get, Stat and Dir, as a
 // *localfs.Store has) and the Dockerfile with buildkit/internal/dockerfile.
-//
-// # Sharing a directory with BuildKit
-//
-// localfs takes BuildKit's index.json.lock whenever it changes index.json,
-// so neither drops the other's roots; its GC keeps every blob a BuildKit
-// cache manifest tagged in index.json reaches; and Walk, Verify and GC
-// ignore BuildKit's ingest/ directory. BuildKit's client does not wait for
-// that lock: an export that finds it taken fails (localfs holds it for
-// microseconds). Never set reset=true on a type=local export into a
-// localfs store: BuildKit would delete every blob index.json does not
-// reach. CacheFor refuses it.
 //
 // # Errors
 //
 // Errors about the Dockerfile are *LineError ("Dockerfile:3: ...") and
 // wrap ErrInvalidDockerfile, ErrUndefinedArg, ErrPlatformNotFound or
 // ErrContextConflict; a resolver's error stays in the chain, so
-// errors.Is(err, cache.ErrOffline) works. CacheFor returns
-// ErrUnsupportedCache for a cache it cannot map.
+// errors.Is(err, cache.ErrOffline) works.
 package buildkit

@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -25,7 +23,6 @@ import (
 	"github.com/buildcache/buildcache/buildkit"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
-	"github.com/buildcache/buildcache/s3"
 )
 
 // pushBase starts a registry on loopback holding a small two-platform
@@ -111,56 +108,4 @@ func ExamplePinBaseImages_rewriteFrom() {
 	// Output:
 	// FROM <registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 AS base
 	// COPY --from=<registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 /etc /etc
-}
-
-func ExampleCacheFor() {
-	// A bucket on MinIO, shared by every CI runner.
-	client := awss3.New(awss3.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://minio:9000"), UsePathStyle: true})
-	bucket, _ := s3.New(client, "ci-cache", "myapp/")
-
-	entries, err := buildkit.CacheFor(bucket, buildkit.WithCacheName("main"))
-	if err != nil {
-		panic(err)
-	}
-	// opt.CacheImports, opt.CacheExports = entries.Imports, entries.Exports
-	for _, e := range entries.Exports {
-		fmt.Println(e.Type)
-		for _, k := range slices.Sorted(maps.Keys(e.Attrs)) {
-			fmt.Printf("  %s=%s\n", k, e.Attrs[k])
-		}
-	}
-	// Output:
-	// s3
-	//   blobs_prefix=blobs/
-	//   bucket=ci-cache
-	//   endpoint_url=http://minio:9000
-	//   manifests_prefix=manifests/
-	//   mode=max
-	//   name=main
-	//   prefix=myapp/
-	//   region=us-east-1
-	//   use_path_style=true
-}
-
-func ExampleCacheEntries_Append() {
-	dir, _ := os.MkdirTemp("", "buildcache")
-	defer os.RemoveAll(dir)
-	store, _ := localfs.Open(dir)
-	defer store.Close()
-
-	// Import from the local store and the shared registry cache; export to
-	// the local store only, everything (mode=max).
-	local, _ := buildkit.CacheFor(store)
-	shared, _ := buildkit.RegistryCache("registry.example.com/ci/cache:main", buildkit.WithImportOnly())
-	entries := local.Append(shared)
-	for _, e := range entries.Imports {
-		fmt.Println("import", e.Type)
-	}
-	for _, e := range entries.Exports {
-		fmt.Println("export", e.Type, e.Attrs["mode"])
-	}
-	// Output:
-	// import local
-	// import registry
-	// export local max
 }

@@ -114,7 +114,7 @@ func WithOCIStore(id string, store content.Store) BuildOption {
 }
 
 // WithCacheImports adds cache sources (--import-cache), e.g. the Imports
-// of CacheFor's CacheEntries.
+// of cacheentry.For's Entries.
 func WithCacheImports(entries ...client.CacheOptionsEntry) BuildOption {
 	return buildOptionFunc(func(o *buildOptions) error {
 		o.cacheImports = append(o.cacheImports, cloneEntries(entries)...)
@@ -131,7 +131,7 @@ func WithCacheExports(entries ...client.CacheOptionsEntry) BuildOption {
 }
 
 // WithCache adds both, as in WithCache(e.Imports, e.Exports) for a
-// CacheEntries e.
+// cacheentry.Entries e.
 func WithCache(imports, exports []client.CacheOptionsEntry) BuildOption {
 	return buildOptionFunc(func(o *buildOptions) error {
 		o.cacheImports = append(o.cacheImports, cloneEntries(imports)...)

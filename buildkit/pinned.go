@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -401,6 +402,16 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 		pinned.Dockerfile = out
 	}
 	return pinned, nil
+}
+
+// isNil reports whether c is nil or a nil pointer in an interface: a
+// typed nil has the methods but nothing behind them.
+func isNil(c any) bool {
+	if c == nil {
+		return true
+	}
+	v := reflect.ValueOf(c)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // checkContextConflicts refuses an image whose context name is also a

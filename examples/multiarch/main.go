@@ -43,6 +43,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/buildcache/buildcache/buildkit"
+	"github.com/buildcache/buildcache/buildkit/cacheentry"
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/internal/testserver"
@@ -202,7 +203,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		return nil, err
 	}
 
-	build := func(rowName string, pinned *buildkit.Pinned, caches buildkit.CacheEntries) (row, error) {
+	build := func(rowName string, pinned *buildkit.Pinned, caches cacheentry.Entries) (row, error) {
 		if err := pruneAll(ctx, c); err != nil {
 			return row{}, err
 		}
@@ -231,7 +232,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	}
 
 	var rows []row
-	r, err := build("base from the registry (BuildKit pulls it)", nil, buildkit.CacheEntries{})
+	r, err := build("base from the registry (BuildKit pulls it)", nil, cacheentry.Entries{})
 	if err != nil {
 		return nil, err
 	}
@@ -255,11 +256,11 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		fmt.Fprintf(out, "  %-12s %s (%s)\n", im.Platform, im.Manifest, im.Source)
 	}
 
-	exports, err := buildkit.CacheFor(store, buildkit.WithExportOnly())
+	exports, err := cacheentry.For(store, cacheentry.WithExportOnly())
 	if err != nil {
 		return nil, err
 	}
-	r, err = build("base from our store", pinned, buildkit.CacheEntries{})
+	r, err = build("base from our store", pinned, cacheentry.Entries{})
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +278,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	if pinned, err = pin(); err != nil {
 		return nil, err
 	}
-	imports, err := buildkit.CacheFor(store, buildkit.WithImportOnly())
+	imports, err := cacheentry.For(store, cacheentry.WithImportOnly())
 	if err != nil {
 		return nil, err
 	}
