@@ -1,9 +1,24 @@
 // Package buildkit connects buildcache to BuildKit (pinned to v0.33.1): it
 // hands a build its base images from a local store, pinned by digest, and
-// points BuildKit's --cache-from/--cache-to at the same local directory,
-// registry repository or S3 bucket that Go code uses, so the two share one
-// cache without copying. Nothing here needs a running daemon: it computes
-// what goes into a client.SolveOpt.
+// runs multi-platform builds of a Dockerfile on a buildkitd.
+//
+//   - PinBaseImages needs no daemon: it resolves the Dockerfile's base
+//     images through our resolver and computes what goes into a
+//     client.SolveOpt (named contexts and an OCI store, or a rewritten
+//     Dockerfile).
+//   - Build needs a running buildkitd (a *client.Client connected to it):
+//     it runs the dockerfile frontend with the pinned images, cache
+//     imports and exports, and outputs, and reports every step.
+//
+// Both take the same Options, so one list (WithPlatforms, WithBuildArgs,
+// WithTarget, WithDockerfile) describes the build for both calls; each
+// option's doc says which call reads it.
+//
+// Package buildkit/cacheentry makes the cache entries that point
+// BuildKit's --cache-from/--cache-to at the same local directory, registry
+// repository or S3 bucket that Go code uses, so the two share one cache
+// without copying; Build takes them with WithCache. Importing this package
+// links neither the AWS SDK nor our s3 package.
 //
 // # Base images
 //
@@ -31,19 +46,26 @@
 // reference and every other byte unchanged; BuildKit then fetches exactly
 // those images from their registries.
 //
-// # Cache
-//
-// The cache entries that point BuildKit's --cache-from/--cache-to at our
-// caches are made by package buildkit/cacheentry (cacheentry.For); Build
-// takes them with WithCache.
-//
 // PinBaseImages reads blobs through a LayoutStore (Get, Stat and Dir, as a
 // *localfs.Store has) and the Dockerfile with buildkit/internal/dockerfile.
+//
+// # Builds
+//
+// Build runs one solve for every target platform on the daemon a
+// *client.Client is connected to: the context directory and the
+// Dockerfile go through the session, the pinned images' OCI store is
+// served read-only, and the outputs (OCITarball, LocalDir, PushImage) are
+// written when the solve succeeds (a tarball is renamed into place, never
+// left half written). The Result lists every step the daemon reported and
+// which came from a cache, and the image's per-platform manifests.
+// WithProgress shows BuildKit's own progress display.
 //
 // # Errors
 //
 // Errors about the Dockerfile are *LineError ("Dockerfile:3: ...") and
 // wrap ErrInvalidDockerfile, ErrUndefinedArg, ErrPlatformNotFound or
 // ErrContextConflict; a resolver's error stays in the chain, so
-// errors.Is(err, cache.ErrOffline) works.
+// errors.Is(err, cache.ErrOffline) works. A build the daemon fails on one
+// step is a *StepError naming the step, its Dockerfile line and its exit
+// code, with the daemon's error in the chain.
 package buildkit

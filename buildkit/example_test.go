@@ -19,8 +19,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/buildkit/client"
 
 	"github.com/buildcache/buildcache/buildkit"
+	"github.com/buildcache/buildcache/buildkit/cacheentry"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -108,4 +110,52 @@ func ExamplePinBaseImages_rewriteFrom() {
 	// Output:
 	// FROM <registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 AS base
 	// COPY --from=<registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 /etc /etc
+}
+
+// Build needs a running buildkitd: this example is compiled, not run.
+func ExampleBuild() {
+	ctx := context.Background()
+	c, err := client.New(ctx, "unix:///run/buildkit/buildkitd.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	store, err := localfs.Open("/var/cache/buildcache")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	resolver, err := registry.NewResolver(store)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dockerfile, err := os.ReadFile("app/Dockerfile")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// One option list describes the build for both calls.
+	opts := []buildkit.Option{buildkit.WithPlatforms("linux/amd64", "linux/arm64"), buildkit.WithTarget("app")}
+	// Base images from the store, pinned by digest: BuildKit asks no
+	// registry for them.
+	pinned, err := buildkit.PinBaseImages(ctx, dockerfile, resolver, store, opts...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// BuildKit's own cache in the same store directory.
+	entries, err := cacheentry.For(store)
+	if err != nil {
+		log.Fatal(err)
+	}
+	res, err := buildkit.Build(ctx, c, "app", append(opts,
+		buildkit.WithPinned(pinned),
+		buildkit.WithCache(entries.Imports, entries.Exports),
+		buildkit.WithOutput(buildkit.OCITarball("app.tar")))...)
+	if err != nil {
+		log.Fatal(err) // a *buildkit.StepError names the failing step
+	}
+	fmt.Printf("%s: %d of %d steps cached\n", res.Digest, res.Cached, res.Total)
+	for platform, m := range res.Manifests {
+		fmt.Println(platform, m)
+	}
 }

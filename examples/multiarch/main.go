@@ -203,19 +203,22 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		return nil, err
 	}
 
+	// One option list describes the build, for PinBaseImages and Build.
+	common := []buildkit.Option{
+		buildkit.WithPlatforms(platforms...),
+		// Reproducible output, so that the rows can be compared.
+		buildkit.WithBuildArgs(map[string]string{"SOURCE_DATE_EPOCH": "0"}),
+	}
 	build := func(rowName string, pinned *buildkit.Pinned, caches cacheentry.Entries) (row, error) {
 		if err := pruneAll(ctx, c); err != nil {
 			return row{}, err
 		}
 		var served atomic.Int64
-		opts := []buildkit.BuildOption{
-			buildkit.WithPlatforms(platforms...),
-			// Reproducible output, so that the rows can be compared.
-			buildkit.WithBuildArgs(map[string]string{"SOURCE_DATE_EPOCH": "0"}),
+		opts := append(slices.Clone(common),
 			buildkit.WithOutput(buildkit.OCITarball(filepath.Join(work, "image.tar")).WithAttr("rewrite-timestamp", "true")),
 			buildkit.WithCache(caches.Imports, caches.Exports),
 			buildkit.WithProgress(io.Discard, "quiet"),
-		}
+		)
 		if pinned != nil {
 			for id, cs := range pinned.OCIStores {
 				pinned.OCIStores[id] = countingStore{cs, &served}
@@ -243,8 +246,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	start := time.Now()
 	pin := func() (*buildkit.Pinned, error) {
 		return buildkit.PinBaseImages(ctx, []byte(dockerfile), resolver, store,
-			buildkit.WithPlatforms(platforms...),
-			buildkit.WithResolveOptions(cache.WithPolicy(cache.PullIfNotPresent)))
+			append(slices.Clone(common), buildkit.WithResolveOptions(cache.WithPolicy(cache.PullIfNotPresent)))...)
 	}
 	pinned, err := pin()
 	if err != nil {
