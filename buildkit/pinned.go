@@ -114,10 +114,11 @@ type Pinned struct {
 	Platforms []string
 }
 
-// LayoutStore is what PinBaseImages needs of the store the resolver keeps
-// images in: its blobs, to check that everything the build reads is
-// there, and its directory, an OCI image layout that BuildKit reads them
-// from. A *localfs.Store is one.
+// LayoutStore is the capability PinBaseImages looks for (with cache.As)
+// in the store the resolver keeps images in: its blobs, to check that
+// everything the build reads is there, and its directory, an OCI image
+// layout that BuildKit reads them from. A *localfs.Store is one; a
+// *tier.Cache over one, or any wrapper that unwraps to one, has one.
 type LayoutStore interface {
 	cache.Getter
 	cache.Stater
@@ -160,13 +161,15 @@ func platformStrings(ps []ocispecs.Platform) []string {
 // ($BUILDPLATFORM: WithBuildPlatform).
 //
 // In NamedContexts mode, resolver must keep what it resolves in store
-// (registry.NewResolver(store) does): every manifest, config and layer
-// the build will read is checked to be there. store may be nil in
+// (registry.NewResolver(store) does), and store must be or wrap a
+// LayoutStore (a *localfs.Store, or a tier with one as its near tier):
+// every manifest, config and layer the build will read is checked to be
+// in that directory, which BuildKit reads. store may be nil in
 // RewriteFrom mode.
 //
 // Errors name the Dockerfile line (*LineError) and keep the resolver's
 // error in the chain: errors.Is(err, cache.ErrOffline) works.
-func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageResolver, store LayoutStore, opts ...Option) (*Pinned, error) {
+func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageResolver, store cache.LayerCache, opts ...Option) (*Pinned, error) {
 	o, err := makeOptions(opts)
 	if err != nil {
 		return nil, err
@@ -174,8 +177,12 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 	if resolver == nil {
 		return nil, errors.New("buildkit: PinBaseImages: nil resolver")
 	}
-	if o.mode == NamedContexts && isNil(store) {
-		return nil, errors.New("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in")
+	var layout LayoutStore
+	if o.mode == NamedContexts {
+		var ok bool
+		if layout, ok = cache.As[LayoutStore](store); !ok || isNil(layout) {
+			return nil, fmt.Errorf("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in, in an OCI layout directory (a LayoutStore such as *localfs.Store, or a tier or wrapper over one); got %T", store)
+		}
 	}
 	df, err := dockerfile.Parse(src, o.dockerfileName)
 	if err != nil {
@@ -244,16 +251,16 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 		checked := map[v1.Hash]bool{}
 		for _, img := range pinned.Images {
 			if !checked[img.Manifest] {
-				if err := checkStored(ctx, store, img.Manifest); err != nil {
+				if err := checkStored(ctx, layout, img.Manifest); err != nil {
 					return nil, &LineError{File: df.Name, Line: img.Line, Err: fmt.Errorf("%s for %s: %w (does the resolver keep images in this store?)", img.Ref, img.Platform, err)}
 				}
 				checked[img.Manifest] = true
 			}
 			pinned.FrontendAttrs[img.ContextKey] = "oci-layout://" + o.storeID + "@" + img.Manifest.String()
 		}
-		cs, err := contentlocal.NewStore(store.Dir())
+		cs, err := contentlocal.NewStore(layout.Dir())
 		if err != nil {
-			return nil, fmt.Errorf("buildkit: opening %s as a content store: %w", store.Dir(), err)
+			return nil, fmt.Errorf("buildkit: opening %s as a content store: %w", layout.Dir(), err)
 		}
 		pinned.OCIStores = map[string]content.Store{o.storeID: readOnlyStore{cs}}
 	case RewriteFrom:
