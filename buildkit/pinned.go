@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildcache/buildcache/buildkit/internal/dockerfile"
+	"github.com/buildcache/buildcache/buildkit/internal/typednil"
 	"github.com/buildcache/buildcache/cache"
 )
 
@@ -180,7 +180,7 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 	var layout LayoutStore
 	if o.mode == NamedContexts {
 		var ok bool
-		if layout, ok = cache.As[LayoutStore](store); !ok || isNil(layout) {
+		if layout, ok = cache.As[LayoutStore](store); !ok || typednil.Is(layout) {
 			return nil, fmt.Errorf("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in, in an OCI layout directory (a LayoutStore such as *localfs.Store, or a tier or wrapper over one); got %T", store)
 		}
 	}
@@ -271,16 +271,6 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 		pinned.Dockerfile = out
 	}
 	return pinned, nil
-}
-
-// isNil reports whether c is nil or a nil pointer in an interface: a
-// typed nil has the methods but nothing behind them.
-func isNil(c any) bool {
-	if c == nil {
-		return true
-	}
-	v := reflect.ValueOf(c)
-	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // checkContextConflicts refuses an image whose context name is also a

@@ -3,8 +3,8 @@ package cacheentry
 import (
 	"errors"
 	"fmt"
-	"reflect"
 
+	"github.com/buildcache/buildcache/buildkit/internal/typednil"
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/s3/s3loc"
 )
@@ -60,7 +60,7 @@ func For(c cache.LayerCache, opts ...Option) (Entries, error) {
 	if err != nil {
 		return Entries{}, err
 	}
-	if isNil(c) {
+	if typednil.Is(c) {
 		return Entries{}, fmt.Errorf("cacheentry: For: nil cache: %w", ErrUnsupportedCache)
 	}
 	return forCache(c, o)
@@ -104,7 +104,7 @@ func tierEntries(t cache.Tiered, o *options) (Entries, error) {
 	var out Entries
 	found := false
 	for _, c := range []cache.LayerCache{t.Near(), t.Far()} {
-		if isNil(c) {
+		if typednil.Is(c) {
 			continue
 		}
 		e, err := forCache(c, o)
@@ -120,14 +120,4 @@ func tierEntries(t cache.Tiered, o *options) (Entries, error) {
 		return Entries{}, fmt.Errorf("cacheentry: For: %T: %w: neither tier (%T, %T) has a BuildKit cache backend", t, ErrUnsupportedCache, t.Near(), t.Far())
 	}
 	return out, nil
-}
-
-// isNil reports whether c is nil or a nil pointer in an interface: a
-// typed nil has the methods but nothing behind them.
-func isNil(c any) bool {
-	if c == nil {
-		return true
-	}
-	v := reflect.ValueOf(c)
-	return v.Kind() == reflect.Pointer && v.IsNil()
 }
