@@ -43,6 +43,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/buildcache/buildcache/buildkit"
+	"github.com/buildcache/buildcache/buildkit/cacheentry"
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/internal/testserver"
@@ -202,19 +203,22 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		return nil, err
 	}
 
-	build := func(rowName string, pinned *buildkit.Pinned, caches buildkit.CacheEntries) (row, error) {
+	// One option list describes the build, for PinBaseImages and Build.
+	common := []buildkit.Option{
+		buildkit.WithPlatforms(platforms...),
+		// Reproducible output, so that the rows can be compared.
+		buildkit.WithBuildArgs(map[string]string{"SOURCE_DATE_EPOCH": "0"}),
+	}
+	build := func(rowName string, pinned *buildkit.Pinned, caches cacheentry.Entries) (row, error) {
 		if err := pruneAll(ctx, c); err != nil {
 			return row{}, err
 		}
 		var served atomic.Int64
-		opts := []buildkit.BuildOption{
-			buildkit.WithPlatforms(platforms...),
-			// Reproducible output, so that the rows can be compared.
-			buildkit.WithBuildArgs(map[string]string{"SOURCE_DATE_EPOCH": "0"}),
+		opts := append(slices.Clone(common),
 			buildkit.WithOutput(buildkit.OCITarball(filepath.Join(work, "image.tar")).WithAttr("rewrite-timestamp", "true")),
 			buildkit.WithCache(caches.Imports, caches.Exports),
 			buildkit.WithProgress(io.Discard, "quiet"),
-		}
+		)
 		if pinned != nil {
 			for id, cs := range pinned.OCIStores {
 				pinned.OCIStores[id] = countingStore{cs, &served}
@@ -231,7 +235,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	}
 
 	var rows []row
-	r, err := build("base from the registry (BuildKit pulls it)", nil, buildkit.CacheEntries{})
+	r, err := build("base from the registry (BuildKit pulls it)", nil, cacheentry.Entries{})
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +246,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	start := time.Now()
 	pin := func() (*buildkit.Pinned, error) {
 		return buildkit.PinBaseImages(ctx, []byte(dockerfile), resolver, store,
-			buildkit.WithPlatforms(platforms...),
-			buildkit.WithResolveOptions(cache.WithPolicy(cache.PullIfNotPresent)))
+			append(slices.Clone(common), buildkit.WithResolveOptions(cache.WithPolicy(cache.PullIfNotPresent)))...)
 	}
 	pinned, err := pin()
 	if err != nil {
@@ -255,11 +258,11 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		fmt.Fprintf(out, "  %-12s %s (%s)\n", im.Platform, im.Manifest, im.Source)
 	}
 
-	exports, err := buildkit.CacheFor(store, buildkit.WithExportOnly())
+	exports, err := cacheentry.For(store, cacheentry.WithExportOnly())
 	if err != nil {
 		return nil, err
 	}
-	r, err = build("base from our store", pinned, buildkit.CacheEntries{})
+	r, err = build("base from our store", pinned, cacheentry.Entries{})
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +280,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	if pinned, err = pin(); err != nil {
 		return nil, err
 	}
-	imports, err := buildkit.CacheFor(store, buildkit.WithImportOnly())
+	imports, err := cacheentry.For(store, cacheentry.WithImportOnly())
 	if err != nil {
 		return nil, err
 	}
