@@ -45,8 +45,6 @@ import (
 	"github.com/buildcache/buildcache/buildkit"
 	"github.com/buildcache/buildcache/buildkit/cacheentry"
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/internal/testimage"
-	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -64,12 +62,12 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if *addr == "" {
-		d, err := testserver.LaunchBuildkitd()
+		a, stop, err := startBuildkitd()
 		if err != nil {
 			log.Fatalf("multiarch: no -addr and cannot start buildkitd: %v", err)
 		}
-		defer d.Stop()
-		*addr = d.Addr
+		defer stop()
+		*addr = a
 	}
 	// The containerd content store that serves our store to BuildKit logs
 	// through logrus; its warnings (no fsverity here) are noise.
@@ -160,11 +158,11 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 
 	fmt.Fprintf(out, "making a %s base image (%s filler + /prog per platform) and pushing it to %s\n",
 		strings.Join(platforms, " + "), size(int64(fillerBytes)), image)
-	fill, err := testimage.Filler("filler.bin", fillerBytes, 42)
+	fill, err := fillerLayer(fillerBytes, 42)
 	if err != nil {
 		return nil, err
 	}
-	idx, err := testimage.Index(platforms, fill)
+	idx, err := baseIndex(platforms, fill)
 	if err != nil {
 		return nil, err
 	}
