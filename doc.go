@@ -23,10 +23,25 @@
 // directory, bucket or repository the backends use.
 //
 // Every LayerCache backend keeps the same rules, checked by one conformance
-// suite (cache/cachetest): nothing unverified is served, writes are atomic,
-// a full disk fails with cache.ErrNoSpace and loses nothing, malformed
-// digests are rejected before they touch a path, and Stats() counts hits,
-// misses, bytes, evictions and corruptions.
+// suite (cache/cachetest, Run): nothing unverified is served, writes are
+// atomic, malformed digests are rejected before they touch a path, and
+// Stats() counts hits, misses, bytes, evictions and corruptions. The
+// suite's optional parts run where a backend has what they check: a byte
+// budget that fails with cache.ErrNoSpace and loses nothing (RunNoSpace:
+// localfs, memory, a tier; localfs's own tests fill a real tmpfs too),
+// leases (RunLeaser), roots (RunRootIndex) and deferred syncs
+// (RunDeferredSync), each on a store and on the tiers and Open results
+// built from it.
+//
+// # Capabilities and lifecycle
+//
+// What a store can do beyond cache.LayerCache is an exported interface of
+// package cache (Leaser, RootIndex, RootLookup, RootRecorder,
+// DeferredSyncer, CounterAdder, io.Closer), found with cache.As, which
+// looks through wrappers (cache.Unwrapper): a tier forwards each to its
+// near tier, so a resolver or mirror over tier://near=file://… keeps the
+// leases, the one-lookup roots and the one-sync pulls of the directory.
+// What Open returns is a cache.LayerCacheCloser: close it when done.
 //
 // # Names
 //

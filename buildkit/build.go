@@ -115,16 +115,12 @@ func (e *StepError) Unwrap() error { return e.Err }
 // Cache imports and exports, pinned base images, build arguments and
 // outputs come from opts. It returns when the build and its exports are
 // done. A failure the daemon pins on one step is a *StepError.
-func Build(ctx context.Context, c *client.Client, contextDir string, opts ...BuildOption) (*Result, error) {
-	o := buildOptions{dockerfileName: "Dockerfile"}
-	for _, opt := range opts {
-		if opt == nil {
-			return nil, errors.New("buildkit: Build: nil option")
-		}
-		if err := opt.applyBuild(&o); err != nil {
-			return nil, err
-		}
+func Build(ctx context.Context, c *client.Client, contextDir string, opts ...Option) (*Result, error) {
+	opt, err := makeOptions(opts)
+	if err != nil {
+		return nil, err
 	}
+	o := &buildRun{options: opt}
 	if c == nil {
 		return nil, errors.New("buildkit: Build: nil client")
 	}
@@ -197,26 +193,33 @@ func Build(ctx context.Context, c *client.Client, contextDir string, opts ...Bui
 	return res, nil
 }
 
-// choosePlatforms sets o.platforms from WithPlatforms, else from the
+// buildRun is one Build: its options and what it works out from them.
+type buildRun struct {
+	*options
+	targets []string       // the platforms built for (choosePlatforms)
+	commits []func() error // run after a successful solve
+}
+
+// choosePlatforms sets o.targets from WithPlatforms, else from the
 // Pinned images, else to linux/amd64 and linux/arm64. The Pinned named
 // contexts are keyed by platform, so a build for other platforms than
 // they were pinned for would go to the registry for its base images:
 // that is an error.
-func (o *buildOptions) choosePlatforms() error {
-	for _, p := range o.pin.platforms {
-		o.platforms = append(o.platforms, platforms.Format(p))
+func (o *buildRun) choosePlatforms() error {
+	for _, p := range o.platforms {
+		o.targets = append(o.targets, platforms.Format(p))
 	}
 	if o.pinned == nil || len(o.pinned.Platforms) == 0 {
-		if len(o.platforms) == 0 {
-			o.platforms = defaultPlatforms()
+		if len(o.targets) == 0 {
+			o.targets = defaultPlatforms()
 		}
 		return nil
 	}
-	if len(o.platforms) == 0 {
-		o.platforms = slices.Clone(o.pinned.Platforms)
+	if len(o.targets) == 0 {
+		o.targets = slices.Clone(o.pinned.Platforms)
 		return nil
 	}
-	for _, p := range o.platforms {
+	for _, p := range o.targets {
 		if !slices.Contains(o.pinned.Platforms, p) {
 			return fmt.Errorf("buildkit: Build for %s, but the base images were pinned for %s only", p, strings.Join(o.pinned.Platforms, ", "))
 		}
@@ -225,7 +228,7 @@ func (o *buildOptions) choosePlatforms() error {
 }
 
 // solveOpt turns the options into a SolveOpt. cleanup removes temp files.
-func (o *buildOptions) solveOpt(contextDir string) (client.SolveOpt, func(), error) {
+func (o *buildRun) solveOpt(contextDir string) (client.SolveOpt, func(), error) {
 	var cleanups []func()
 	cleanup := func() {
 		for _, f := range slices.Backward(cleanups) {
@@ -273,13 +276,13 @@ func (o *buildOptions) solveOpt(contextDir string) (client.SolveOpt, func(), err
 	}
 
 	attrs := map[string]string{
-		"platform": strings.Join(o.platforms, ","),
+		"platform": strings.Join(o.targets, ","),
 		"filename": dfName,
 	}
-	if o.pin.target != "" {
-		attrs["target"] = o.pin.target
+	if o.target != "" {
+		attrs["target"] = o.target
 	}
-	for k, v := range o.pin.buildArgs {
+	for k, v := range o.buildArgs {
 		attrs["build-arg:"+k] = v
 	}
 	stores := maps.Clone(o.ociStores)

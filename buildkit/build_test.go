@@ -60,7 +60,7 @@ func buildCtx(t *testing.T) context.Context {
 
 // progress returns an option that records BuildKit's plain progress
 // output and prints it if the test fails.
-func progress(t *testing.T) buildkit.BuildOption {
+func progress(t *testing.T) buildkit.Option {
 	t.Helper()
 	var buf testserver.LockedBuffer
 	t.Cleanup(func() {
@@ -413,7 +413,7 @@ func TestBuildCacheRoundTrip(t *testing.T) {
 					"COPY msg /msg\n" +
 					"RUN [\"/prog\", \"arch\", \"/out/arch\"]\n",
 			})
-			build := func(opts ...buildkit.BuildOption) *buildkit.Result {
+			build := func(opts ...buildkit.Option) *buildkit.Result {
 				t.Helper()
 				opts = append(opts, buildkit.WithPinned(pinned), buildkit.WithOutput(buildkit.LocalDir(t.TempDir())), progress(t))
 				res, err := buildkit.Build(buildCtx(t), c, dir, opts...)
@@ -516,24 +516,24 @@ func TestBuildOptionErrors(t *testing.T) {
 	dir := contextDir(t, map[string]string{"Dockerfile": "FROM scratch\n"})
 	for _, tc := range []struct {
 		name string
-		opts []buildkit.BuildOption
+		opts []buildkit.Option
 		want string
 	}{
-		{"progress mode", []buildkit.BuildOption{buildkit.WithProgress(io.Discard, "fancy")}, "unknown mode"},
-		{"platform not pinned", []buildkit.BuildOption{
+		{"progress mode", []buildkit.Option{buildkit.WithProgress(io.Discard, "fancy")}, "unknown mode"},
+		{"platform not pinned", []buildkit.Option{
 			buildkit.WithPlatforms("linux/arm64"),
 			buildkit.WithPinned(&buildkit.Pinned{Platforms: []string{"linux/amd64"}}),
 		}, "pinned for linux/amd64 only"},
-		{"two rewritten Dockerfiles", []buildkit.BuildOption{
+		{"two rewritten Dockerfiles", []buildkit.Option{
 			buildkit.WithDockerfileBytes([]byte("FROM scratch\n")),
 			buildkit.WithPinned(&buildkit.Pinned{Mode: buildkit.RewriteFrom, Dockerfile: []byte("FROM scratch\n")}),
 		}, "WithDockerfileBytes"},
-		{"missing Dockerfile", []buildkit.BuildOption{buildkit.WithDockerfile("nope.Dockerfile")}, "nope.Dockerfile"},
-		{"conflicting attribute", []buildkit.BuildOption{
+		{"missing Dockerfile", []buildkit.Option{buildkit.WithDockerfile("nope.Dockerfile")}, "nope.Dockerfile"},
+		{"conflicting attribute", []buildkit.Option{
 			buildkit.WithFrontendAttr("context:alpine", "docker-image://alpine:3"),
 			buildkit.WithPinned(&buildkit.Pinned{FrontendAttrs: map[string]string{"context:alpine": "oci-layout://x@sha256:" + strings.Repeat("0", 64)}}),
 		}, "context:alpine"},
-		{"zero output", []buildkit.BuildOption{buildkit.WithOutput(buildkit.Output{})}, "zero Output"},
+		{"zero output", []buildkit.Option{buildkit.WithOutput(buildkit.Output{})}, "zero Output"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := buildkit.Build(context.Background(), c, dir, tc.opts...)

@@ -1,9 +1,24 @@
 // Package buildkit connects buildcache to BuildKit (pinned to v0.33.1): it
 // hands a build its base images from a local store, pinned by digest, and
-// points BuildKit's --cache-from/--cache-to at the same local directory,
-// registry repository or S3 bucket that Go code uses, so the two share one
-// cache without copying. Nothing here needs a running daemon: it computes
-// what goes into a client.SolveOpt.
+// runs multi-platform builds of a Dockerfile on a buildkitd.
+//
+//   - PinBaseImages needs no daemon: it resolves the Dockerfile's base
+//     images through our resolver and computes what goes into a
+//     client.SolveOpt (named contexts and an OCI store, or a rewritten
+//     Dockerfile).
+//   - Build needs a running buildkitd (a *client.Client connected to it):
+//     it runs the dockerfile frontend with the pinned images, cache
+//     imports and exports, and outputs, and reports every step.
+//
+// Both take the same Options, so one list (WithPlatforms, WithBuildArgs,
+// WithTarget, WithDockerfile) describes the build for both calls; each
+// option's doc says which call reads it.
+//
+// Package buildkit/cacheentry makes the cache entries that point
+// BuildKit's --cache-from/--cache-to at the same local directory, registry
+// repository or S3 bucket that Go code uses, so the two share one cache
+// without copying; Build takes them with WithCache. Importing this package
+// links neither the AWS SDK nor our s3 package.
 //
 // # Base images
 //
@@ -31,40 +46,26 @@
 // reference and every other byte unchanged; BuildKit then fetches exactly
 // those images from their registries.
 //
-// # Cache
-//
-// CacheFor maps a cache backend to BuildKit cache imports and exports over
-// the same storage: a *localfs.Store to type=local on its directory (an
-// OCI image layout, which BuildKit's client writes blobs into with
-// containerd's content store and tags in index.json), a *s3.Cache to
-// type=s3 with the same bucket and key layout (BuildKit's
-// <prefix><blobs_prefix>sha256:<hex> is the Cache's BlobKey), a
-// *ocirepo.Cache to type=registry on its repository, and a
-// *tier.Cache to its near tier's entries followed by its far tier's. It
-// asks each cache what it can tell (Dir, Location, Repository, Near and
-// Far), not what type it is, so a wrapper that forwards those methods
-// maps too. LocalCache, RegistryCache and S3Cache build the entries from
-// names instead.
-//
 // PinBaseImages reads blobs through a LayoutStore (Get, Stat and Dir, as a
 // *localfs.Store has) and the Dockerfile with buildkit/internal/dockerfile.
 //
-// # Sharing a directory with BuildKit
+// # Builds
 //
-// localfs takes BuildKit's index.json.lock whenever it changes index.json,
-// so neither drops the other's roots; its GC keeps every blob a BuildKit
-// cache manifest tagged in index.json reaches; and Walk, Verify and GC
-// ignore BuildKit's ingest/ directory. BuildKit's client does not wait for
-// that lock: an export that finds it taken fails (localfs holds it for
-// microseconds). Never set reset=true on a type=local export into a
-// localfs store: BuildKit would delete every blob index.json does not
-// reach. CacheFor refuses it.
+// Build runs one solve for every target platform on the daemon a
+// *client.Client is connected to: the context directory and the
+// Dockerfile go through the session, the pinned images' OCI store is
+// served read-only, and the outputs (OCITarball, LocalDir, PushImage) are
+// written when the solve succeeds (a tarball is renamed into place, never
+// left half written). The Result lists every step the daemon reported and
+// which came from a cache, and the image's per-platform manifests.
+// WithProgress shows BuildKit's own progress display.
 //
 // # Errors
 //
 // Errors about the Dockerfile are *LineError ("Dockerfile:3: ...") and
 // wrap ErrInvalidDockerfile, ErrUndefinedArg, ErrPlatformNotFound or
 // ErrContextConflict; a resolver's error stays in the chain, so
-// errors.Is(err, cache.ErrOffline) works. CacheFor returns
-// ErrUnsupportedCache for a cache it cannot map.
+// errors.Is(err, cache.ErrOffline) works. A build the daemon fails on one
+// step is a *StepError naming the step, its Dockerfile line and its exit
+// code, with the daemon's error in the chain.
 package buildkit

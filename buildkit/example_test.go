@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -21,11 +19,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/buildkit/client"
 
 	"github.com/buildcache/buildcache/buildkit"
+	"github.com/buildcache/buildcache/buildkit/cacheentry"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
-	"github.com/buildcache/buildcache/s3"
 )
 
 // pushBase starts a registry on loopback holding a small two-platform
@@ -113,54 +112,50 @@ func ExamplePinBaseImages_rewriteFrom() {
 	// COPY --from=<registry>/library/base:1@sha256:d6cb815d91af7f42f3358ce45621f643ce7b288376b6886e02ab26422b56e4b7 /etc /etc
 }
 
-func ExampleCacheFor() {
-	// A bucket on MinIO, shared by every CI runner.
-	client := awss3.New(awss3.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://minio:9000"), UsePathStyle: true})
-	bucket, _ := s3.New(client, "ci-cache", "myapp/")
-
-	entries, err := buildkit.CacheFor(bucket, buildkit.WithCacheName("main"))
+// Build needs a running buildkitd: this example is compiled, not run.
+func ExampleBuild() {
+	ctx := context.Background()
+	c, err := client.New(ctx, "unix:///run/buildkit/buildkitd.sock")
 	if err != nil {
-		panic(err)
+		log.Fatal(err)
 	}
-	// opt.CacheImports, opt.CacheExports = entries.Imports, entries.Exports
-	for _, e := range entries.Exports {
-		fmt.Println(e.Type)
-		for _, k := range slices.Sorted(maps.Keys(e.Attrs)) {
-			fmt.Printf("  %s=%s\n", k, e.Attrs[k])
-		}
+	defer c.Close()
+	store, err := localfs.Open("/var/cache/buildcache")
+	if err != nil {
+		log.Fatal(err)
 	}
-	// Output:
-	// s3
-	//   blobs_prefix=blobs/
-	//   bucket=ci-cache
-	//   endpoint_url=http://minio:9000
-	//   manifests_prefix=manifests/
-	//   mode=max
-	//   name=main
-	//   prefix=myapp/
-	//   region=us-east-1
-	//   use_path_style=true
-}
-
-func ExampleCacheEntries_Append() {
-	dir, _ := os.MkdirTemp("", "buildcache")
-	defer os.RemoveAll(dir)
-	store, _ := localfs.Open(dir)
 	defer store.Close()
+	resolver, err := registry.NewResolver(store)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dockerfile, err := os.ReadFile("app/Dockerfile")
+	if err != nil {
+		log.Fatal(err)
+	}
 
-	// Import from the local store and the shared registry cache; export to
-	// the local store only, everything (mode=max).
-	local, _ := buildkit.CacheFor(store)
-	shared, _ := buildkit.RegistryCache("registry.example.com/ci/cache:main", buildkit.WithImportOnly())
-	entries := local.Append(shared)
-	for _, e := range entries.Imports {
-		fmt.Println("import", e.Type)
+	// One option list describes the build for both calls.
+	opts := []buildkit.Option{buildkit.WithPlatforms("linux/amd64", "linux/arm64"), buildkit.WithTarget("app")}
+	// Base images from the store, pinned by digest: BuildKit asks no
+	// registry for them.
+	pinned, err := buildkit.PinBaseImages(ctx, dockerfile, resolver, store, opts...)
+	if err != nil {
+		log.Fatal(err)
 	}
-	for _, e := range entries.Exports {
-		fmt.Println("export", e.Type, e.Attrs["mode"])
+	// BuildKit's own cache in the same store directory.
+	entries, err := cacheentry.For(store)
+	if err != nil {
+		log.Fatal(err)
 	}
-	// Output:
-	// import local
-	// import registry
-	// export local max
+	res, err := buildkit.Build(ctx, c, "app", append(opts,
+		buildkit.WithPinned(pinned),
+		buildkit.WithCache(entries.Imports, entries.Exports),
+		buildkit.WithOutput(buildkit.OCITarball("app.tar")))...)
+	if err != nil {
+		log.Fatal(err) // a *buildkit.StepError names the failing step
+	}
+	fmt.Printf("%s: %d of %d steps cached\n", res.Digest, res.Cached, res.Total)
+	for platform, m := range res.Manifests {
+		fmt.Println(platform, m)
+	}
 }

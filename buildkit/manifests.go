@@ -22,7 +22,7 @@ import (
 
 // readManifests fills res.Manifests from the first OCI tarball output, or
 // else from the registry of the first pushed image.
-func (o *buildOptions) readManifests(ctx context.Context, res *Result) error {
+func (o *buildRun) readManifests(ctx context.Context, res *Result) error {
 	for _, out := range o.outputs {
 		if out.typ == client.ExporterOCI && out.attrs["tar"] != "false" {
 			m, err := manifestsFromOCITar(out.path)

@@ -6,203 +6,196 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/util/progress/progressui"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/buildcache/buildcache/cache"
 )
 
-// BuildOption configures Build. Besides the options below, the PinOptions
-// WithPlatforms, WithBuildArgs and WithTarget are BuildOptions too, with
-// the same meaning for the build as for PinBaseImages, so one list serves
-// both calls; Build ignores the other PinOptions.
-type BuildOption interface {
-	applyBuild(*buildOptions) error
+// Option configures PinBaseImages and Build: one family for both calls,
+// so that the options describing the build (WithPlatforms, WithBuildArgs,
+// WithTarget, WithDockerfile) are written once and the same list serves
+// the pin and the build of one Dockerfile:
+//
+//	opts := []buildkit.Option{buildkit.WithPlatforms("linux/amd64", "linux/arm64"), buildkit.WithTarget("app")}
+//	pinned, err := buildkit.PinBaseImages(ctx, dockerfile, resolver, store, opts...)
+//	res, err := buildkit.Build(ctx, c, dir, append(opts, buildkit.WithPinned(pinned))...)
+//
+// Each option says which call reads it; a call ignores the options that
+// are only the other's (WithOutput means nothing to PinBaseImages,
+// WithResolveOptions nothing to Build). A nil Option is an error.
+type Option func(*options) error
+
+type options struct {
+	// Both calls.
+	platforms      []ocispecs.Platform // WithPlatforms; none: each call's default
+	buildArgs      map[string]string
+	target         string
+	dockerfileName string
+	// PinBaseImages only.
+	buildPlatform ocispecs.Platform
+	mode          PinMode
+	resolveOpts   []cache.ResolveOption
+	storeID       string
+	// Build only.
+	dockerfile   []byte
+	attrs        map[string]string
+	pinned       *Pinned
+	ociStores    map[string]content.Store
+	cacheImports []client.CacheOptionsEntry
+	cacheExports []client.CacheOptionsEntry
+	outputs      []Output
+	progress     io.Writer
+	progressMode progressui.DisplayMode
+	session      []session.Attachable
+	noAuth       bool
 }
 
-type buildOptionFunc func(*buildOptions) error
+// makeOptions applies opts over the defaults, which are set here and
+// nowhere else.
+func makeOptions(opts []Option) (*options, error) {
+	o := &options{
+		dockerfileName: "Dockerfile",
+		buildPlatform:  platforms.Normalize(platforms.DefaultSpec()),
+		storeID:        DefaultStoreID,
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, errors.New("buildkit: nil Option")
+		}
+		if err := opt(o); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
 
-func (f buildOptionFunc) applyBuild(o *buildOptions) error { return f(o) }
+// WithPlatforms sets the target platforms ("linux/amd64", "linux/arm64"),
+// as the frontend's "platform" attribute lists them. Both calls. Default:
+// PinBaseImages pins for the build platform alone, which is what BuildKit
+// builds for when no platform is given; Build builds for the platforms
+// the WithPinned images were pinned for, else for linux/amd64 and
+// linux/arm64.
+func WithPlatforms(ps ...string) Option {
+	return func(o *options) error {
+		if len(ps) == 0 {
+			return errors.New("buildkit: WithPlatforms: no platform")
+		}
+		for _, s := range ps {
+			p, err := platforms.Parse(s)
+			if err != nil {
+				return fmt.Errorf("buildkit: WithPlatforms(%q): %w", s, err)
+			}
+			p = platforms.Normalize(p)
+			if !slices.ContainsFunc(o.platforms, func(q ocispecs.Platform) bool { return platforms.FormatAll(q) == platforms.FormatAll(p) }) {
+				o.platforms = append(o.platforms, p)
+			}
+		}
+		return nil
+	}
+}
 
-// applyBuild makes WithPlatforms, WithBuildArgs and WithTarget usable
-// with Build.
-func (f PinOption) applyBuild(o *buildOptions) error { return f(&o.pin) }
+// WithBuildArgs sets build args, as the frontend's "build-arg:" attributes
+// do: they set ARGs declared before the first FROM (and override the
+// automatic platform ARGs). Both calls. Default: none.
+func WithBuildArgs(args map[string]string) Option {
+	return func(o *options) error {
+		o.buildArgs = maps.Clone(args)
+		return nil
+	}
+}
 
-type buildOptions struct {
-	pin            pinOptions // WithPlatforms, WithBuildArgs, WithTarget
-	platforms      []string
-	dockerfileName string
-	dockerfile     []byte
-	attrs          map[string]string
-	pinned         *Pinned
-	ociStores      map[string]content.Store
-	cacheImports   []client.CacheOptionsEntry
-	cacheExports   []client.CacheOptionsEntry
-	outputs        []Output
-	progress       io.Writer
-	progressMode   progressui.DisplayMode
-	session        []session.Attachable
-	noAuth         bool
-	commits        []func() error // run after a successful solve
+// WithTarget builds only the named stage (the frontend's "target"
+// attribute), and PinBaseImages pins only the images that stage needs.
+// Both calls. Default: the last stage.
+func WithTarget(stage string) Option {
+	return func(o *options) error {
+		if stage == "" {
+			return errors.New("buildkit: WithTarget: empty stage name")
+		}
+		o.target = stage
+		return nil
+	}
 }
 
 // WithDockerfile names the Dockerfile: a path relative to the context
 // directory, or an absolute one (default "Dockerfile" in the context).
-func WithDockerfile(path string) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
+// Both calls: Build reads it (unless WithDockerfileBytes or a RewriteFrom
+// Pinned gives the bytes), and errors about its lines name it
+// ("build/Dockerfile.prod:3: ...").
+func WithDockerfile(path string) Option {
+	return func(o *options) error {
 		if path == "" {
 			return errors.New("buildkit: WithDockerfile: empty path")
 		}
 		o.dockerfileName = path
 		return nil
-	})
-}
-
-// WithDockerfileBytes builds from this Dockerfile instead of a file. Error
-// messages call it by the WithDockerfile name, "Dockerfile" by default.
-func WithDockerfileBytes(dockerfile []byte) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		if dockerfile == nil {
-			return errors.New("buildkit: WithDockerfileBytes(nil)")
-		}
-		o.dockerfile = slices.Clone(dockerfile)
-		return nil
-	})
-}
-
-// WithFrontendAttr sets a dockerfile frontend attribute, e.g.
-// ("no-cache", "") or ("context:alpine", "docker-image://alpine:3.20"). An
-// attribute that WithPinned sets to another value is a conflict.
-func WithFrontendAttr(key, value string) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		if key == "" {
-			return errors.New("buildkit: WithFrontendAttr: empty key")
-		}
-		if o.attrs == nil {
-			o.attrs = map[string]string{}
-		}
-		o.attrs[key] = value
-		return nil
-	})
-}
-
-// WithPinned takes base images from the store as PinBaseImages arranged:
-// its frontend attributes (named contexts) and OCI stores are added to
-// the build, and in RewriteFrom mode its rewritten Dockerfile replaces
-// the one named by WithDockerfile. nil is allowed and does nothing.
-func WithPinned(p *Pinned) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		o.pinned = p
-		return nil
-	})
-}
-
-// WithOCIStore serves an OCI content store to the daemon under id, for
-// named contexts "oci-layout://<id>@sha256:...".
-func WithOCIStore(id string, store content.Store) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		if id == "" || store == nil {
-			return errors.New("buildkit: WithOCIStore: empty id or nil store")
-		}
-		if o.ociStores == nil {
-			o.ociStores = map[string]content.Store{}
-		}
-		o.ociStores[id] = store
-		return nil
-	})
-}
-
-// WithCacheImports adds cache sources (--import-cache), e.g. the Imports
-// of CacheFor's CacheEntries.
-func WithCacheImports(entries ...client.CacheOptionsEntry) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		o.cacheImports = append(o.cacheImports, cloneEntries(entries)...)
-		return nil
-	})
-}
-
-// WithCacheExports adds cache destinations (--export-cache).
-func WithCacheExports(entries ...client.CacheOptionsEntry) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		o.cacheExports = append(o.cacheExports, cloneEntries(entries)...)
-		return nil
-	})
-}
-
-// WithCache adds both, as in WithCache(e.Imports, e.Exports) for a
-// CacheEntries e.
-func WithCache(imports, exports []client.CacheOptionsEntry) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		o.cacheImports = append(o.cacheImports, cloneEntries(imports)...)
-		o.cacheExports = append(o.cacheExports, cloneEntries(exports)...)
-		return nil
-	})
-}
-
-// cloneEntries copies the attribute maps: BuildKit's client writes into
-// them (a type=local import gets the "digest" it found in index.json), so
-// entries reused for a later build would import a stale manifest.
-func cloneEntries(in []client.CacheOptionsEntry) []client.CacheOptionsEntry {
-	out := make([]client.CacheOptionsEntry, len(in))
-	for i, e := range in {
-		out[i] = client.CacheOptionsEntry{Type: e.Type, Attrs: maps.Clone(e.Attrs)}
-		if out[i].Attrs == nil {
-			out[i].Attrs = map[string]string{}
-		}
 	}
-	return out
 }
 
-// WithOutput adds outputs; several may be given (BuildKit exports to each).
-func WithOutput(outputs ...Output) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		for _, out := range outputs {
-			if out.typ == "" {
-				return errors.New("buildkit: WithOutput: zero Output; use OCITarball, LocalDir or PushImage")
-			}
-			if out.typ != client.ExporterImage && out.path == "" {
-				return fmt.Errorf("buildkit: WithOutput: %s output without a path", out.typ)
-			}
+// WithBuildPlatform sets the platform $BUILDPLATFORM names, which BuildKit
+// takes from its worker. Default: this machine's platform, right when
+// buildkitd runs on the same kind of machine as this process.
+// PinBaseImages only.
+func WithBuildPlatform(s string) Option {
+	return func(o *options) error {
+		p, err := platforms.Parse(s)
+		if err != nil {
+			return fmt.Errorf("buildkit: WithBuildPlatform(%q): %w", s, err)
 		}
-		o.outputs = append(o.outputs, outputs...)
+		o.buildPlatform = platforms.Normalize(p)
 		return nil
-	})
+	}
 }
 
-// WithProgress shows the build's progress on w with BuildKit's progressui:
-// mode "auto" (tty if w is a terminal, else plain), "tty", "plain",
-// "rawjson" or "quiet". Default: nothing is shown.
-func WithProgress(w io.Writer, mode string) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		if w == nil {
-			return errors.New("buildkit: WithProgress: nil writer")
+// WithMode chooses how the pinned images reach the build. PinBaseImages
+// only (Build follows the mode of the WithPinned images). Default
+// NamedContexts.
+func WithMode(m PinMode) Option {
+	return func(o *options) error {
+		if m != NamedContexts && m != RewriteFrom {
+			return fmt.Errorf("buildkit: WithMode(%v): unknown mode", m)
 		}
-		m := progressui.DisplayMode(mode)
-		switch m {
-		case progressui.AutoMode, progressui.DefaultMode, progressui.TtyMode, progressui.PlainMode, progressui.RawJSONMode, progressui.QuietMode:
-		default:
-			return fmt.Errorf("buildkit: WithProgress: unknown mode %q (auto, tty, plain, rawjson, quiet)", mode)
+		o.mode = m
+		return nil
+	}
+}
+
+// WithResolveOptions passes opts to every Resolve call (pull policy, max
+// age, bypass). Platforms are not among them: PinBaseImages asks for
+// exactly the platforms each image is needed for. PinBaseImages only.
+func WithResolveOptions(opts ...cache.ResolveOption) Option {
+	return func(o *options) error {
+		ro, err := cache.MakeResolveOptions(opts...)
+		if err != nil {
+			return fmt.Errorf("buildkit: WithResolveOptions: %w", err)
 		}
-		o.progress, o.progressMode = w, m
+		if len(ro.Platforms) > 0 {
+			return errors.New("buildkit: WithResolveOptions: platforms come from WithPlatforms and the Dockerfile, not cache.WithPlatforms")
+		}
+		o.resolveOpts = append(o.resolveOpts, opts...)
 		return nil
-	})
+	}
 }
 
-// WithSession attaches more session services (secrets, SSH agents) to the
-// build.
-func WithSession(a ...session.Attachable) BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		o.session = append(o.session, a...)
+// WithStoreID names the OCI store in the named contexts and in
+// Pinned.OCIStores (default DefaultStoreID). It must be a valid image
+// repository name, and unique among the SolveOpt's OCIStores.
+// PinBaseImages only (Build serves the stores of the WithPinned images).
+func WithStoreID(id string) Option {
+	return func(o *options) error {
+		ref, err := reference.Parse(id + "@sha256:" + strings.Repeat("0", 64))
+		if named, ok := ref.(reference.Named); err != nil || !ok || named.Name() != id {
+			return fmt.Errorf("buildkit: WithStoreID(%q): not a valid lower-case repository name", id)
+		}
+		o.storeID = id
 		return nil
-	})
-}
-
-// WithoutDockerAuth does not attach the Docker config credentials that
-// Build offers the daemon by default.
-func WithoutDockerAuth() BuildOption {
-	return buildOptionFunc(func(o *buildOptions) error {
-		o.noAuth = true
-		return nil
-	})
+	}
 }

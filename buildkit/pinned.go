@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildcache/buildcache/buildkit/internal/dockerfile"
+	"github.com/buildcache/buildcache/buildkit/internal/typednil"
 	"github.com/buildcache/buildcache/cache"
 )
 
@@ -73,7 +74,7 @@ var (
 // LineError is an error about one line of a Dockerfile. Its message starts
 // with "Dockerfile:<line>:" as BuildKit's do, so a user can find the line;
 // errors.Is and errors.As reach the error it wraps. File is "Dockerfile"
-// unless WithFilename says otherwise; Line is 1-based, 0 if the error
+// unless WithDockerfile says otherwise; Line is 1-based, 0 if the error
 // concerns no single line.
 type LineError = dockerfile.LineError
 
@@ -113,152 +114,11 @@ type Pinned struct {
 	Platforms []string
 }
 
-// PinOption configures PinBaseImages.
-type PinOption func(*pinOptions) error
-
-type pinOptions struct {
-	platforms   []ocispecs.Platform
-	build       ocispecs.Platform
-	buildArgs   map[string]string
-	mode        PinMode
-	target      string
-	resolveOpts []cache.ResolveOption
-	storeID     string
-	filename    string
-}
-
-// WithPlatforms sets the target platforms ("linux/amd64", "linux/arm64"),
-// as the frontend's "platform" attribute lists them. Default: the build
-// platform alone, which is what BuildKit builds for when no platform is
-// given.
-func WithPlatforms(ps ...string) PinOption {
-	return func(o *pinOptions) error {
-		if len(ps) == 0 {
-			return errors.New("buildkit: WithPlatforms: no platform")
-		}
-		for _, s := range ps {
-			p, err := platforms.Parse(s)
-			if err != nil {
-				return fmt.Errorf("buildkit: WithPlatforms(%q): %w", s, err)
-			}
-			p = platforms.Normalize(p)
-			if !slices.ContainsFunc(o.platforms, func(q ocispecs.Platform) bool { return platforms.FormatAll(q) == platforms.FormatAll(p) }) {
-				o.platforms = append(o.platforms, p)
-			}
-		}
-		return nil
-	}
-}
-
-// WithBuildPlatform sets the platform $BUILDPLATFORM names, which BuildKit
-// takes from its worker. Default: this machine's platform, right when
-// buildkitd runs on the same kind of machine as this process.
-func WithBuildPlatform(s string) PinOption {
-	return func(o *pinOptions) error {
-		p, err := platforms.Parse(s)
-		if err != nil {
-			return fmt.Errorf("buildkit: WithBuildPlatform(%q): %w", s, err)
-		}
-		o.build = platforms.Normalize(p)
-		return nil
-	}
-}
-
-// WithBuildArgs sets build args, as the frontend's "build-arg:" attributes
-// do: they set ARGs declared before the first FROM (and override the
-// automatic platform ARGs). Default: none.
-func WithBuildArgs(args map[string]string) PinOption {
-	return func(o *pinOptions) error {
-		o.buildArgs = maps.Clone(args)
-		return nil
-	}
-}
-
-// WithMode chooses how the pinned images reach the build. Default
-// NamedContexts.
-func WithMode(m PinMode) PinOption {
-	return func(o *pinOptions) error {
-		if m != NamedContexts && m != RewriteFrom {
-			return fmt.Errorf("buildkit: WithMode(%v): unknown mode", m)
-		}
-		o.mode = m
-		return nil
-	}
-}
-
-// WithTarget pins only the images the named stage needs, as the frontend's
-// "target" attribute builds only that stage. Default: the last stage.
-func WithTarget(stage string) PinOption {
-	return func(o *pinOptions) error {
-		if stage == "" {
-			return errors.New("buildkit: WithTarget: empty stage name")
-		}
-		o.target = stage
-		return nil
-	}
-}
-
-// WithResolveOptions passes opts to every Resolve call (pull policy, max
-// age, bypass). Platforms are not among them: PinBaseImages asks for
-// exactly the platforms each image is needed for.
-func WithResolveOptions(opts ...cache.ResolveOption) PinOption {
-	return func(o *pinOptions) error {
-		ro, err := cache.MakeResolveOptions(opts...)
-		if err != nil {
-			return fmt.Errorf("buildkit: WithResolveOptions: %w", err)
-		}
-		if len(ro.Platforms) > 0 {
-			return errors.New("buildkit: WithResolveOptions: platforms come from WithPlatforms and the Dockerfile, not cache.WithPlatforms")
-		}
-		o.resolveOpts = append(o.resolveOpts, opts...)
-		return nil
-	}
-}
-
-// WithStoreID names the OCI store in the named contexts and in
-// Pinned.OCIStores (default DefaultStoreID). It must be a valid image
-// repository name, and unique among the SolveOpt's OCIStores.
-func WithStoreID(id string) PinOption {
-	return func(o *pinOptions) error {
-		ref, err := reference.Parse(id + "@sha256:" + strings.Repeat("0", 64))
-		if named, ok := ref.(reference.Named); err != nil || !ok || named.Name() != id {
-			return fmt.Errorf("buildkit: WithStoreID(%q): not a valid lower-case repository name", id)
-		}
-		o.storeID = id
-		return nil
-	}
-}
-
-// WithFilename sets the name errors give the Dockerfile (default
-// "Dockerfile").
-func WithFilename(name string) PinOption {
-	return func(o *pinOptions) error {
-		o.filename = name
-		return nil
-	}
-}
-
-func makePinOptions(opts []PinOption) (*pinOptions, error) {
-	o := &pinOptions{
-		build:    platforms.Normalize(platforms.DefaultSpec()),
-		storeID:  DefaultStoreID,
-		filename: "Dockerfile",
-	}
-	for _, opt := range opts {
-		if err := opt(o); err != nil {
-			return nil, err
-		}
-	}
-	if len(o.platforms) == 0 {
-		o.platforms = []ocispecs.Platform{o.build}
-	}
-	return o, nil
-}
-
-// LayoutStore is what PinBaseImages needs of the store the resolver keeps
-// images in: its blobs, to check that everything the build reads is
-// there, and its directory, an OCI image layout that BuildKit reads them
-// from. A *localfs.Store is one.
+// LayoutStore is the capability PinBaseImages looks for (with cache.As)
+// in the store the resolver keeps images in: its blobs, to check that
+// everything the build reads is there, and its directory, an OCI image
+// layout that BuildKit reads them from. A *localfs.Store is one; a
+// *tier.Cache over one, or any wrapper that unwraps to one, has one.
 type LayoutStore interface {
 	cache.Getter
 	cache.Stater
@@ -301,32 +161,42 @@ func platformStrings(ps []ocispecs.Platform) []string {
 // ($BUILDPLATFORM: WithBuildPlatform).
 //
 // In NamedContexts mode, resolver must keep what it resolves in store
-// (registry.NewResolver(store) does): every manifest, config and layer
-// the build will read is checked to be there. store may be nil in
+// (registry.NewResolver(store) does), and store must be or wrap a
+// LayoutStore (a *localfs.Store, or a tier with one as its near tier):
+// every manifest, config and layer the build will read is checked to be
+// in that directory, which BuildKit reads. store may be nil in
 // RewriteFrom mode.
 //
 // Errors name the Dockerfile line (*LineError) and keep the resolver's
 // error in the chain: errors.Is(err, cache.ErrOffline) works.
-func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageResolver, store LayoutStore, opts ...PinOption) (*Pinned, error) {
-	o, err := makePinOptions(opts)
+func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageResolver, store cache.LayerCache, opts ...Option) (*Pinned, error) {
+	o, err := makeOptions(opts)
 	if err != nil {
 		return nil, err
 	}
 	if resolver == nil {
 		return nil, errors.New("buildkit: PinBaseImages: nil resolver")
 	}
-	if o.mode == NamedContexts && isNil(store) {
-		return nil, errors.New("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in")
+	var layout LayoutStore
+	if o.mode == NamedContexts {
+		var ok bool
+		if layout, ok = cache.As[LayoutStore](store); !ok || typednil.Is(layout) {
+			return nil, fmt.Errorf("buildkit: PinBaseImages: NamedContexts needs the store the resolver keeps images in, in an OCI layout directory (a LayoutStore such as *localfs.Store, or a tier or wrapper over one); got %T", store)
+		}
 	}
-	df, err := dockerfile.Parse(src, o.filename)
+	df, err := dockerfile.Parse(src, o.dockerfileName)
 	if err != nil {
 		return nil, err
 	}
 
+	targets := o.platforms
+	if len(targets) == 0 {
+		targets = []ocispecs.Platform{o.buildPlatform}
+	}
 	var groups []*imageGroup
 	byRef := map[string]*imageGroup{}
-	for _, tp := range o.platforms {
-		uses, err := df.Evaluate(dockerfile.Target{Platform: tp, BuildPlatform: o.build, Stage: o.target, BuildArgs: o.buildArgs})
+	for _, tp := range targets {
+		uses, err := df.Evaluate(dockerfile.Target{Platform: tp, BuildPlatform: o.buildPlatform, Stage: o.target, BuildArgs: o.buildArgs})
 		if err != nil {
 			return nil, err
 		}
@@ -352,7 +222,7 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 		return nil, err
 	}
 
-	pinned := &Pinned{Mode: o.mode, Platforms: platformStrings(o.platforms)}
+	pinned := &Pinned{Mode: o.mode, Platforms: platformStrings(targets)}
 	for _, g := range groups {
 		for _, p := range g.platforms {
 			m, err := manifestFor(df, g, p)
@@ -381,16 +251,16 @@ func PinBaseImages(ctx context.Context, src []byte, resolver cache.BaseImageReso
 		checked := map[v1.Hash]bool{}
 		for _, img := range pinned.Images {
 			if !checked[img.Manifest] {
-				if err := checkStored(ctx, store, img.Manifest); err != nil {
+				if err := checkStored(ctx, layout, img.Manifest); err != nil {
 					return nil, &LineError{File: df.Name, Line: img.Line, Err: fmt.Errorf("%s for %s: %w (does the resolver keep images in this store?)", img.Ref, img.Platform, err)}
 				}
 				checked[img.Manifest] = true
 			}
 			pinned.FrontendAttrs[img.ContextKey] = "oci-layout://" + o.storeID + "@" + img.Manifest.String()
 		}
-		cs, err := contentlocal.NewStore(store.Dir())
+		cs, err := contentlocal.NewStore(layout.Dir())
 		if err != nil {
-			return nil, fmt.Errorf("buildkit: opening %s as a content store: %w", store.Dir(), err)
+			return nil, fmt.Errorf("buildkit: opening %s as a content store: %w", layout.Dir(), err)
 		}
 		pinned.OCIStores = map[string]content.Store{o.storeID: readOnlyStore{cs}}
 	case RewriteFrom:
@@ -425,7 +295,7 @@ func checkContextConflicts(df *dockerfile.File, groups []*imageGroup) error {
 // resolveGroups resolves every image once, with all its platforms, a few
 // at a time. The error reported is the first image's in Dockerfile order,
 // whatever finished first.
-func resolveGroups(ctx context.Context, df *dockerfile.File, resolver cache.BaseImageResolver, groups []*imageGroup, o *pinOptions) error {
+func resolveGroups(ctx context.Context, df *dockerfile.File, resolver cache.BaseImageResolver, groups []*imageGroup, o *options) error {
 	errs := make([]error, len(groups))
 	var eg errgroup.Group
 	eg.SetLimit(4)

@@ -164,7 +164,7 @@ func TestPinBaseImagesResolves(t *testing.T) {
 	tests := []struct {
 		name       string
 		dockerfile string
-		opts       []PinOption
+		opts       []Option
 		want       map[string][]string // ref -> platforms resolved
 		wantKeys   []string            // context keys (NamedContexts)
 		wantStages map[string][]string // "ref platform" -> stages
@@ -179,7 +179,7 @@ func TestPinBaseImagesResolves(t *testing.T) {
 		{
 			name:       "two platforms resolve once with both",
 			dockerfile: "FROM alpine:3.20\n",
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{"alpine:3.20": {amd64, arm64}},
 			wantKeys:   []string{"context:alpine:3.20::linux/amd64", "context:alpine:3.20::linux/arm64"},
 		},
@@ -190,7 +190,7 @@ RUN go build -o /out .
 FROM alpine
 COPY --from=build /out /bin/app
 `,
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{"golang:1.22": {amd64}, "alpine": {amd64, arm64}},
 			wantKeys:   []string{"context:golang:1.22::linux/amd64", "context:alpine::linux/amd64", "context:alpine::linux/arm64"},
 			wantStages: map[string][]string{"golang:1.22 linux/amd64": {"build"}, "alpine linux/arm64": {"1"}},
@@ -198,26 +198,26 @@ COPY --from=build /out /bin/app
 		{
 			name:       "BUILDPLATFORM follows WithBuildPlatform",
 			dockerfile: "FROM --platform=${BUILDPLATFORM} golang:1.22 AS build\nFROM alpine\nCOPY --from=build / /\n",
-			opts:       []PinOption{WithPlatforms(amd64), WithBuildPlatform(arm64)},
+			opts:       []Option{WithPlatforms(amd64), WithBuildPlatform(arm64)},
 			want:       map[string][]string{"golang:1.22": {arm64}, "alpine": {amd64}},
 		},
 		{
 			name:       "TARGETPLATFORM is each target platform",
 			dockerfile: "FROM --platform=$TARGETPLATFORM alpine\n",
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{"alpine": {amd64, arm64}},
 		},
 		{
 			name:       "a fixed --platform wins over the targets",
 			dockerfile: "FROM --platform=linux/arm64 tonistiigi/xx AS xx\nFROM scratch\nCOPY --from=xx / /\n",
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{"tonistiigi/xx": {arm64}},
 			wantKeys:   []string{"context:tonistiigi/xx::linux/arm64"},
 		},
 		{
 			name:       "image per TARGETARCH",
 			dockerfile: "FROM example.com/base-${TARGETARCH}:1\n",
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{"example.com/base-amd64:1": {amd64}, "example.com/base-arm64:1": {arm64}},
 			wantKeys:   []string{"context:example.com/base-amd64:1::linux/amd64", "context:example.com/base-arm64:1::linux/arm64"},
 		},
@@ -229,7 +229,7 @@ COPY --from=build /out /bin/app
 		{
 			name:       "build arg overrides a meta ARG",
 			dockerfile: "ARG GO=1.22\nFROM golang:$GO\n",
-			opts:       []PinOption{WithBuildArgs(map[string]string{"GO": "1.23"})},
+			opts:       []Option{WithBuildArgs(map[string]string{"GO": "1.23"})},
 			want:       map[string][]string{"golang:1.23": {amd64}},
 		},
 		{
@@ -246,7 +246,7 @@ COPY --from=build /out /bin/app
 		{
 			name:       "build arg overrides an automatic ARG",
 			dockerfile: "FROM --platform=$BUILDPLATFORM golang AS b\nFROM scratch\nCOPY --from=b / /\n",
-			opts:       []PinOption{WithBuildArgs(map[string]string{"BUILDPLATFORM": "linux/riscv64"})},
+			opts:       []Option{WithBuildArgs(map[string]string{"BUILDPLATFORM": "linux/riscv64"})},
 			want:       map[string][]string{"golang": {"linux/riscv64"}},
 		},
 		{
@@ -256,7 +256,7 @@ RUN apk add curl
 FROM base
 RUN curl --version
 `,
-			opts: []PinOption{two},
+			opts: []Option{two},
 			want: map[string][]string{"alpine": {amd64, arm64}},
 		},
 		{
@@ -273,19 +273,19 @@ RUN curl --version
 		{
 			name:       "COPY --from a later stage",
 			dockerfile: "FROM scratch AS out\nCOPY --from=src /a /a\nFROM alpine AS src\n",
-			opts:       []PinOption{WithTarget("out")},
+			opts:       []Option{WithTarget("out")},
 			want:       map[string][]string{"alpine": {amd64}},
 		},
 		{
 			name:       "scratch resolves nothing",
 			dockerfile: "FROM scratch\nCOPY . /\n",
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{},
 		},
 		{
 			name:       "COPY --from an image, for the target platforms",
 			dockerfile: "FROM --platform=$BUILDPLATFORM alpine AS x\nCOPY --from=busybox:1.36 /bin/busybox /bin/\n",
-			opts:       []PinOption{two},
+			opts:       []Option{two},
 			want:       map[string][]string{"alpine": {amd64}, "busybox:1.36": {amd64, arm64}},
 			wantStages: map[string][]string{"busybox:1.36 linux/arm64": {"x"}},
 		},
@@ -320,13 +320,13 @@ RUN --mount=type=cache,target=/var/cache/apt \
 		{
 			name:       "only stages the target needs",
 			dockerfile: "FROM golang AS build\nFROM alpine AS Final\nFROM debian AS other\nCOPY --from=build / /\n",
-			opts:       []PinOption{WithTarget("final"), two},
+			opts:       []Option{WithTarget("final"), two},
 			want:       map[string][]string{"alpine": {amd64, arm64}},
 		},
 		{
 			name:       "TARGETSTAGE is the target",
 			dockerfile: "FROM alpine AS a\nFROM example.com/${TARGETSTAGE}:1 AS b\n",
-			opts:       []PinOption{WithTarget("b")},
+			opts:       []Option{WithTarget("b")},
 			want:       map[string][]string{"example.com/b:1": {amd64}},
 		},
 		{
@@ -348,7 +348,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
 		{
 			name:       "platform variants are normalized",
 			dockerfile: "FROM alpine\n",
-			opts:       []PinOption{WithPlatforms("linux/arm64/v8", "linux/arm", "linux/amd64")},
+			opts:       []Option{WithPlatforms("linux/arm64/v8", "linux/arm", "linux/amd64")},
 			want:       map[string][]string{"alpine": {arm64, "linux/arm/v7", amd64}},
 			wantKeys:   []string{"context:alpine::linux/arm64", "context:alpine::linux/arm/v7", "context:alpine::linux/amd64"},
 		},
@@ -369,7 +369,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
 			ctx := context.Background()
 			store := newStore(t)
 			f := &fakeResolver{store: store}
-			opts := append([]PinOption{WithBuildPlatform(amd64)}, tt.opts...)
+			opts := append([]Option{WithBuildPlatform(amd64)}, tt.opts...)
 			p, err := PinBaseImages(ctx, []byte(tt.dockerfile), f, store, opts...)
 			if err != nil {
 				t.Fatalf("PinBaseImages: %v", err)
@@ -419,7 +419,7 @@ func TestPinBaseImagesErrors(t *testing.T) {
 	tests := []struct {
 		name       string
 		dockerfile string
-		opts       []PinOption
+		opts       []Option
 		fail       map[string]error    // for the fake resolver
 		only       map[string][]string // for the fake resolver
 		wantIs     error
@@ -434,7 +434,7 @@ func TestPinBaseImagesErrors(t *testing.T) {
 		{name: "unknown flag", dockerfile: "FROM --nope=1 alpine\n", wantIs: ErrInvalidDockerfile, wantMsg: []string{"Dockerfile:1:", "unknown flag: --nope"}},
 		{name: "unterminated heredoc", dockerfile: "FROM alpine\nRUN <<EOF\necho\n", wantIs: ErrInvalidDockerfile, wantMsg: []string{"unterminated heredoc"}},
 		{name: "undeclared ARG", dockerfile: "FROM alpine\n\nFROM golang:${GO_VERSION}\n", wantIs: ErrUndefinedArg, wantMsg: []string{"Dockerfile:3:", "$GO_VERSION", "no ARG before the first FROM declares"}},
-		{name: "build arg without ARG", dockerfile: "FROM golang:$GO\n", opts: []PinOption{WithBuildArgs(map[string]string{"GO": "1.22"})}, wantIs: ErrUndefinedArg, wantMsg: []string{"$GO"}},
+		{name: "build arg without ARG", dockerfile: "FROM golang:$GO\n", opts: []Option{WithBuildArgs(map[string]string{"GO": "1.22"})}, wantIs: ErrUndefinedArg, wantMsg: []string{"$GO"}},
 		{name: "ARG declared after FROM", dockerfile: "FROM golang:${GO}\nARG GO=1\n", wantIs: ErrUndefinedArg},
 		{name: "undeclared ARG in --platform", dockerfile: "FROM --platform=$PLAT alpine\n", wantIs: ErrUndefinedArg, wantMsg: []string{"$PLAT"}},
 		{name: "ARG without value makes an invalid ref", dockerfile: "ARG TAG\nFROM alpine:${TAG}\n", wantIs: ErrInvalidDockerfile, wantMsg: []string{"Dockerfile:2:", `invalid image reference "alpine:"`, "$TAG unset"}},
@@ -446,11 +446,11 @@ func TestPinBaseImagesErrors(t *testing.T) {
 		{name: "variable in COPY --from", dockerfile: "ARG X=a\nFROM alpine\nCOPY --from=$X / /\n", wantIs: ErrInvalidDockerfile, wantMsg: []string{"Dockerfile:3:", "variable expansion is not supported for --from"}},
 		{name: "variable in mount from", dockerfile: "FROM alpine\nRUN --mount=from=$X true\n", wantIs: ErrInvalidDockerfile, wantMsg: []string{"Dockerfile:2:", "doesn't support variable expansion"}},
 		{name: "stage index out of range", dockerfile: "FROM alpine\nCOPY --from=3 / /\n", wantIs: ErrInvalidDockerfile, wantMsg: []string{"invalid stage index"}},
-		{name: "file name", dockerfile: "FROM alpine\nFROM $NOPE\n", opts: []PinOption{WithFilename("build/Dockerfile.prod")}, wantIs: ErrUndefinedArg, wantMsg: []string{"build/Dockerfile.prod:2: "}},
-		{name: "unknown target", dockerfile: "FROM alpine AS a\n", opts: []PinOption{WithTarget("b")}, wantIs: ErrInvalidDockerfile, wantMsg: []string{`target stage "b" is not defined (stages: a)`}},
+		{name: "file name", dockerfile: "FROM alpine\nFROM $NOPE\n", opts: []Option{WithDockerfile("build/Dockerfile.prod")}, wantIs: ErrUndefinedArg, wantMsg: []string{"build/Dockerfile.prod:2: "}},
+		{name: "unknown target", dockerfile: "FROM alpine AS a\n", opts: []Option{WithTarget("b")}, wantIs: ErrInvalidDockerfile, wantMsg: []string{`target stage "b" is not defined (stages: a)`}},
 		{
 			name: "resolver error keeps its chain", dockerfile: "FROM alpine AS a\nFROM golang:1.22\n",
-			opts: []PinOption{WithPlatforms(amd64, arm64)}, fail: map[string]error{"golang:1.22": offline},
+			opts: []Option{WithPlatforms(amd64, arm64)}, fail: map[string]error{"golang:1.22": offline},
 			wantIs: cache.ErrOffline, wantMsg: []string{`Dockerfile:2: resolve "golang:1.22" for linux/amd64, linux/arm64: registry: golang:1.22 with policy never`},
 		},
 		{
@@ -459,7 +459,7 @@ func TestPinBaseImagesErrors(t *testing.T) {
 			wantMsg: []string{`Dockerfile:1: resolve "a" for linux/amd64: a failed`},
 		},
 		{
-			name: "platform missing from the image", dockerfile: "FROM alpine\n", opts: []PinOption{WithPlatforms(amd64, arm64)},
+			name: "platform missing from the image", dockerfile: "FROM alpine\n", opts: []Option{WithPlatforms(amd64, arm64)},
 			only:   map[string][]string{"alpine": {amd64, "linux/s390x"}},
 			wantIs: ErrPlatformNotFound, wantMsg: []string{"Dockerfile:1:", "linux/arm64", "it has linux/amd64"},
 		},
@@ -476,7 +476,7 @@ func TestPinBaseImagesErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			store := newStore(t)
 			f := &fakeResolver{store: store, fail: tt.fail, only: tt.only}
-			opts := append([]PinOption{WithBuildPlatform(amd64)}, tt.opts...)
+			opts := append([]Option{WithBuildPlatform(amd64)}, tt.opts...)
 			p, err := PinBaseImages(context.Background(), []byte(tt.dockerfile), f, store, opts...)
 			if err == nil {
 				t.Fatalf("PinBaseImages = %+v, want an error", p)
@@ -537,31 +537,6 @@ func TestPinBaseImagesMissingBlob(t *testing.T) {
 	_, err := PinBaseImages(context.Background(), []byte("\nFROM alpine\n"), f, store, WithBuildPlatform(amd64))
 	if !errors.Is(err, cache.ErrNotFound) || !strings.Contains(err.Error(), "Dockerfile:2: alpine for linux/amd64: manifest sha256:") {
 		t.Fatalf("err = %v, want ErrNotFound naming line, image and manifest", err)
-	}
-}
-
-func TestOptionsRejectBadValues(t *testing.T) {
-	for name, opt := range map[string]PinOption{
-		"no platforms":       WithPlatforms(),
-		"bad platform":       WithPlatforms("linux/amd64", "!"),
-		"bad build platform": WithBuildPlatform("linux/!"),
-		"bad mode":           WithMode(PinMode(7)),
-		"empty target":       WithTarget(""),
-		"upper-case store":   WithStoreID("Store"),
-		"store with digest":  WithStoreID("a@sha256:" + strings.Repeat("0", 64)),
-		"bad resolve option": WithResolveOptions(cache.WithMaxAge(-1)),
-	} {
-		if _, err := makePinOptions([]PinOption{opt}); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	f := &fakeResolver{store: newStore(t)}
-	p, err := PinBaseImages(context.Background(), []byte("FROM alpine\n"), f, f.store, WithStoreID("my-store"), WithBuildPlatform(amd64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.OCIStores["my-store"] == nil || !strings.HasPrefix(p.FrontendAttrs["context:alpine::linux/amd64"], "oci-layout://my-store@sha256:") {
-		t.Errorf("WithStoreID not used: %v %v", p.OCIStores, p.FrontendAttrs)
 	}
 }
 
@@ -752,8 +727,8 @@ func TestPinBaseImagesRealResolver(t *testing.T) {
 		t.Fatal(err)
 	}
 	dockerfile := []byte("FROM --platform=$BUILDPLATFORM " + ref + " AS build\nRUN make\nFROM " + ref + "\nCOPY --from=build /out /\n")
-	pin := func(opts ...PinOption) (*Pinned, error) {
-		return PinBaseImages(ctx, dockerfile, resolver, store, append([]PinOption{WithPlatforms(amd64, arm64), WithBuildPlatform(amd64)}, opts...)...)
+	pin := func(opts ...Option) (*Pinned, error) {
+		return PinBaseImages(ctx, dockerfile, resolver, store, append([]Option{WithPlatforms(amd64, arm64), WithBuildPlatform(amd64)}, opts...)...)
 	}
 	p, err := pin()
 	if err != nil {

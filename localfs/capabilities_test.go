@@ -6,6 +6,7 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/internal/captest"
+	"github.com/buildcache/buildcache/localfs"
 )
 
 // The capability suites on the store itself; tier and buildcache.Open run
@@ -22,5 +23,11 @@ func TestCapabilityDeferredSync(t *testing.T) {
 func TestCapabilityLeaser(t *testing.T) {
 	cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness {
 		return captest.LocalLeases(t, newStore(t))
+	})
+}
+
+func TestConformanceNoSpace(t *testing.T) {
+	cachetest.RunNoSpace(t, func(t *testing.T, budget int64) cache.LayerCache {
+		return newStore(t, localfs.WithMaxBytes(budget))
 	})
 }

@@ -121,3 +121,13 @@ func TestLayerCachePutDoesNotTrustTheDeclaredSize(t *testing.T) {
 		t.Fatalf("Stat after the failed Put = %v, want ErrNotFound", err)
 	}
 }
+
+func TestLayerCacheConformanceNoSpace(t *testing.T) {
+	cachetest.RunNoSpace(t, func(t *testing.T, budget int64) cache.LayerCache {
+		c, err := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(budget))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	})
+}

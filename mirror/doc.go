@@ -69,10 +69,25 @@
 //
 // # Serving
 //
-// `buildcache serve` runs a Mirror with TLS, client authentication
-// (RequireAuth with an Htpasswd of bcrypt entries or a BearerToken),
-// access logs (AccessLog, through log/slog), /metrics and graceful
-// shutdown; see cmd/buildcache.
+// A Mirror is a plain http.Handler; a Server runs one as a mirror must
+// run. NewServer(h, opts...) and Serve(ctx, listener) set the connection
+// timeouts, serve TLS (WithTLS, 1.2 at least) and optionally a second
+// listener for /metrics (WithMetricsListener). When ctx ends (SIGTERM)
+// the Server stops accepting connections, lets requests in progress
+// finish for WithShutdownGrace (30 s by default), cancels the rest, waits
+// for their handlers, and then closes what WithCloseAfter names: the
+// Mirror, whose Close abandons the downloads in flight, so nothing half
+// fetched is stored. Server.Close cuts the grace short (a second
+// signal). Wrap the Mirror in RequireAuth (an Htpasswd of bcrypt entries
+// or a BearerToken) and AccessLog (through log/slog) before handing it
+// over:
+//
+//	srv, _ := mirror.NewServer(mirror.AccessLog(mirror.RequireAuth(m, checker), logger),
+//		mirror.WithCloseAfter(m), mirror.WithServerLogger(logger))
+//	l, _ := net.Listen("tcp", "127.0.0.1:5000")
+//	err := srv.Serve(ctx, l) // ctx from signal.NotifyContext
+//
+// `buildcache serve` is this with flags; see cmd/buildcache.
 //
 // # Scaling out
 //

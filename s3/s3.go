@@ -17,16 +17,17 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/s3/s3loc"
 )
 
 // Defaults, named the way BuildKit's type=s3 cache names its attributes.
 const (
 	// DefaultBlobsPrefix is where blobs go under the prefix: BuildKit's
 	// blobs_prefix default.
-	DefaultBlobsPrefix = "blobs/"
+	DefaultBlobsPrefix = s3loc.DefaultBlobsPrefix
 	// DefaultManifestsPrefix is where BuildKit keeps its cache manifests
 	// under the prefix: its manifests_prefix default.
-	DefaultManifestsPrefix = "manifests/"
+	DefaultManifestsPrefix = s3loc.DefaultManifestsPrefix
 	// DefaultPartSize is the multipart threshold and part size: S3's
 	// minimum part size, so that a large Put buffers little.
 	DefaultPartSize = 5 << 20

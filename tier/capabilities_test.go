@@ -7,6 +7,7 @@ import (
 	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/internal/captest"
 	"github.com/buildcache/buildcache/internal/testserver"
+	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/s3"
 	"github.com/buildcache/buildcache/tier"
 )
@@ -59,4 +60,21 @@ func TestCapabilities(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A near tier that cannot take a blob fails the Put with ErrNoSpace: the
+// tier does not pretend it is stored because the far tier could hold it.
+func TestConformanceNoSpace(t *testing.T) {
+	cachetest.RunNoSpace(t, func(t *testing.T, budget int64) cache.LayerCache {
+		near, err := localfs.Open(t.TempDir(), localfs.WithMaxBytes(budget))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tier.New(near, mem(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	})
 }

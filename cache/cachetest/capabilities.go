@@ -395,3 +395,31 @@ func RunDeferredSync(t *testing.T, newCache func(t *testing.T) cache.LayerCache)
 		expectAbsent(t, c, b.Digest)
 	})
 }
+
+// RunNoSpace checks a store's byte budget: newCache returns a new, empty
+// store that holds at most budget bytes of blobs. A blob that cannot fit
+// even in an empty store fails with ErrNoSpace and is not stored; the
+// blobs already stored stay readable; a blob that fits is stored.
+func RunNoSpace(t *testing.T, newCache func(t *testing.T, budget int64) cache.LayerCache) {
+	const budget = 64 << 10
+	c := newCache(t, budget)
+	small := NewBlob(401, 16<<10)
+	put(t, c, small)
+	big := NewBlob(402, 2*budget)
+	err := c.Put(ctxT(t), big.Digest, int64(len(big.Data)), bytes.NewReader(big.Data))
+	if !errors.Is(err, cache.ErrNoSpace) {
+		t.Fatalf("Put of %d bytes into a %d-byte budget = %v, want ErrNoSpace", len(big.Data), budget, err)
+	}
+	expectAbsent(t, c, big.Digest)
+	if got := mustGet(t, c, small.Digest); !bytes.Equal(got, small.Data) {
+		t.Fatal("a blob stored before a Put that did not fit reads back wrong")
+	}
+	// Size unknown to Put (-1): the budget is found out while writing.
+	err = c.Put(ctxT(t), big.Digest, -1, bytes.NewReader(big.Data))
+	if !errors.Is(err, cache.ErrNoSpace) {
+		t.Fatalf("Put of %d bytes of unstated size into a %d-byte budget = %v, want ErrNoSpace", len(big.Data), budget, err)
+	}
+	expectAbsent(t, c, big.Digest)
+	other := NewBlob(403, 16<<10)
+	put(t, c, other)
+}

@@ -21,5 +21,14 @@
 // (WithCorrupter), that a corrupt entry fails its Get with ErrCorrupt, is
 // never served as good, is removed, and can be put again.
 //
+// The optional capabilities of package cache have suites of their own,
+// which a backend runs when it has the capability, and which the tiers and
+// buildcache.Open run on what they build from it, so that a composition is
+// held to the same guarantees as its parts: RunRootIndex (roots recorded,
+// looked up, replaced, updated atomically), RunLeaser (a collector keeps
+// what a live lease names and nothing else; the harness brings the
+// collector), RunDeferredSync (PutDeferred and SyncBlobs) and RunNoSpace
+// (a byte budget fails with cache.ErrNoSpace and loses nothing).
+//
 // NewBlob, Digest and InvalidDigests serve a backend's own tests.
 package cachetest

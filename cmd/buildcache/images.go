@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/imagewalk"
 	"github.com/buildcache/buildcache/internal/redact"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -174,9 +175,9 @@ With --json: {"images": [{"ref", "digest", "source", "manifests",
 			if r.img != nil {
 				// Resolve has checked the image is complete; count it, and
 				// catch what went missing since (a gc in another process).
-				fp := footprintOf(ctx, b.store, r.img.Digest, r.img.Manifests)
+				fp := imagewalk.Measure(ctx, b.store, r.img.Digest, r.img.Manifests)
 				w.Blobs, w.Bytes = fp.Blobs, fp.Bytes
-				if err := fp.err(r.Ref); err != nil {
+				if err := fp.Check(r.Ref); err != nil {
 					b.fail(&w.imageResult, err)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -453,15 +454,16 @@ func TestParseSize(t *testing.T) {
 		{in: "GiB", bad: true},
 		{in: "ten", bad: true},
 	} {
-		got, err := parseSize(tt.in)
+		var got int64
+		err := sizeValue{&got}.Set(tt.in)
 		if tt.bad {
 			if err == nil {
-				t.Errorf("parseSize(%q) = %d, want an error", tt.in, got)
+				t.Errorf("size %q = %d, want an error", tt.in, got)
 			}
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+			t.Errorf("size %q = %d, %v; want %d", tt.in, got, err, tt.want)
 		}
 	}
 }
@@ -485,15 +487,16 @@ func TestParseDuration(t *testing.T) {
 		{"", ""},
 		{"7y", ""},
 	} {
-		got, err := parseDuration(tt.in)
+		var got time.Duration
+		err := durationValue{&got}.Set(tt.in)
 		if tt.want == "" {
 			if err == nil {
-				t.Errorf("parseDuration(%q) = %v, want an error", tt.in, got)
+				t.Errorf("duration %q = %v, want an error", tt.in, got)
 			}
 			continue
 		}
 		if err != nil || got.String() != tt.want {
-			t.Errorf("parseDuration(%q) = %v, %v; want %s", tt.in, got, err, tt.want)
+			t.Errorf("duration %q = %v, %v; want %s", tt.in, got, err, tt.want)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -11,26 +10,10 @@ import (
 	"github.com/buildcache/buildcache/internal/units"
 )
 
-// parseSize parses a byte count with an optional unit, as buildcache.Open
-// reads sizes in URLs: "1048576", "500MB" (10^6 bytes each), "10GiB" or
-// "10G" (2^30), "1.5 GB"; units are case-insensitive. Negative sizes are
-// errors.
-func parseSize(s string) (int64, error) {
-	n, err := units.ParseSize(s)
-	if err == nil && n < 0 {
-		// units.ParseSize lets exactly 2^63 through, converted to a
-		// negative int64.
-		return 0, fmt.Errorf("invalid size %q: too large", s)
-	}
-	return n, err
-}
-
-// parseDuration parses Go's duration syntax ("90m", "1h30m", "0s") and
-// days ("7d", "1.5d"), as buildcache.Open reads durations in URLs.
-// Negative durations are errors.
-func parseDuration(s string) (time.Duration, error) { return units.ParseDuration(s) }
-
-// sizeValue is a pflag.Value for a size in human units.
+// sizeValue is a pflag.Value for a size, read as buildcache.Open reads
+// sizes in URLs (units.ParseSize): "1048576", "500MB" (10^6 bytes each),
+// "10GiB" or "10G" (2^30), "1.5 GB"; units are case-insensitive. Negative
+// sizes and sizes of 2^63 bytes or more are errors.
 type sizeValue struct{ n *int64 }
 
 func (v sizeValue) String() string {
@@ -41,7 +24,7 @@ func (v sizeValue) String() string {
 }
 
 func (v sizeValue) Set(s string) error {
-	n, err := parseSize(s)
+	n, err := units.ParseSize(s)
 	if err != nil {
 		return err
 	}
@@ -51,7 +34,9 @@ func (v sizeValue) Set(s string) error {
 
 func (v sizeValue) Type() string { return "size" }
 
-// durationValue is a pflag.Value for a duration that may use days.
+// durationValue is a pflag.Value for a duration, read as buildcache.Open
+// reads durations in URLs (units.ParseDuration): Go's syntax ("90m",
+// "1h30m", "0s") and days ("7d", "1.5d"). Negative durations are errors.
 type durationValue struct{ d *time.Duration }
 
 func (v durationValue) String() string {
@@ -62,7 +47,7 @@ func (v durationValue) String() string {
 }
 
 func (v durationValue) Set(s string) error {
-	d, err := parseDuration(s)
+	d, err := units.ParseDuration(s)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -42,20 +40,6 @@ type serveFlags struct {
 	logFormat       string
 	shutdownTimeout time.Duration
 }
-
-// The server's own timeouts: a client gets this long to send its request
-// headers, and an idle keep-alive connection is closed after idleTimeout.
-// There is no write timeout: a large blob to a slow client may take long,
-// and the resolver's stall timeouts bound the upstream side.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = time.Minute // requests are GET and HEAD: no body to wait for
-	idleTimeout       = 2 * time.Minute
-	maxHeaderBytes    = 64 << 10
-	// abandonWait bounds the wait for handlers still running after the
-	// grace period, once their contexts are cancelled.
-	abandonWait = 5 * time.Second
-)
 
 func (a *app) serveCommand() *cobra.Command {
 	f := &serveFlags{}
@@ -279,10 +263,6 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	grace := f.shutdownTimeout
-	if grace <= 0 {
-		grace = 30 * time.Second
-	}
 	store, err := a.openCache(ctx, false)
 	if err != nil {
 		return err
@@ -303,8 +283,7 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	// After the servers have shut down: abandon the downloads still in
-	// flight (nothing half-stored; their temp files are removed).
+	// Closed by the server after its shutdown; again here if it never ran.
 	defer m.Close()
 	metricsHandler := promhttp.HandlerFor(metricsRegistry(res, store), promhttp.HandlerOpts{})
 
@@ -321,47 +300,19 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if cfg.auth != nil {
 		main = mirror.RequireAuth(main, cfg.auth)
 	}
-	inflight := &tracker{}
-	main = mirror.AccessLog(inflight.wrap(main), cfg.logger)
-
-	// Handlers' contexts outlive the signal, to finish in the grace
-	// period, and are cancelled when it ends.
-	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHandlers()
-	newServer := func(h http.Handler) *http.Server {
-		return &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: readHeaderTimeout,
-			ReadTimeout:       readTimeout,
-			IdleTimeout:       idleTimeout,
-			MaxHeaderBytes:    maxHeaderBytes,
-			TLSConfig:         cfg.tls,
-			ErrorLog:          slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn),
-			BaseContext:       func(net.Listener) context.Context { return handlerCtx },
-		}
+	srvOpts := []mirror.ServerOption{mirror.WithServerLogger(cfg.logger), mirror.WithCloseAfter(m)}
+	if f.shutdownTimeout > 0 {
+		srvOpts = append(srvOpts, mirror.WithShutdownGrace(f.shutdownTimeout))
+	}
+	if cfg.tls != nil {
+		srvOpts = append(srvOpts, mirror.WithTLS(cfg.tls))
 	}
 
-	var servers []listening
-	defer func() {
-		for _, s := range servers {
-			s.l.Close()
-		}
-	}()
 	l, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
 	}
-	servers = append(servers, listening{newServer(main), l, cfg.tls != nil})
-	if f.metricsListen != "" && f.metricsListen != "off" {
-		ml, err := net.Listen("tcp", f.metricsListen)
-		if err != nil {
-			return err
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metricsHandler)
-		servers = append(servers, listening{newServer(mirror.AccessLog(mux, cfg.logger)), ml, false})
-	}
-
+	defer l.Close()
 	scheme := "http"
 	if cfg.tls != nil {
 		scheme = "https"
@@ -369,126 +320,49 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	attrs := []any{"addr", l.Addr().String(), "url", scheme + "://" + l.Addr().String(),
 		"upstreams", strings.Join(cfg.names, ","), "default_upstream", cfg.defaultHost,
 		"cache", a.cacheName(), "auth", cfg.auth != nil}
-	if len(servers) > 1 {
-		attrs = append(attrs, "metrics_addr", servers[1].l.Addr().String())
+	if f.metricsListen != "" && f.metricsListen != "off" {
+		ml, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return err
+		}
+		defer ml.Close()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metricsHandler)
+		srvOpts = append(srvOpts, mirror.WithMetricsListener(ml, mirror.AccessLog(mux, cfg.logger)))
+		attrs = append(attrs, "metrics_addr", ml.Addr().String())
+	}
+	srv, err := mirror.NewServer(mirror.AccessLog(main, cfg.logger), srvOpts...)
+	if err != nil {
+		return err
 	}
 	cfg.logger.Info("listening", attrs...)
-
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() {
-			var err error
-			if s.tls {
-				err = s.srv.ServeTLS(s.l, "", "")
-			} else {
-				err = s.srv.Serve(s.l)
-			}
-			if errors.Is(err, http.ErrServerClosed) {
-				err = nil
-			}
-			errc <- err
-		}()
-	}
-
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-	}
-	srvs := make([]*http.Server, len(servers))
-	for i, s := range servers {
-		srvs[i] = s.srv
-	}
-	shutdown(cfg.logger, grace, inflight, cancelHandlers, srvs)
-	return serveErr
+	stop := closeOnSecondSignal(ctx, srv, cfg.logger)
+	defer stop()
+	return srv.Serve(ctx, l)
 }
 
-// listening is a server and its listener.
-type listening struct {
-	srv *http.Server
-	l   net.Listener
-	tls bool
-}
-
-// shutdown stops the servers: no new connections, requests in progress
-// given grace (cut short by a second signal), then their contexts
-// cancelled and their connections closed, and a bounded wait for their
-// handlers to return, so the cache is closed after them.
-func shutdown(logger *slog.Logger, grace time.Duration, inflight *tracker, cancelHandlers func(), servers []*http.Server) {
-	logger.Info("shutting down", "grace", grace.String())
-	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	again := make(chan os.Signal, 1)
-	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(again)
+// closeOnSecondSignal cuts the server's grace period short when SIGTERM
+// or SIGINT comes again once ctx (ended by the first) is done. The
+// returned stop ends the watch.
+func closeOnSecondSignal(ctx context.Context, srv *mirror.Server, logger *slog.Logger) (stop func()) {
+	done := make(chan struct{})
 	go func() {
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		defer signal.Stop(again)
 		select {
 		case <-again:
 			logger.Warn("second signal: not waiting for requests in progress")
-			cancel()
-		case <-graceCtx.Done():
+			_ = srv.Close()
+		case <-done:
 		}
 	}()
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		wg.Go(func() {
-			if err := s.Shutdown(graceCtx); err != nil {
-				logger.Warn("requests still in progress when the grace period ended: cancelled", "error", err.Error())
-			}
-		})
-	}
-	wg.Wait()
-	cancelHandlers()
-	for _, s := range servers {
-		_ = s.Close()
-	}
-	select {
-	case <-inflight.idle():
-	case <-time.After(abandonWait):
-		logger.Warn("handlers still running after cancellation: closing the cache anyway")
-	}
-	logger.Info("stopped")
-}
-
-// tracker counts the requests being handled, so that the cache is
-// closed only after them (or after a bounded wait).
-type tracker struct {
-	mu     sync.Mutex
-	n      int
-	waiter chan struct{} // closed when n drops to 0
-}
-
-func (t *tracker) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		t.mu.Lock()
-		t.n++
-		t.mu.Unlock()
-		defer t.done()
-		h.ServeHTTP(w, req)
-	})
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 && t.waiter != nil {
-		close(t.waiter)
-		t.waiter = nil
-	}
-}
-
-// idle is closed once no request is being handled.
-func (t *tracker) idle() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ch := make(chan struct{})
-	if t.n == 0 {
-		close(ch)
-	} else {
-		t.waiter = ch
-	}
-	return ch
+	return func() { close(done) }
 }
 
 // metricsRegistry is a fresh registry with the resolver's and the

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/imagewalk"
 	"github.com/buildcache/buildcache/localfs"
 )
 
@@ -98,7 +99,7 @@ each). With --json: {"images": [{"ref", "digest", "resolved_at",
 				if t, err := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt]); err == nil {
 					img.ResolvedAt = &t
 				}
-				fp := footprintOf(ctx, store, d.Digest, nil)
+				fp := imagewalk.Measure(ctx, store, d.Digest, nil)
 				img.Blobs, img.Bytes, img.Missing = fp.Blobs, fp.Bytes, fp.Missing
 				if fp.Platforms != nil {
 					img.Platforms = fp.Platforms

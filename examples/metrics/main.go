@@ -28,14 +28,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/k8sclient"
 	"github.com/buildcache/buildcache/k8sclient/k8stest"
 	"github.com/buildcache/buildcache/localfs"
@@ -90,11 +94,19 @@ func run(ctx context.Context, out io.Writer, cacheDir, listen string) error {
 	}
 	defer stopRegistry()
 	ref := strings.TrimPrefix(regURL, "http://") + "/flink:1.14.5-scala_2.11"
-	idx, err := testimage.RandomIndex([]string{"linux/amd64", "linux/arm64"}, 256<<10, 3)
+	var images []mutate.IndexAddendum
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := random.Image(256<<10, 3) // three layers of 256 KiB
+		if err != nil {
+			return err
+		}
+		images = append(images, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
+	}
+	tag, err := name.ParseReference(ref)
 	if err != nil {
 		return err
 	}
-	if _, err := testimage.Push(ctx, ref, idx); err != nil {
+	if err := remote.WriteIndex(tag, mutate.AppendManifests(empty.Index, images...), remote.WithContext(ctx)); err != nil {
 		return err
 	}
 

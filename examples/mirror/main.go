@@ -29,10 +29,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
-	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
 	"github.com/buildcache/buildcache/regclient"
@@ -99,7 +102,8 @@ func (u *upstream) stop() {
 	u.mu.Unlock()
 }
 
-// serve serves h on a fresh loopback port until the returned stop.
+// serve serves h (the upstream) on a fresh loopback port until the
+// returned stop.
 func serve(h http.Handler) (addr string, stop func(), err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,11 +130,7 @@ func run(ctx context.Context, out io.Writer, cacheDir string, kib int64) error {
 		return err
 	}
 	defer stopUp()
-	idx, err := testimage.RandomIndex([]string{"linux/amd64", "linux/arm64"}, kib<<10, 3)
-	if err != nil {
-		return err
-	}
-	if _, err := testimage.Push(ctx, upAddr+"/team/app:v1", idx); err != nil {
+	if err := pushImage(ctx, upAddr+"/team/app:v1", kib<<10); err != nil {
 		return err
 	}
 	up.take()
@@ -155,11 +155,21 @@ func run(ctx context.Context, out io.Writer, cacheDir string, kib int64) error {
 	if err != nil {
 		return err
 	}
-	mirrorAddr, stopMirror, err := serve(m)
+	// Served as buildcache serve serves it: at the end, requests in
+	// progress get a grace period, then the mirror is closed.
+	srv, err := mirror.NewServer(m, mirror.WithCloseAfter(m))
 	if err != nil {
 		return err
 	}
-	defer stopMirror()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	mirrorAddr := l.Addr().String()
+	serveCtx, stopMirror := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx, l) }()
+	defer func() { stopMirror(); <-served }()
 	ref := mirrorAddr + "/team/app:v1"
 	fmt.Fprintf(out, "upstream %s, mirror %s, store %s\n", upAddr, mirrorAddr, store.Dir())
 	fmt.Fprintf(out, "pulling %s (2 platforms, 3 layers of %d KiB each) through the mirror\n\n", ref, kib)
@@ -190,6 +200,24 @@ func run(ctx context.Context, out io.Writer, cacheDir string, kib int64) error {
 	fmt.Fprintln(out, "\nwarm: one HEAD revalidates the tag, every blob comes from the store;")
 	fmt.Fprintln(out, "upstream stopped: the HEAD fails and the cached copy is served (stale-if-error).")
 	return nil
+}
+
+// pushImage pushes to ref an index of two random images, linux/amd64 and
+// linux/arm64, of three layers of layerBytes each.
+func pushImage(ctx context.Context, ref string, layerBytes int64) error {
+	tag, err := name.ParseReference(ref)
+	if err != nil {
+		return err
+	}
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, platform := range []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}} {
+		img, err := random.Image(layerBytes, 3)
+		if err != nil {
+			return err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &platform}})
+	}
+	return remote.WriteIndex(tag, idx, remote.WithContext(ctx))
 }
 
 // pull pulls every platform of ref, reading and verifying each layer.

@@ -43,9 +43,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/buildcache/buildcache/buildkit"
+	"github.com/buildcache/buildcache/buildkit/cacheentry"
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/internal/testimage"
-	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/registry"
 )
@@ -63,12 +62,12 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if *addr == "" {
-		d, err := testserver.LaunchBuildkitd()
+		a, stop, err := startBuildkitd()
 		if err != nil {
 			log.Fatalf("multiarch: no -addr and cannot start buildkitd: %v", err)
 		}
-		defer d.Stop()
-		*addr = d.Addr
+		defer stop()
+		*addr = a
 	}
 	// The containerd content store that serves our store to BuildKit logs
 	// through logrus; its warnings (no fsverity here) are noise.
@@ -159,11 +158,11 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 
 	fmt.Fprintf(out, "making a %s base image (%s filler + /prog per platform) and pushing it to %s\n",
 		strings.Join(platforms, " + "), size(int64(fillerBytes)), image)
-	fill, err := testimage.Filler("filler.bin", fillerBytes, 42)
+	fill, err := fillerLayer(fillerBytes, 42)
 	if err != nil {
 		return nil, err
 	}
-	idx, err := testimage.Index(platforms, fill)
+	idx, err := baseIndex(platforms, fill)
 	if err != nil {
 		return nil, err
 	}
@@ -202,19 +201,22 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		return nil, err
 	}
 
-	build := func(rowName string, pinned *buildkit.Pinned, caches buildkit.CacheEntries) (row, error) {
+	// One option list describes the build, for PinBaseImages and Build.
+	common := []buildkit.Option{
+		buildkit.WithPlatforms(platforms...),
+		// Reproducible output, so that the rows can be compared.
+		buildkit.WithBuildArgs(map[string]string{"SOURCE_DATE_EPOCH": "0"}),
+	}
+	build := func(rowName string, pinned *buildkit.Pinned, caches cacheentry.Entries) (row, error) {
 		if err := pruneAll(ctx, c); err != nil {
 			return row{}, err
 		}
 		var served atomic.Int64
-		opts := []buildkit.BuildOption{
-			buildkit.WithPlatforms(platforms...),
-			// Reproducible output, so that the rows can be compared.
-			buildkit.WithBuildArgs(map[string]string{"SOURCE_DATE_EPOCH": "0"}),
+		opts := append(slices.Clone(common),
 			buildkit.WithOutput(buildkit.OCITarball(filepath.Join(work, "image.tar")).WithAttr("rewrite-timestamp", "true")),
 			buildkit.WithCache(caches.Imports, caches.Exports),
 			buildkit.WithProgress(io.Discard, "quiet"),
-		}
+		)
 		if pinned != nil {
 			for id, cs := range pinned.OCIStores {
 				pinned.OCIStores[id] = countingStore{cs, &served}
@@ -231,7 +233,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	}
 
 	var rows []row
-	r, err := build("base from the registry (BuildKit pulls it)", nil, buildkit.CacheEntries{})
+	r, err := build("base from the registry (BuildKit pulls it)", nil, cacheentry.Entries{})
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +244,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	start := time.Now()
 	pin := func() (*buildkit.Pinned, error) {
 		return buildkit.PinBaseImages(ctx, []byte(dockerfile), resolver, store,
-			buildkit.WithPlatforms(platforms...),
-			buildkit.WithResolveOptions(cache.WithPolicy(cache.PullIfNotPresent)))
+			append(slices.Clone(common), buildkit.WithResolveOptions(cache.WithPolicy(cache.PullIfNotPresent)))...)
 	}
 	pinned, err := pin()
 	if err != nil {
@@ -255,11 +256,11 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 		fmt.Fprintf(out, "  %-12s %s (%s)\n", im.Platform, im.Manifest, im.Source)
 	}
 
-	exports, err := buildkit.CacheFor(store, buildkit.WithExportOnly())
+	exports, err := cacheentry.For(store, cacheentry.WithExportOnly())
 	if err != nil {
 		return nil, err
 	}
-	r, err = build("base from our store", pinned, buildkit.CacheEntries{})
+	r, err = build("base from our store", pinned, cacheentry.Entries{})
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +278,7 @@ func run(ctx context.Context, out io.Writer, addr string, fillerBytes int) ([]ro
 	if pinned, err = pin(); err != nil {
 		return nil, err
 	}
-	imports, err := buildkit.CacheFor(store, buildkit.WithImportOnly())
+	imports, err := cacheentry.For(store, cacheentry.WithImportOnly())
 	if err != nil {
 		return nil, err
 	}

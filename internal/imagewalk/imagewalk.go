@@ -31,11 +31,18 @@
 // mistake) are skipped, and a top-level manifest of such a type is an
 // error. The getter bounds each read by the descriptor's size and its own
 // cap.
+//
+// # Stores
+//
+// Measure walks an image held in a store (a cache.LayerCache) with no
+// network and counts what it occupies and what it lacks: the footprint
+// `buildcache ls` and `buildcache warm` report.
 package imagewalk
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -70,6 +77,13 @@ const maxListed = 10
 // desc.Size bytes (its own cap when the size is 0, not stated). Walk may
 // call it from several goroutines at once.
 type Getter func(desc v1.Descriptor, config bool) ([]byte, error)
+
+// ErrSkip, returned by a Getter for a manifest or an index in a walk of
+// every platform, leaves that descriptor out of the walk, which goes on
+// with the others: a store that holds only some platforms of an index
+// walks as the image it has. Anywhere else (a config, a walk of chosen
+// platforms) it is an error like any other.
+var ErrSkip = errors.New("imagewalk: skip this manifest")
 
 // Manifest is one platform's image manifest.
 type Manifest struct {
@@ -112,7 +126,8 @@ func ParsePlatform(s string) (*v1.Platform, error) {
 //
 // With no platforms, it returns every image manifest of the index, in the
 // index's order, following nested indexes, and a manifest whose
-// descriptor has no platform is named after its config.
+// descriptor has no platform is named after its config; those for which
+// get returns ErrSkip are left out.
 //
 // With platforms, it returns one manifest per platform asked for, in that
 // order and named as asked ("linux/arm64" stays "linux/arm64" even when it
@@ -248,6 +263,9 @@ func (w *walker) walkAll(raw []byte, top v1.Hash, depth int, out *[]Manifest) er
 			continue
 		}
 		b, err := w.read(top, desc, false)
+		if errors.Is(err, ErrSkip) {
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package buildkit
+package cacheentry
 
 import (
 	"errors"
@@ -19,15 +19,23 @@ import (
 	"github.com/buildcache/buildcache/tier"
 )
 
-// The backends have the methods CacheFor and PinBaseImages look for: a
-// renamed method would otherwise turn into ErrUnsupportedCache.
+// The backends have the capabilities For looks for: a renamed method
+// would otherwise turn into ErrUnsupportedCache.
 var (
-	_ layoutDir    = (*localfs.Store)(nil)
-	_ LayoutStore  = (*localfs.Store)(nil)
-	_ registryRepo = (*ocirepo.Cache)(nil)
-	_ s3Located    = (*s3.Cache)(nil)
-	_ cache.Tiered = (*tier.Cache)(nil)
+	_ LayoutDir          = (*localfs.Store)(nil)
+	_ RegistryRepository = (*ocirepo.Cache)(nil)
+	_ S3Located          = (*s3.Cache)(nil)
+	_ cache.Tiered       = (*tier.Cache)(nil)
 )
+
+// TestDefaultIndexTag: Registry refuses the tag where the repository
+// LayerCache keeps its index by default; the constant is declared here so
+// that the package does not link the registry client, and must agree.
+func TestDefaultIndexTag(t *testing.T) {
+	if defaultIndexTag != ocirepo.DefaultIndexTag {
+		t.Errorf("defaultIndexTag = %q, the repository LayerCache's default is %q", defaultIndexTag, ocirepo.DefaultIndexTag)
+	}
+}
 
 type attrs = map[string]string
 
@@ -44,7 +52,17 @@ func newS3Cache(t *testing.T, o awss3.Options, prefix string, opts ...s3.Option)
 	return c
 }
 
-func TestCacheFor(t *testing.T) {
+func newStore(t *testing.T) *localfs.Store {
+	t.Helper()
+	s, err := localfs.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestFor(t *testing.T) {
 	store := newStore(t)
 	dir := store.Dir()
 	lc, err := ocirepo.New("harbor.example.com/ci/cache")
@@ -64,13 +82,13 @@ func TestCacheFor(t *testing.T) {
 	tests := []struct {
 		name  string
 		cache cache.LayerCache
-		opts  []CacheOption
-		want  CacheEntries
+		opts  []Option
+		want  Entries
 	}{
 		{
 			name:  "localfs",
 			cache: store,
-			want: CacheEntries{
+			want: Entries{
 				Imports: entry("local", attrs{"src": dir, "tag": "latest"}),
 				Exports: entry("local", attrs{"dest": dir, "tag": "latest", "mode": "max"}),
 			},
@@ -78,8 +96,8 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "localfs, min, named, ignore errors, zstd",
 			cache: store,
-			opts:  []CacheOption{WithCacheMode(CacheMin), WithCacheName("app-main"), WithIgnoreError(), WithCompression("zstd")},
-			want: CacheEntries{
+			opts:  []Option{WithMode(ModeMin), WithName("app-main"), WithIgnoreError(), WithCompression("zstd")},
+			want: Entries{
 				Imports: entry("local", attrs{"src": dir, "tag": "app-main"}),
 				Exports: entry("local", attrs{"dest": dir, "tag": "app-main", "mode": "min", "ignore-error": "true", "compression": "zstd"}),
 			},
@@ -87,19 +105,19 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "localfs, import only",
 			cache: store,
-			opts:  []CacheOption{WithImportOnly()},
-			want:  CacheEntries{Imports: entry("local", attrs{"src": dir, "tag": "latest"})},
+			opts:  []Option{WithImportOnly()},
+			want:  Entries{Imports: entry("local", attrs{"src": dir, "tag": "latest"})},
 		},
 		{
 			name:  "localfs, export only, extra attrs",
 			cache: store,
-			opts:  []CacheOption{WithExportOnly(), WithAttr("oci-mediatypes", "false"), WithAttr("mode", "min")},
-			want:  CacheEntries{Exports: entry("local", attrs{"dest": dir, "tag": "latest", "mode": "min", "oci-mediatypes": "false"})},
+			opts:  []Option{WithExportOnly(), WithAttr("oci-mediatypes", "false"), WithAttr("mode", "min")},
+			want:  Entries{Exports: entry("local", attrs{"dest": dir, "tag": "latest", "mode": "min", "oci-mediatypes": "false"})},
 		},
 		{
 			name:  "registry layer cache: its own repository",
 			cache: lc,
-			want: CacheEntries{
+			want: Entries{
 				Imports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache"}),
 				Exports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache", "mode": "max"}),
 			},
@@ -109,7 +127,7 @@ func TestCacheFor(t *testing.T) {
 			// default port keeps the registry the cache talks to.
 			name:  "registry layer cache on a single-label host",
 			cache: singleLabelLC,
-			want: CacheEntries{
+			want: Entries{
 				Imports: entry("registry", attrs{"ref": "harbor:443/team/cache:buildcache"}),
 				Exports: entry("registry", attrs{"ref": "harbor:443/team/cache:buildcache", "mode": "max"}),
 			},
@@ -117,7 +135,7 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "registry layer cache on loopback: plain HTTP",
 			cache: loopbackLC,
-			want: CacheEntries{
+			want: Entries{
 				Imports: entry("registry", attrs{"ref": "127.0.0.1:5000/cache:buildcache", "registry.insecure": "true"}),
 				Exports: entry("registry", attrs{"ref": "127.0.0.1:5000/cache:buildcache", "registry.insecure": "true", "mode": "max"}),
 			},
@@ -125,8 +143,8 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "registry layer cache, insecure, named",
 			cache: lc,
-			opts:  []CacheOption{WithRepository("localhost:5000/cache"), WithInsecureRegistry(), WithCacheName("main"), WithIgnoreError()},
-			want: CacheEntries{
+			opts:  []Option{WithRepository("localhost:5000/cache"), WithInsecureRegistry(), WithName("main"), WithIgnoreError()},
+			want: Entries{
 				Imports: entry("registry", attrs{"ref": "localhost:5000/cache:main", "registry.insecure": "true"}),
 				Exports: entry("registry", attrs{"ref": "localhost:5000/cache:main", "registry.insecure": "true", "mode": "max", "ignore-error": "true"}),
 			},
@@ -134,7 +152,7 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "s3 on MinIO with a prefix",
 			cache: newS3Cache(t, minio, "ci/"),
-			want: CacheEntries{
+			want: Entries{
 				Imports: entry("s3", attrs{"bucket": "ci-cache", "region": "eu-west-1", "prefix": "ci/", "blobs_prefix": "blobs/", "manifests_prefix": "manifests/",
 					"name": "buildkit", "endpoint_url": "http://127.0.0.1:9000", "use_path_style": "true"}),
 				Exports: entry("s3", attrs{"bucket": "ci-cache", "region": "eu-west-1", "prefix": "ci/", "blobs_prefix": "blobs/", "manifests_prefix": "manifests/",
@@ -144,9 +162,9 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "s3 on AWS, own prefixes, daemon's endpoint and credentials",
 			cache: newS3Cache(t, aws, "team/app/", s3.WithBlobsPrefix("b/"), s3.WithManifestsPrefix("m/")),
-			opts: []CacheOption{WithS3Endpoint("http://minio:9000", true), WithS3Region("us-west-1"), WithCacheName("app;shared"),
+			opts: []Option{WithS3Endpoint("http://minio:9000", true), WithS3Region("us-west-1"), WithName("app;shared"),
 				WithS3Credentials("AKID", "SECRET", ""), WithImportOnly()},
-			want: CacheEntries{
+			want: Entries{
 				Imports: entry("s3", attrs{"bucket": "ci-cache", "region": "us-west-1", "prefix": "team/app/", "blobs_prefix": "b/", "manifests_prefix": "m/",
 					"name": "app;shared", "endpoint_url": "http://minio:9000", "use_path_style": "true", "access_key_id": "AKID", "secret_access_key": "SECRET"}),
 			},
@@ -154,8 +172,8 @@ func TestCacheFor(t *testing.T) {
 		{
 			name:  "s3 without region or endpoint leaves them to the daemon",
 			cache: newS3Cache(t, awss3.Options{}, ""),
-			opts:  []CacheOption{WithExportOnly(), WithS3Credentials("AKID", "SECRET", "TOKEN")},
-			want: CacheEntries{
+			opts:  []Option{WithExportOnly(), WithS3Credentials("AKID", "SECRET", "TOKEN")},
+			want: Entries{
 				Exports: entry("s3", attrs{"bucket": "ci-cache", "prefix": "", "blobs_prefix": "blobs/", "manifests_prefix": "manifests/", "name": "buildkit",
 					"access_key_id": "AKID", "secret_access_key": "SECRET", "session_token": "TOKEN", "mode": "max"}),
 			},
@@ -163,21 +181,21 @@ func TestCacheFor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := CacheFor(tt.cache, tt.opts...)
+			got, err := For(tt.cache, tt.opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("CacheFor (-want +got):\n%s", diff)
+				t.Errorf("For (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
 
-// TestCacheForTier checks that CacheFor sees through a tier: the near
+// TestForTier checks that For sees through a tier: the near
 // tier's directory for a local entry, the far tier for the shared one,
 // imported and exported in that order.
-func TestCacheForTier(t *testing.T) {
+func TestForTier(t *testing.T) {
 	store := newStore(t)
 	dir := store.Dir()
 	s3c := newS3Cache(t, awss3.Options{Region: "eu-west-1"}, "ci/")
@@ -196,23 +214,23 @@ func TestCacheForTier(t *testing.T) {
 		}
 		return c
 	}
-	local := CacheEntries{
+	local := Entries{
 		Imports: entry("local", attrs{"src": dir, "tag": "latest"}),
 		Exports: entry("local", attrs{"dest": dir, "tag": "latest", "mode": "max"}),
 	}
 	s3a := attrs{"bucket": "ci-cache", "region": "eu-west-1", "prefix": "ci/", "blobs_prefix": "blobs/", "manifests_prefix": "manifests/", "name": "buildkit"}
-	s3e := CacheEntries{Imports: entry("s3", s3a), Exports: entry("s3", attrs{"mode": "max"})}
+	s3e := Entries{Imports: entry("s3", s3a), Exports: entry("s3", attrs{"mode": "max"})}
 	for k, v := range s3a {
 		s3e.Exports[0].Attrs[k] = v
 	}
-	reg := CacheEntries{
+	reg := Entries{
 		Imports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache"}),
 		Exports: entry("registry", attrs{"ref": "harbor.example.com/ci/cache:buildcache", "mode": "max"}),
 	}
 	for _, tt := range []struct {
 		name  string
 		cache cache.LayerCache
-		want  CacheEntries
+		want  Entries
 	}{
 		{"localfs+s3", newTier(store, s3c), local.Append(s3e)},
 		{"localfs+registry", newTier(store, lc), local.Append(reg)},
@@ -221,26 +239,62 @@ func TestCacheForTier(t *testing.T) {
 		{"a tier of tiers", newTier(newTier(store, mem), s3c), local.Append(s3e)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := CacheFor(tt.cache)
+			got, err := For(tt.cache)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("CacheFor (-want +got):\n%s", diff)
+				t.Errorf("For (-want +got):\n%s", diff)
 			}
 		})
 	}
 
-	if _, err := CacheFor(newTier(mem, mem)); !errors.Is(err, ErrUnsupportedCache) {
-		t.Errorf("CacheFor(memory+memory) = %v, want ErrUnsupportedCache", err)
+	if _, err := For(newTier(mem, mem)); !errors.Is(err, ErrUnsupportedCache) {
+		t.Errorf("For(memory+memory) = %v, want ErrUnsupportedCache", err)
 	}
 	// An option that one tier refuses fails the whole tier.
-	if _, err := CacheFor(newTier(store, s3c), WithCompression("zstd")); err == nil || !strings.Contains(err.Error(), "gzip") {
-		t.Errorf("CacheFor(localfs+s3, zstd) = %v, want the s3 tier's refusal", err)
+	if _, err := For(newTier(store, s3c), WithCompression("zstd")); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Errorf("For(localfs+s3, zstd) = %v, want the s3 tier's refusal", err)
 	}
 }
 
-// TestS3KeysAgree checks that BuildKit, reading the attributes CacheFor
+// unwrapper wraps a cache and says so (cache.Unwrapper), as an
+// instrumenting or read-only wrapper would.
+type unwrapper struct{ cache.LayerCache }
+
+func (u unwrapper) Unwrap() cache.LayerCache { return u.LayerCache }
+
+// TestForLooksThroughWrappers: a wrapper that unwraps to a cache maps as
+// the cache does, a tier included (cache.As finds the capabilities).
+func TestForLooksThroughWrappers(t *testing.T) {
+	store := newStore(t)
+	s3c := newS3Cache(t, awss3.Options{Region: "eu-west-1"}, "ci/")
+	lc, err := ocirepo.New("harbor.example.com/ci/cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := tier.New(store, s3c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]cache.LayerCache{"localfs": store, "s3": s3c, "registry": lc, "tier": tr} {
+		t.Run(name, func(t *testing.T) {
+			want, err := For(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := For(unwrapper{unwrapper{c}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("For(wrapped) (-For(cache) +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestS3KeysAgree checks that BuildKit, reading the attributes For
 // gives it, puts blobs and manifests exactly where the s3 package does:
 // BuildKit's s3 cache keys a blob prefix + blobs_prefix + "sha256:<hex>"
 // and a manifest prefix + manifests_prefix + name
@@ -259,7 +313,7 @@ func TestS3KeysAgree(t *testing.T) {
 		{prefix: "p", opts: []s3.Option{s3.WithBlobsPrefix(""), s3.WithManifestsPrefix("")}},
 	} {
 		c := newS3Cache(t, awss3.Options{Region: "us-east-1"}, tc.prefix, tc.opts...)
-		e, err := CacheFor(c, WithCacheName("main"))
+		e, err := For(c, WithName("main"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,23 +328,23 @@ func TestS3KeysAgree(t *testing.T) {
 		}
 	}
 	// The common layout splits back into BuildKit's own attributes.
-	e, _ := CacheFor(newS3Cache(t, awss3.Options{}, "ci/"))
+	e, _ := For(newS3Cache(t, awss3.Options{}, "ci/"))
 	if a := e.Imports[0].Attrs; a["prefix"] != "ci/" || a["blobs_prefix"] != "blobs/" || a["manifests_prefix"] != "manifests/" {
 		t.Errorf("attrs %v, want prefix ci/ with BuildKit's default sub-prefixes", a)
 	}
 }
 
-func TestCacheDirectConstructors(t *testing.T) {
-	got, err := LocalCache("/var/cache/bk", WithCacheName("x"))
+func TestDirectConstructors(t *testing.T) {
+	got, err := Local("/var/cache/bk", WithName("x"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := CacheEntries{
+	want := Entries{
 		Imports: entry("local", attrs{"src": "/var/cache/bk", "tag": "x"}),
 		Exports: entry("local", attrs{"dest": "/var/cache/bk", "tag": "x", "mode": "max"}),
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("LocalCache (-want +got):\n%s", diff)
+		t.Errorf("Local (-want +got):\n%s", diff)
 	}
 
 	for ref, wantRef := range map[string]string{
@@ -299,60 +353,63 @@ func TestCacheDirectConstructors(t *testing.T) {
 		"localhost:5000/cache":        "localhost:5000/cache:buildcache",
 		"localhost:5000/cache:pr-123": "localhost:5000/cache:pr-123",
 	} {
-		got, err := RegistryCache(ref)
+		got, err := Registry(ref)
 		if err != nil {
-			t.Fatalf("RegistryCache(%q): %v", ref, err)
+			t.Fatalf("Registry(%q): %v", ref, err)
 		}
 		if got.Imports[0].Attrs["ref"] != wantRef || got.Exports[0].Attrs["ref"] != wantRef || got.Exports[0].Attrs["mode"] != "max" {
-			t.Errorf("RegistryCache(%q) = %+v, want ref %q", ref, got, wantRef)
+			t.Errorf("Registry(%q) = %+v, want ref %q", ref, got, wantRef)
 		}
 	}
 
-	got, err = S3Cache("bucket", "ci/", WithS3Region("eu-central-1"), WithS3Endpoint("https://s3.example.com", false))
+	got, err = S3("bucket", "ci/", WithS3Region("eu-central-1"), WithS3Endpoint("https://s3.example.com", false))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantS3 := attrs{"bucket": "bucket", "region": "eu-central-1", "prefix": "ci/", "blobs_prefix": "blobs/", "manifests_prefix": "manifests/",
 		"name": "buildkit", "endpoint_url": "https://s3.example.com", "use_path_style": "false"}
 	if diff := cmp.Diff(wantS3, got.Imports[0].Attrs); diff != "" {
-		t.Errorf("S3Cache import (-want +got):\n%s", diff)
+		t.Errorf("S3 import (-want +got):\n%s", diff)
 	}
 }
 
-func TestCacheEntriesErrors(t *testing.T) {
+func TestErrors(t *testing.T) {
 	store := newStore(t)
 	lc, _ := ocirepo.New("localhost:5000/cache")
 	mem, _ := memory.NewLayerCache(memory.WithLayerCacheMaxBytes(1 << 20))
 	s3c := newS3Cache(t, awss3.Options{Region: "us-east-1"}, "")
 	var nilStore *struct{ cache.LayerCache }
 	for name, tc := range map[string]struct {
-		run    func() (CacheEntries, error)
+		run    func() (Entries, error)
 		is     error
 		substr string
 	}{
-		"memory cache":            {func() (CacheEntries, error) { return CacheFor(mem) }, ErrUnsupportedCache, "*memory.LayerCache"},
-		"wrapped cache":           {func() (CacheEntries, error) { return CacheFor(struct{ cache.LayerCache }{store}) }, ErrUnsupportedCache, "struct"},
-		"nil":                     {func() (CacheEntries, error) { return CacheFor(nil) }, ErrUnsupportedCache, "nil cache"},
-		"nil pointer":             {func() (CacheEntries, error) { return CacheFor(nilStore) }, ErrUnsupportedCache, ""},
-		"nil *localfs.Store":      {func() (CacheEntries, error) { return CacheFor((*localfs.Store)(nil)) }, ErrUnsupportedCache, "nil cache"},
-		"layer cache's index tag": {func() (CacheEntries, error) { return CacheFor(lc, WithCacheName(lc.IndexTag())) }, nil, "keeps its index"},
-		"reset on localfs":        {func() (CacheEntries, error) { return CacheFor(store, WithAttr("reset", "true")) }, nil, "reset is refused"},
-		"both only":               {func() (CacheEntries, error) { return CacheFor(store, WithImportOnly(), WithExportOnly()) }, nil, "not both"},
-		"bad mode":                {func() (CacheEntries, error) { return CacheFor(store, WithCacheMode(9)) }, nil, "unknown mode"},
-		"bad compression":         {func() (CacheEntries, error) { return CacheFor(store, WithCompression("lz4")) }, nil, "lz4"},
-		"compression on s3":       {func() (CacheEntries, error) { return CacheFor(s3c, WithCompression("zstd")) }, nil, "always compresses with gzip"},
-		"empty name":              {func() (CacheEntries, error) { return CacheFor(store, WithCacheName("")) }, nil, "empty name"},
-		"registry index tag": {func() (CacheEntries, error) {
-			return CacheFor(lc, WithRepository("localhost:5000/cache"), WithCacheName(ocirepo.DefaultIndexTag))
+		"memory cache":            {func() (Entries, error) { return For(mem) }, ErrUnsupportedCache, "*memory.LayerCache"},
+		"wrapped cache":           {func() (Entries, error) { return For(struct{ cache.LayerCache }{store}) }, ErrUnsupportedCache, "struct"},
+		"nil":                     {func() (Entries, error) { return For(nil) }, ErrUnsupportedCache, "nil cache"},
+		"nil pointer":             {func() (Entries, error) { return For(nilStore) }, ErrUnsupportedCache, ""},
+		"nil *localfs.Store":      {func() (Entries, error) { return For((*localfs.Store)(nil)) }, ErrUnsupportedCache, "nil cache"},
+		"layer cache's index tag": {func() (Entries, error) { return For(lc, WithName(lc.IndexTag())) }, nil, "keeps its index"},
+		"reset on localfs":        {func() (Entries, error) { return For(store, WithAttr("reset", "true")) }, nil, "reset is refused"},
+		"both only":               {func() (Entries, error) { return For(store, WithImportOnly(), WithExportOnly()) }, nil, "not both"},
+		"bad mode":                {func() (Entries, error) { return For(store, WithMode(9)) }, nil, "unknown mode"},
+		"bad compression":         {func() (Entries, error) { return For(store, WithCompression("lz4")) }, nil, "lz4"},
+		"compression on s3":       {func() (Entries, error) { return For(s3c, WithCompression("zstd")) }, nil, "always compresses with gzip"},
+		"empty name":              {func() (Entries, error) { return For(store, WithName("")) }, nil, "empty name"},
+		"registry index tag": {func() (Entries, error) {
+			return For(lc, WithRepository("localhost:5000/cache"), WithName(defaultIndexTag))
 		}, nil, "BuildKit would overwrite it"},
-		"registry digest": {func() (CacheEntries, error) {
-			return RegistryCache("localhost:5000/c@sha256:" + strings.Repeat("1", 64))
+		"registry digest": {func() (Entries, error) {
+			return Registry("localhost:5000/c@sha256:" + strings.Repeat("1", 64))
 		}, nil, "use a tag"},
-		"registry two tags": {func() (CacheEntries, error) { return RegistryCache("localhost:5000/c:a", WithCacheName("b")) }, nil, `has tag "a"`},
-		"registry bad ref":  {func() (CacheEntries, error) { return RegistryCache("acme/Cache") }, nil, "acme/Cache"},
-		"s3 no bucket":      {func() (CacheEntries, error) { return S3Cache("", "") }, nil, "empty bucket"},
-		"s3 half creds":     {func() (CacheEntries, error) { return S3Cache("b", "", WithS3Credentials("AKID", "", "")) }, nil, "required"},
-		"local no dir":      {func() (CacheEntries, error) { return LocalCache("") }, nil, "empty directory"},
+		"registry at the index tag": {func() (Entries, error) {
+			return Registry("localhost:5000/cache:" + defaultIndexTag)
+		}, nil, "keeps its index"},
+		"registry two tags": {func() (Entries, error) { return Registry("localhost:5000/c:a", WithName("b")) }, nil, `has tag "a"`},
+		"registry bad ref":  {func() (Entries, error) { return Registry("acme/Cache") }, nil, "acme/Cache"},
+		"s3 no bucket":      {func() (Entries, error) { return S3("", "") }, nil, "empty bucket"},
+		"s3 half creds":     {func() (Entries, error) { return S3("b", "", WithS3Credentials("AKID", "", "")) }, nil, "required"},
+		"local no dir":      {func() (Entries, error) { return Local("") }, nil, "empty directory"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := tc.run()
@@ -369,9 +426,9 @@ func TestCacheEntriesErrors(t *testing.T) {
 	}
 }
 
-func TestCacheEntriesCloneAndAppend(t *testing.T) {
-	local, _ := LocalCache("/l")
-	remote, _ := RegistryCache("localhost:5000/c")
+func TestCloneAndAppend(t *testing.T) {
+	local, _ := Local("/l")
+	remote, _ := Registry("localhost:5000/c")
 	both := local.Append(remote)
 	if len(both.Imports) != 2 || len(both.Exports) != 2 || both.Imports[0].Type != "local" || both.Imports[1].Type != "registry" {
 		t.Fatalf("Append = %+v", both)

@@ -1,0 +1,41 @@
+package buildkit_test
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDependencies: a program that pins base images and runs builds links
+// neither the AWS SDK nor our s3 package, and one that makes BuildKit
+// cache entries (for any backend, S3 included) links neither the AWS SDK
+// nor a registry client: the S3 layout is plain data in s3/s3loc, and the
+// entries find what they need by capability, not by concrete type.
+func TestDependencies(t *testing.T) {
+	const mod = "github.com/buildcache/buildcache/"
+	aws := "github.com/aws/"
+	// The registry client, and the packages it is being split into.
+	registry := []string{mod + "registry", mod + "regclient", mod + "ocirepo"}
+	for _, tc := range []struct {
+		pkg       string
+		forbidden []string // import path prefixes
+		exact     []string // import paths
+	}{
+		{pkg: mod + "buildkit", forbidden: []string{aws}, exact: []string{mod + "s3"}},
+		{pkg: mod + "buildkit/cacheentry", forbidden: append([]string{aws}, registry...), exact: []string{mod + "s3"}},
+	} {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", tc.pkg).Output()
+		if err != nil {
+			if ee, ok := err.(*exec.ExitError); ok {
+				t.Fatalf("go list -deps %s: %v\n%s", tc.pkg, err, ee.Stderr)
+			}
+			t.Fatalf("go list -deps %s: %v", tc.pkg, err)
+		}
+		for dep := range strings.FieldsSeq(string(out)) {
+			if slices.Contains(tc.exact, dep) || slices.ContainsFunc(tc.forbidden, func(p string) bool { return strings.HasPrefix(dep, p) }) {
+				t.Errorf("%s depends on %s", tc.pkg, dep)
+			}
+		}
+	}
+}
