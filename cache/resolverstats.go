@@ -22,8 +22,9 @@ type ResolverStats struct {
 	// not record in its index; they are kept in memory instead.
 	RevalidationsUnrecorded uint64
 	// RateLimits is each registry's ("host:port", "index.docker.io") last
-	// stated rate limit and 429, from any response; nil when none has
-	// stated one. The map is the caller's.
+	// stated rate limit and 429, from any response the resolver's client
+	// received (for a shared client, its other users' too); nil when none
+	// has stated one. The map is the caller's.
 	RateLimits map[string]RateLimit
 }
 
