@@ -23,6 +23,11 @@
 // Open creates an empty layout in an empty or missing directory, and
 // refuses (never overwrites) a directory that holds something else: an
 // oci-layout of another version, an index.json that is not an index.
+// Any number of processes may create the same store at once: each step
+// is done only if it is not done yet, .buildcache is the first entry
+// made and oci-layout the last, so a directory with an oci-layout is a
+// complete layout and one with either entry is a store (IsStore), never
+// a half-made one mistaken for someone else's directory.
 // Files in blobs/sha256 whose names are not digests are not blobs: Walk,
 // Verify and GC skip them, as they skip what other tools leave beside
 // the layout (containerd's ingest/, BuildKit's index.json.lock).
