@@ -14,6 +14,7 @@
 //	.buildcache/        ours alone; OCI tools ignore it
 //	    tmp/            temp files of writes in progress
 //	    gc.lock         taken by GC and eviction (exclusive), by commits (shared)
+//	    gc.wait         held (shared) by writers waiting for gc.lock
 //	    index.lock      serialises UpdateIndex and root records between processes
 //	    roots.journal   roots recorded since index.json was last rewritten
 //	    counters        lifetime counters of every process (Lifetime)
@@ -59,6 +60,14 @@
 //     hold it exclusively, so a collector never removes a blob between a
 //     writer's decision to keep it and its arrival. Readers take no lock:
 //     a blob that is open stays readable after it is removed.
+//   - A writer waits a bounded time for gc.lock, however the collectors
+//     of every process loop: at most for the collector run in progress
+//     (one GC or one eviction, whose length grows with the blobs it
+//     scans) and, if that run ended in the instant the writer first
+//     asked, the one that began then — two runs — and one poll (50 ms)
+//     after the last. A writer that finds the lock taken holds gc.wait
+//     shared until it has gc.lock, and no collector begins a run while
+//     gc.wait is held.
 //   - UpdateIndex holds index.lock exclusively for the whole update, and
 //     BuildKit's index.json.lock briefly at its end (see below).
 //   - A writer locks its temp file while it writes it. Open and GC sweep

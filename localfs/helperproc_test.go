@@ -50,6 +50,7 @@ var helperRoles = map[string]func(t *testing.T, c *helperChild){
 	"lease-holder":  leaseHolderRole, // lease_test.go
 	"root-writer":   rootWriterRole,  // scale_multiprocess_test.go
 	"opener":        openerRole,      // newstore_multiprocess_test.go
+	"collect-loop":  collectLoopRole, // fairness_multiprocess_test.go
 }
 
 // TestHelperProcess is not a test: it is the body of the helper processes.

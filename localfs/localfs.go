@@ -26,6 +26,7 @@ const (
 	privateDir    = ".buildcache" // ours alone; OCI tools ignore it
 	tmpDirName    = "tmp"
 	gcLockName    = "gc.lock"
+	gcWaitName    = "gc.wait"
 	indexLockName = "index.lock"
 	tmpSuffix     = ".tmp"
 )
@@ -37,6 +38,7 @@ type Store struct {
 	blobDir   string
 	tmpDir    string
 	gcLock    string
+	gcWait    string // writers waiting for gc.lock: lockGCShared
 	indexLock string
 	opts      options
 
@@ -91,6 +93,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		blobDir:   filepath.Join(root, "blobs", "sha256"),
 		tmpDir:    filepath.Join(root, privateDir, tmpDirName),
 		gcLock:    filepath.Join(root, privateDir, gcLockName),
+		gcWait:    filepath.Join(root, privateDir, gcWaitName),
 		indexLock: filepath.Join(root, privateDir, indexLockName),
 		opts:      o,
 		writing:   map[string]*digestLock{},
@@ -348,7 +351,7 @@ func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
 	}
 	// Under the shared GC lock, so that a collector's count of blobs/
 	// and the usage record agree.
-	l, err := lockFile(ctx, s.gcLock, false)
+	l, err := s.lockGCShared(ctx)
 	if err != nil {
 		return err
 	}

@@ -268,7 +268,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 // file's reservation to the committed bytes of the usage record, in the
 // record's critical section.
 func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncRename bool, reserved, n int64) error {
-	l, err := lockFile(ctx, s.gcLock, false)
+	l, err := s.lockGCShared(ctx)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 	if _, err := os.Lstat(p); err != nil {
 		return false, nil
 	}
-	l, err := lockFile(ctx, s.gcLock, false)
+	l, err := s.lockGCShared(ctx)
 	if err != nil {
 		return false, fmt.Errorf("localfs: put %s: %w", d, err)
 	}
