@@ -39,7 +39,15 @@
 // that to one SyncBlobs for a group of blobs). A crash, a full disk or a
 // cancellation leaves the previous state and no partial blob. Index.json
 // is replaced by a rename as well, so a reader sees the old or the new
-// one. A blob's modification time is its last use, the LRU clock that
+// one.
+//
+// The temp file of a Put whose context is done goes at once, even while
+// its source is stalled, and Close abandons the Puts in progress (they
+// fail with ErrClosed, as later ones do) and removes their temp files
+// before it returns: a process that closes its store and exits leaves
+// none.
+//
+// A blob's modification time is its last use, the LRU clock that
 // every process sees: Put stamps it, and Get and a Put of a blob already
 // stored touch it (at most once a second per blob).
 //

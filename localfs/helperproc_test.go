@@ -43,14 +43,15 @@ const (
 
 // helperRoles are what a helper process can be asked to do.
 var helperRoles = map[string]func(t *testing.T, c *helperChild){
-	"killed-writer": killedWriterRole, // fault_test.go
-	"same-put":      samePutRole,
-	"gc-loop":       gcLoopRole,
-	"get-loop":      getLoopRole,
-	"lease-holder":  leaseHolderRole, // lease_test.go
-	"root-writer":   rootWriterRole,  // scale_multiprocess_test.go
-	"opener":        openerRole,      // newstore_multiprocess_test.go
-	"collect-loop":  collectLoopRole, // fairness_multiprocess_test.go
+	"killed-writer":  killedWriterRole, // fault_test.go
+	"same-put":       samePutRole,
+	"gc-loop":        gcLoopRole,
+	"get-loop":       getLoopRole,
+	"lease-holder":   leaseHolderRole,   // lease_test.go
+	"root-writer":    rootWriterRole,    // scale_multiprocess_test.go
+	"opener":         openerRole,        // newstore_multiprocess_test.go
+	"collect-loop":   collectLoopRole,   // fairness_multiprocess_test.go
+	"sigterm-writer": sigtermWriterRole, // shutdown_test.go
 }
 
 // TestHelperProcess is not a test: it is the body of the helper processes.

@@ -49,6 +49,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	writing map[string]*digestLock // in-process writers by digest hex
+	writes  writeSet               // Puts in progress, for Close: writes.go
 
 	view  viewState // parsed roots: indexview.go
 	roots rootQueue // journalled roots waiting to be written: journal.go
