@@ -36,15 +36,7 @@ func collectLoopRole(t *testing.T, c *helperChild) {
 	}
 	defer runs.Close()
 	s := c.openAndAwaitGo(t)
-	stop := make(chan struct{})
-	go func() {
-		for c.in.Scan() {
-			if c.in.Text() == "stop" {
-				break
-			}
-		}
-		close(stop) // "stop", or the test went away
-	}()
+	stop := c.stopped()
 	counted := localfs.GCProgress(func(done, total int) {
 		if done == total { // the last call of a run, under the lock
 			if _, err := runs.Write([]byte{'.'}); err != nil {
@@ -71,11 +63,8 @@ func collectLoopRole(t *testing.T, c *helperChild) {
 // runs rather than seconds; a writer that sees fairnessGiveUp runs go by
 // is starved, as writers were for minutes (issue 19, item 16).
 func TestWriterGetsInWhileACollectorLoops(t *testing.T) {
-	dir := t.TempDir()
-	s, err := localfs.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, t.TempDir())
+	dir := s.Dir()
 	for i := range fairnessBlobs {
 		// Written directly, as Put would leave them: GC scans them on
 		// every run and keeps them all (no TTL, no budget).

@@ -88,6 +88,21 @@ func (c *helperChild) await(t *testing.T, word string) {
 	t.Fatalf("stdin closed before %q: %v", word, c.in.Err())
 }
 
+// stopped is closed when the test says "stop", or goes away. Nothing
+// else may read stdin after it is called.
+func (c *helperChild) stopped() <-chan struct{} {
+	stop := make(chan struct{})
+	go func() {
+		for c.in.Scan() {
+			if c.in.Text() == "stop" {
+				break
+			}
+		}
+		close(stop)
+	}()
+	return stop
+}
+
 func (c *helperChild) open(t *testing.T, opts ...localfs.Option) *localfs.Store {
 	t.Helper()
 	s, err := localfs.Open(c.dir, opts...)

@@ -94,11 +94,8 @@ func TestSIGTERMLeavesNoTempFile(t *testing.T) {
 // context alive; the Put fails with ErrClosed once its source returns,
 // and Puts after Close fail at once. Reads go on.
 func TestCloseAbandonsWrites(t *testing.T) {
-	dir := t.TempDir()
-	s, err := localfs.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openAt(t, t.TempDir())
+	dir := s.Dir()
 	kept := storeBytes(t, s, []byte("stored before Close"))
 	src := newStalledSource()
 	put := stalledPut(t.Context(), s, src)

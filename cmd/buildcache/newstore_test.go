@@ -15,9 +15,9 @@ import (
 // way, not someone else's files (issue 19, item 14: one of two commands
 // started at once on a new --cache exited 2, "is not a cache").
 func TestReadCommandsAcceptAStoreBeingCreated(t *testing.T) {
-	t.Parallel()
-	parent := t.TempDir()
 	var refused []string
+	parent := t.TempDir()
+	t.Parallel()
 	for i := range 20 {
 		dir := filepath.Join(parent, strconv.Itoa(i))
 		created := make(chan error, 1)
