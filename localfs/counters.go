@@ -379,10 +379,15 @@ func (s *Store) FlushCounters(ctx context.Context) error {
 	return s.counters.flush(ctx)
 }
 
-// Close flushes the counters and stops their background flusher. The
-// store stays usable (its counts are then flushed only by FlushCounters);
-// a Store that is never closed is flushed every few seconds until it is
-// garbage collected, and loses what it counted since its last flush.
+// Close abandons the writes in progress, flushes the counters and stops
+// their background flusher. A Put or PutDeferred in progress fails with
+// ErrClosed, and its temp file is removed before Close returns, whatever
+// its source is doing; later ones fail with ErrClosed at once. The rest
+// of the store stays usable (its counts are then flushed only by
+// FlushCounters). A Store that is never closed is flushed every few
+// seconds until it is garbage collected, and loses what it counted since
+// its last flush.
 func (s *Store) Close() error {
+	s.closeWrites()
 	return s.counters.close()
 }

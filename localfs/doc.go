@@ -14,6 +14,7 @@
 //	.buildcache/        ours alone; OCI tools ignore it
 //	    tmp/            temp files of writes in progress
 //	    gc.lock         taken by GC and eviction (exclusive), by commits (shared)
+//	    gc.wait         held (shared) by writers waiting for gc.lock
 //	    index.lock      serialises UpdateIndex and root records between processes
 //	    roots.journal   roots recorded since index.json was last rewritten
 //	    counters        lifetime counters of every process (Lifetime)
@@ -23,6 +24,11 @@
 // Open creates an empty layout in an empty or missing directory, and
 // refuses (never overwrites) a directory that holds something else: an
 // oci-layout of another version, an index.json that is not an index.
+// Any number of processes may create the same store at once: each step
+// is done only if it is not done yet, .buildcache is the first entry
+// made and oci-layout the last, so a directory with an oci-layout is a
+// complete layout and one with either entry is a store (IsStore), never
+// a half-made one mistaken for someone else's directory.
 // Files in blobs/sha256 whose names are not digests are not blobs: Walk,
 // Verify and GC skip them, as they skip what other tools leave beside
 // the layout (containerd's ingest/, BuildKit's index.json.lock).
@@ -33,7 +39,15 @@
 // that to one SyncBlobs for a group of blobs). A crash, a full disk or a
 // cancellation leaves the previous state and no partial blob. Index.json
 // is replaced by a rename as well, so a reader sees the old or the new
-// one. A blob's modification time is its last use, the LRU clock that
+// one.
+//
+// The temp file of a Put whose context is done goes at once, even while
+// its source is stalled, and Close abandons the Puts in progress (they
+// fail with ErrClosed, as later ones do) and removes their temp files
+// before it returns: a process that closes its store and exits leaves
+// none.
+//
+// A blob's modification time is its last use, the LRU clock that
 // every process sees: Put stamps it, and Get and a Put of a blob already
 // stored touch it (at most once a second per blob).
 //
@@ -54,6 +68,14 @@
 //     hold it exclusively, so a collector never removes a blob between a
 //     writer's decision to keep it and its arrival. Readers take no lock:
 //     a blob that is open stays readable after it is removed.
+//   - A writer waits a bounded time for gc.lock, however the collectors
+//     of every process loop: at most for the collector run in progress
+//     (one GC or one eviction, whose length grows with the blobs it
+//     scans) and, if that run ended in the instant the writer first
+//     asked, the one that began then — two runs — and one poll (50 ms)
+//     after the last. A writer that finds the lock taken holds gc.wait
+//     shared until it has gc.lock, and no collector begins a run while
+//     gc.wait is held.
 //   - UpdateIndex holds index.lock exclusively for the whole update, and
 //     BuildKit's index.json.lock briefly at its end (see below).
 //   - A writer locks its temp file while it writes it. Open and GC sweep

@@ -134,7 +134,7 @@ func byLastUse(a, b blobRec) int {
 // exclusive GC lock, so no other process commits or collects meanwhile,
 // and it recounts the usage record. It returns the bytes freed.
 func (s *Store) evict(ctx context.Context, need, freeAtLeast int64) (int64, error) {
-	l, err := lockFile(ctx, s.gcLock, true)
+	l, err := s.lockGCExclusive(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -333,7 +333,7 @@ func (s *Store) GC(ctx context.Context, opts ...GCOption) (GCReport, error) {
 	if !o.dryRun {
 		rep.TempsRemoved = s.sweepTemps()
 	}
-	l, err := lockFile(ctx, s.gcLock, true)
+	l, err := s.lockGCExclusive(ctx)
 	if err != nil {
 		return rep, err
 	}

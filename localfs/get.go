@@ -88,7 +88,7 @@ func (r *blobReader) fail(err error) error {
 func (s *Store) removeIfSame(d v1.Hash, f *os.File) {
 	unlock := s.lockDigest(d.Hex)
 	defer unlock()
-	l, err := lockFile(context.Background(), s.gcLock, false)
+	l, err := s.lockGCShared(context.Background())
 	if err != nil {
 		return
 	}

@@ -43,12 +43,15 @@ const (
 
 // helperRoles are what a helper process can be asked to do.
 var helperRoles = map[string]func(t *testing.T, c *helperChild){
-	"killed-writer": killedWriterRole, // fault_test.go
-	"same-put":      samePutRole,
-	"gc-loop":       gcLoopRole,
-	"get-loop":      getLoopRole,
-	"lease-holder":  leaseHolderRole, // lease_test.go
-	"root-writer":   rootWriterRole,  // scale_multiprocess_test.go
+	"killed-writer":  killedWriterRole, // fault_test.go
+	"same-put":       samePutRole,
+	"gc-loop":        gcLoopRole,
+	"get-loop":       getLoopRole,
+	"lease-holder":   leaseHolderRole,   // lease_test.go
+	"root-writer":    rootWriterRole,    // scale_multiprocess_test.go
+	"opener":         openerRole,        // newstore_multiprocess_test.go
+	"collect-loop":   collectLoopRole,   // fairness_multiprocess_test.go
+	"sigterm-writer": sigtermWriterRole, // shutdown_test.go
 }
 
 // TestHelperProcess is not a test: it is the body of the helper processes.
@@ -83,6 +86,21 @@ func (c *helperChild) await(t *testing.T, word string) {
 		}
 	}
 	t.Fatalf("stdin closed before %q: %v", word, c.in.Err())
+}
+
+// stopped is closed when the test says "stop", or goes away. Nothing
+// else may read stdin after it is called.
+func (c *helperChild) stopped() <-chan struct{} {
+	stop := make(chan struct{})
+	go func() {
+		for c.in.Scan() {
+			if c.in.Text() == "stop" {
+				break
+			}
+		}
+		close(stop)
+	}()
+	return stop
 }
 
 func (c *helperChild) open(t *testing.T, opts ...localfs.Option) *localfs.Store {

@@ -137,7 +137,7 @@ func (s *Store) underLease(ctx context.Context, d v1.Hash, fn func() error) erro
 	if !l.needs(d.Hex) {
 		return fn()
 	}
-	gl, err := lockFile(ctx, s.gcLock, false)
+	gl, err := s.lockGCShared(ctx)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ const (
 	privateDir    = ".buildcache" // ours alone; OCI tools ignore it
 	tmpDirName    = "tmp"
 	gcLockName    = "gc.lock"
+	gcWaitName    = "gc.wait"
 	indexLockName = "index.lock"
 	tmpSuffix     = ".tmp"
 )
@@ -37,6 +38,7 @@ type Store struct {
 	blobDir   string
 	tmpDir    string
 	gcLock    string
+	gcWait    string // writers waiting for gc.lock: lockGCShared
 	indexLock string
 	opts      options
 
@@ -47,6 +49,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	writing map[string]*digestLock // in-process writers by digest hex
+	writes  writeSet               // Puts in progress, for Close: writes.go
 
 	view  viewState // parsed roots: indexview.go
 	roots rootQueue // journalled roots waiting to be written: journal.go
@@ -91,6 +94,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		blobDir:   filepath.Join(root, "blobs", "sha256"),
 		tmpDir:    filepath.Join(root, privateDir, tmpDirName),
 		gcLock:    filepath.Join(root, privateDir, gcLockName),
+		gcWait:    filepath.Join(root, privateDir, gcWaitName),
 		indexLock: filepath.Join(root, privateDir, indexLockName),
 		opts:      o,
 		writing:   map[string]*digestLock{},
@@ -114,7 +118,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 // ensureDirs makes the store's directories, and checks that none is a
 // link to somewhere else: blobs/ and blobs/sha256 that are not real
 // directories are refused (GC removes files there), our private
-// directories are replaced.
+// directories are replaced. The private directory comes first: from the
+// first entry Open makes in a new store, IsStore recognises it.
 func (s *Store) ensureDirs() error {
 	if err := os.MkdirAll(s.root, 0o755); err != nil {
 		return err
@@ -123,10 +128,10 @@ func (s *Store) ensureDirs() error {
 		path    string
 		replace bool
 	}{
-		{filepath.Dir(s.blobDir), false},
-		{s.blobDir, false},
 		{filepath.Dir(s.tmpDir), true},
 		{s.tmpDir, true},
+		{filepath.Dir(s.blobDir), false},
+		{s.blobDir, false},
 	} {
 		if err := ensureDir(d.path, d.replace); err != nil {
 			return err
@@ -146,9 +151,16 @@ func (s *Store) Stats() cache.Stats { return s.stats.Snapshot() }
 
 func (s *Store) blobPath(d v1.Hash) string { return filepath.Join(s.blobDir, d.Hex) }
 
+// initLayout checks the layout of an existing store and completes that of
+// a new one, in an order that any number of processes opening the
+// directory at once can follow: each step is done only if it is not done
+// yet, and oci-layout is written last, so that a directory with one is a
+// complete layout. An oci-layout of another version is refused before
+// anything is written.
 func (s *Store) initLayout() error {
 	lp := filepath.Join(s.root, layoutFile)
 	b, err := readRegular(lp)
+	haveLayout := err == nil
 	switch {
 	case err == nil:
 		var l struct {
@@ -157,19 +169,42 @@ func (s *Store) initLayout() error {
 		if err := json.Unmarshal(b, &l); err != nil || l.Version != layoutVersion {
 			return fmt.Errorf("localfs: %s is not an OCI image layout version %s (found %q)", lp, layoutVersion, strings.TrimSpace(string(b)))
 		}
-	case errors.Is(err, fs.ErrNotExist):
-		if err := writeFileAtomic(s.tmpDir, lp, []byte(`{"imageLayoutVersion":"`+layoutVersion+`"}`)); err != nil {
-			return fmt.Errorf("localfs: creating %s: %w", lp, noSpace(err))
-		}
-	default:
+	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("localfs: reading %s: %w", lp, err)
 	}
 	ip := filepath.Join(s.root, indexFile)
 	if _, err := os.Lstat(ip); errors.Is(err, fs.ErrNotExist) {
-		return s.UpdateIndex(context.Background(), func(*v1.IndexManifest) error { return nil })
+		err = s.UpdateIndex(context.Background(), func(*v1.IndexManifest) error { return nil })
+		if err != nil {
+			return err
+		}
+	} else if _, err := s.Index(context.Background()); err != nil {
+		return err
 	}
-	_, err = s.Index(context.Background())
-	return err
+	if haveLayout {
+		return nil
+	}
+	if err := writeFileAtomic(s.tmpDir, lp, []byte(`{"imageLayoutVersion":"`+layoutVersion+`"}`)); err != nil {
+		return fmt.Errorf("localfs: creating %s: %w", lp, noSpace(err))
+	}
+	return nil
+}
+
+// IsStore reports whether dir holds a store, or one that Open, in this
+// process or another, is creating: Open makes the store's private
+// directory (.buildcache) before any other entry and the oci-layout file
+// last, so a directory with either is a store, complete or on its way.
+// A missing or empty directory is not one yet, and Open makes it one.
+// Callers that must not turn a directory of something else into a store
+// check this (and emptiness) first; a directory with neither entry is
+// then someone else's.
+func IsStore(dir string) bool {
+	for _, name := range []string{layoutFile, privateDir} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // writeFileAtomic writes data to path through a synced temp file in
@@ -317,7 +352,7 @@ func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
 	}
 	// Under the shared GC lock, so that a collector's count of blobs/
 	// and the usage record agree.
-	l, err := lockFile(ctx, s.gcLock, false)
+	l, err := s.lockGCShared(ctx)
 	if err != nil {
 		return err
 	}

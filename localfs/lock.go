@@ -100,6 +100,77 @@ func (l *fileLock) Unlock() {
 	}
 }
 
+// tryLockFile takes a shared or exclusive lock on path if it is free now;
+// a busy lock is (nil, nil).
+func tryLockFile(path string, exclusive bool) (*fileLock, error) {
+	f, err := openLockFile(path, os.O_RDWR)
+	if err != nil {
+		return nil, fmt.Errorf("localfs: opening lock %s: %w", path, err)
+	}
+	if err := flockNB(f, path, exclusive); err != nil {
+		f.Close()
+		if isBusy(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &fileLock{f: f}, nil
+}
+
+// gc.lock is held shared by writers (a commit, the touch of a blob
+// already stored, a lease naming a blob, Delete), for moments, and
+// exclusively by collectors (GC, eviction), for a whole run. flock(2)
+// queues no one, and a waiter polls: a collector that starts its next
+// run as soon as it ends its last takes the lock again long before a
+// polling writer looks, and a collector looping kept writers waiting
+// for minutes. So a writer that finds the lock taken announces itself,
+// holding gc.wait shared until it has gc.lock, and a collector starts a
+// run only while nobody is announced: it waits until gc.wait is free,
+// takes gc.lock, and if a writer announced itself meanwhile, lets go and
+// starts over. A writer thus waits for the run in progress when it asked
+// and, if that run ended in the instant between its first attempt and
+// its announcement, for the one that began then: two runs at most, and
+// one poll (fileLockWaitMax) after the last, however the collectors loop.
+
+// lockGCShared takes gc.lock shared, as a writer, waiting until ctx is
+// done.
+func (s *Store) lockGCShared(ctx context.Context) (*fileLock, error) {
+	if l, err := tryLockFile(s.gcLock, false); l != nil || err != nil {
+		return l, err
+	}
+	w, err := lockFile(ctx, s.gcWait, false)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Unlock()
+	return lockFile(ctx, s.gcLock, false)
+}
+
+// lockGCExclusive takes gc.lock exclusively, as a collector, once no
+// writer waits for it, waiting until ctx is done.
+func (s *Store) lockGCExclusive(ctx context.Context) (*fileLock, error) {
+	for {
+		w, err := lockFile(ctx, s.gcWait, true) // the announced writers have had their turn
+		if err != nil {
+			return nil, err
+		}
+		w.Unlock()
+		l, err := lockFile(ctx, s.gcLock, true)
+		if err != nil {
+			return nil, err
+		}
+		w, err = tryLockFile(s.gcWait, true)
+		if w != nil {
+			w.Unlock()
+			return l, nil
+		}
+		l.Unlock() // a writer announced itself meanwhile: its turn first
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
 // ociIndexLockSuffix makes BuildKit's index lock file from index.json's
 // path, as client/ociindex does.
 const ociIndexLockSuffix = ".lock"

@@ -154,15 +154,7 @@ func gcLoopRole(t *testing.T, c *helperChild) {
 	ctx := t.Context()
 	fx := newGCFixture()
 	s := c.openAndAwaitGo(t)
-	stop := make(chan struct{})
-	go func() {
-		for c.in.Scan() {
-			if c.in.Text() == "stop" {
-				break
-			}
-		}
-		close(stop) // "stop", or the test went away
-	}()
+	stop := c.stopped()
 	deadline := time.Now().Add(helperTimeout)
 	runs, removed := 0, 0
 loop:

@@ -82,6 +82,11 @@ func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syn
 	if s.opts.maxBytes > 0 && size > s.opts.maxBytes {
 		return fmt.Errorf("localfs: put %s: %d bytes exceed the store's budget of %d: %w", d, size, s.opts.maxBytes, cache.ErrNoSpace)
 	}
+	ctx, slot, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("localfs: put %s: %w", d, err)
+	}
+	defer end()
 	unlock := s.lockDigest(d.Hex)
 	defer unlock()
 
@@ -91,7 +96,7 @@ func (s *Store) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, syn
 	if err := s.ensureFree(ctx, max(size, 0)); err != nil {
 		return fmt.Errorf("localfs: put %s: %w", d, err)
 	}
-	n, err := s.write(ctx, d, size, r, syncRename)
+	n, err := s.write(ctx, slot, d, size, r, syncRename)
 	if err != nil {
 		if !errors.Is(err, cache.ErrDigestMismatch) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			s.stats.Errors.Add(1)
@@ -125,20 +130,41 @@ func (s *Store) spaceWhileWriting(written int64) error {
 
 // write streams r into a locked temp file, reserving its bytes in the
 // usage record first (evicting if the budget demands it), and renames it
-// into place, syncing the rename if syncRename.
-func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, syncRename bool) (int64, error) {
-	reserved := max(size, 0)
-	f, err := s.createTemp(ctx, d.Hex[:16], reserved)
+// into place, syncing the rename if syncRename. The temp file is slot's,
+// which abandons it when ctx is done (writes.go).
+func (s *Store) write(ctx context.Context, slot *writeSlot, d v1.Hash, size int64, r io.Reader, syncRename bool) (int64, error) {
+	f, err := slot.create(ctx, max(size, 0), func() (*os.File, error) { return s.createTemp(ctx, d.Hex[:16], max(size, 0)) })
 	if err != nil {
 		return 0, err
 	}
-	tmp := f.Name()
-	committed := false
-	defer func() {
-		if !committed {
-			s.dropTemp(ctx, f, tmp, reserved)
+	n, err := s.fill(ctx, f, d, size, r)
+	err = s.finish(ctx, slot, func(tmp string, reserved int64) (string, int64, error) {
+		if err != nil {
+			return tmp, reserved, err
 		}
-	}()
+		if n > reserved {
+			// A blob of unknown size: reserve its bytes now that they are known.
+			grown, err := s.growReservation(ctx, tmp, reserved, n)
+			if grown != "" {
+				tmp = grown
+			}
+			if err != nil {
+				return tmp, reserved, err
+			}
+			reserved = n
+		}
+		return tmp, reserved, s.commit(ctx, f, tmp, s.blobPath(d), syncRename, reserved, n)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// fill streams r into the temp file f, checking that it holds d, of
+// size bytes if size is not -1, and syncs it. It returns the bytes
+// written.
+func (s *Store) fill(ctx context.Context, f *os.File, d v1.Hash, size int64, r io.Reader) (int64, error) {
 	// CreateTemp makes 0600 files; blobs are content, readable by every
 	// user and tool sharing the cache (the umask still applies to dirs).
 	if err := f.Chmod(0o644); err != nil {
@@ -246,18 +272,6 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 	case serr != nil:
 		return 0, noSpace(serr)
 	}
-	if n := written.Load(); n > reserved {
-		// A blob of unknown size: reserve its bytes now that they are known.
-		if tmp, err = s.growReservation(ctx, tmp, reserved, n); err != nil {
-			return 0, err
-		}
-		reserved = n
-	}
-	if err := s.commit(ctx, f, tmp, s.blobPath(d), syncRename, reserved, written.Load()); err != nil {
-		return 0, err
-	}
-	committed = true
-	f.Close()
 	return written.Load(), nil
 }
 
@@ -268,7 +282,7 @@ func (s *Store) write(ctx context.Context, d v1.Hash, size int64, r io.Reader, s
 // file's reservation to the committed bytes of the usage record, in the
 // record's critical section.
 func (s *Store) commit(ctx context.Context, f *os.File, tmp, final string, syncRename bool, reserved, n int64) error {
-	l, err := lockFile(ctx, s.gcLock, false)
+	l, err := s.lockGCShared(ctx)
 	if err != nil {
 		return err
 	}
@@ -308,7 +322,7 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 	if _, err := os.Lstat(p); err != nil {
 		return false, nil
 	}
-	l, err := lockFile(ctx, s.gcLock, false)
+	l, err := s.lockGCShared(ctx)
 	if err != nil {
 		return false, fmt.Errorf("localfs: put %s: %w", d, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -21,10 +20,10 @@ import (
 	"github.com/buildcache/buildcache/localfs"
 )
 
-// checkIsStore accepts a cache (it has an oci-layout file), an empty
-// directory and a missing one.
+// checkIsStore accepts a cache (one that another process is creating
+// too), an empty directory and a missing one.
 func checkIsStore(dir string) error {
-	if _, err := os.Lstat(filepath.Join(dir, "oci-layout")); err == nil {
+	if localfs.IsStore(dir) {
 		return nil
 	}
 	entries, err := os.ReadDir(dir)
