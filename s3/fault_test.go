@@ -237,8 +237,8 @@ func TestWrongCredentials(t *testing.T) {
 	}
 }
 
-// TestMissingBucket: a bucket that does not exist is an error saying so,
-// for every operation, and never a miss: a HeadObject's 404 is the same
+// TestMissingBucket: a bucket that does not exist is an error saying so
+// (ErrNoSuchBucket), for every operation, and never a miss: a HeadObject's 404 is the same
 // for a missing key and a missing bucket, and Stat must tell them apart.
 func TestMissingBucket(t *testing.T) {
 	srv := testserver.StartS3(t)
@@ -248,8 +248,8 @@ func TestMissingBucket(t *testing.T) {
 	}
 	b := cachetest.NewBlob(5, 1000)
 	for op, err := range opErrors(t, c, b.Digest, b.Data) {
-		if err == nil || errors.Is(err, cache.ErrNotFound) {
-			t.Errorf("%s on a missing bucket = %v, want an error that is not ErrNotFound", op, err)
+		if err == nil || errors.Is(err, cache.ErrNotFound) || !errors.Is(err, s3cache.ErrNoSuchBucket) {
+			t.Errorf("%s on a missing bucket = %v, want ErrNoSuchBucket, not ErrNotFound", op, err)
 			continue
 		}
 		for _, want := range []string{`bucket "no-such-bucket" does not exist`, srv.Endpoint} {
