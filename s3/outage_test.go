@@ -5,15 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
@@ -26,40 +21,6 @@ import (
 // hangGuard bounds a test that would hang without the bounds it tests:
 // generous, so that it never decides a test on a loaded machine.
 const hangGuard = 2 * time.Minute
-
-// tryCounter is an HTTP client that counts the requests (tries) an S3
-// client sends.
-type tryCounter struct {
-	next awss3.HTTPClient
-	n    atomic.Int64
-}
-
-func (c *tryCounter) Do(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.next.Do(r)
-}
-
-// countedClient is srv's client sending to endpoint (srv's own, a gate in
-// front of it, a closed port), with its tries counted.
-func countedClient(srv *testserver.S3Server, endpoint string) (*awss3.Client, *tryCounter) {
-	tries := &tryCounter{next: awshttp.NewBuildableClient()}
-	return srv.Client(func(o *awss3.Options) {
-		o.BaseEndpoint = &endpoint
-		o.HTTPClient = tries
-	}), tries
-}
-
-// closedPort is an address on 127.0.0.1 where nothing listens.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // everyOp runs each of the Cache's calls on d once and returns their
 // errors.
@@ -86,7 +47,7 @@ func everyOp(ctx context.Context, c *s3cache.Cache, d v1.Hash, data []byte) map[
 func TestSilentEndpointDefaultTimeouts(t *testing.T) {
 	srv := testserver.StartS3(t)
 	silent := testserver.StartSilent(t)
-	client, tries := countedClient(srv, "http://"+silent.Addr)
+	client, tries := srv.ClientTo("http://" + silent.Addr)
 	c, err := s3cache.New(client, "bucket", "ci/")
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +61,7 @@ func TestSilentEndpointDefaultTimeouts(t *testing.T) {
 	if !errors.Is(err, cache.ErrOffline) || !strings.Contains(err.Error(), "no response headers within 10s") {
 		t.Fatalf("Stat on a silent endpoint = %v; want ErrOffline saying no response headers within 10s", err)
 	}
-	if n := tries.n.Load(); n != 1 {
+	if n := tries.Tries(); n != 1 {
 		t.Errorf("%d tries; want 1 (a silent endpoint is not asked again)", n)
 	}
 }
@@ -118,11 +79,11 @@ func TestUnreachableEndpoint(t *testing.T) {
 		says      string
 	}{
 		{"silent", func(t *testing.T) string { return testserver.StartSilent(t).Addr }, 1, "no response headers within"},
-		{"refusing", closedPort, 3, "connection refused"}, // the retryer's 3 attempts
+		{"refusing", func(t *testing.T) string { return testserver.ClosedPort(t) }, 3, "connection refused"}, // the retryer's 3 attempts
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			endpoint := "http://" + tc.addr(t)
-			client, tries := countedClient(srv, endpoint)
+			client, tries := srv.ClientTo(endpoint)
 			clock := testclock.New(time.Now())
 			c, err := s3cache.New(client, "bucket", "ci/", s3cache.WithClock(clock.Now),
 				s3cache.WithTimeouts(s3cache.Timeouts{ResponseHeader: 200 * time.Millisecond}))
@@ -141,15 +102,15 @@ func TestUnreachableEndpoint(t *testing.T) {
 					t.Errorf("%s = %v; want ErrOffline naming %s and saying %q", op, err, endpoint, tc.says)
 				}
 			}
-			if got, want := tries.n.Load(), tc.firstCall+int64(len(errs))-1; got != want {
+			if got, want := tries.Tries(), tc.firstCall+int64(len(errs))-1; got != want {
 				t.Errorf("%d calls made %d tries; want %d: %d for the first, then one each", len(errs), got, want, tc.firstCall)
 			}
 			clock.Advance(10 * time.Second)
-			before := tries.n.Load()
+			before := tries.Tries()
 			if _, err := c.Stat(ctx, b.Digest); !errors.Is(err, cache.ErrOffline) {
 				t.Fatalf("Stat 10 s later = %v, want ErrOffline", err)
 			}
-			if got := tries.n.Load() - before; got != tc.firstCall {
+			if got := tries.Tries() - before; got != tc.firstCall {
 				t.Errorf("10 s later a call made %d tries; want %d, as the first did", got, tc.firstCall)
 			}
 		})
@@ -162,7 +123,7 @@ func TestUnreachableEndpoint(t *testing.T) {
 // retryer's tries again should it go down anew.
 func TestOutageEndsWithAnswer(t *testing.T) {
 	srv := testserver.StartS3(t)
-	client, tries := countedClient(srv, srv.Endpoint)
+	client, tries := srv.ClientTo(srv.Endpoint)
 	clock := testclock.New(time.Now())
 	c, err := s3cache.New(client, srv.NewBucket(t), "ci/", s3cache.WithClock(clock.Now))
 	if err != nil {
@@ -173,9 +134,9 @@ func TestOutageEndsWithAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	stat := func() (int64, error) {
-		before := tries.n.Load()
+		before := tries.Tries()
 		_, err := c.Stat(t.Context(), b.Digest)
-		return tries.n.Load() - before, err
+		return tries.Tries() - before, err
 	}
 	srv.Stop()
 	if n, err := stat(); !errors.Is(err, cache.ErrOffline) || n != 3 {
@@ -201,7 +162,7 @@ func TestStalledBodies(t *testing.T) {
 	// a loaded machine.
 	fresh := func(t *testing.T) (*s3cache.Cache, *testserver.Gate) {
 		gate := testserver.StartGate(t, strings.TrimPrefix(srv.Endpoint, "http://"))
-		client, _ := countedClient(srv, "http://"+gate.Addr)
+		client, _ := srv.ClientTo("http://" + gate.Addr)
 		c, err := s3cache.New(client, srv.NewBucket(t), "ci/",
 			s3cache.WithTimeouts(s3cache.Timeouts{ResponseHeader: 5 * time.Second, Stall: time.Second}))
 		if err != nil {
