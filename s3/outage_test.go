@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/internal/testclock"
@@ -21,24 +19,6 @@ import (
 // hangGuard bounds a test that would hang without the bounds it tests:
 // generous, so that it never decides a test on a loaded machine.
 const hangGuard = 2 * time.Minute
-
-// everyOp runs each of the Cache's calls on d once and returns their
-// errors.
-func everyOp(ctx context.Context, c *s3cache.Cache, d v1.Hash, data []byte) map[string]error {
-	errs := map[string]error{}
-	_, errs["Stat"] = c.Stat(ctx, d)
-	rc, err := c.Get(ctx, d)
-	if err == nil {
-		_, err = io.ReadAll(rc)
-		rc.Close()
-	}
-	errs["Get"] = err
-	errs["Put"] = c.Put(ctx, d, int64(len(data)), bytes.NewReader(data))
-	errs["Delete"] = c.Delete(ctx, d)
-	errs["Walk"] = c.Walk(ctx, func(v1.Hash, int64) error { return nil })
-	errs["Check"] = c.Check(ctx)
-	return errs
-}
 
 // TestSilentEndpointDefaultTimeouts: with no option at all, a call to an
 // endpoint that accepts connections and never answers ends, with an
@@ -93,7 +73,7 @@ func TestUnreachableEndpoint(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), hangGuard)
 			defer cancel()
 			b := cachetest.NewBlob(2, 1000)
-			errs := everyOp(ctx, c, b.Digest, b.Data)
+			errs := opErrors(ctx, c, b.Digest, b.Data)
 			if ctx.Err() != nil {
 				t.Fatalf("still waiting after %v", hangGuard)
 			}
