@@ -93,7 +93,7 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 // manifests_prefix and touch_refresh set the BuildKit-compatible layout
 // options of package s3; timeout=D bounds each wait on the S3 endpoint
 // (connecting, an answer's headers, the next bytes of a body: s3.WithTimeouts,
-// default 5s, 10s and 30s). The host of an oci:// URL is the registry, even a
+// default 10s, 10s and 30s). The host of an oci:// URL is the registry, even a
 // single label ("oci://harbor/team/cache" is repository team/cache on
 // harbor, see ocirepo.NewAt). Unknown query parameters are an
 // error, so a typo is never silently ignored. Errors name the URL without

@@ -82,7 +82,7 @@
 // # Timeouts
 //
 // Every wait on the endpoint is bounded: opening a connection (Connect,
-// default 5s), the answer's status and headers (ResponseHeader, 10s,
+// default 10s), the answer's status and headers (ResponseHeader, 10s,
 // counted from when the request and its body have been handed over, so
 // a slow connect counts too), and each wait for the next bytes of a body,
 // either way (Stall, 30s). WithTimeouts sets them. The SDK sets none of

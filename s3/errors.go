@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -108,7 +109,11 @@ func (c *Cache) describe(op, key string, err error) error {
 	if key != "" {
 		where = fmt.Sprintf("s3://%s/%s at %s", c.bucket, key, c.endpoint)
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// The caller's context ending is the caller's business: not counted,
+	// not an outage. A dial that ran out of time is the network's,
+	// although its error is context.DeadlineExceeded too.
+	var dial *net.OpError
+	if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &dial)) {
 		return fmt.Errorf("s3: %s %s: %w", op, where, err)
 	}
 	c.stats.Errors.Add(1)

@@ -20,7 +20,7 @@ import (
 // Timeouts bound how long a request waits for an S3 endpoint that has
 // stopped answering. A zero field keeps its default.
 type Timeouts struct {
-	// Connect bounds opening a TCP connection (default 5s). It is set on
+	// Connect bounds opening a TCP connection (default 10s). It is set on
 	// the SDK's own HTTP client (the default, *awshttp.BuildableClient);
 	// a client with another HTTPClient keeps its own dial bound, and
 	// ResponseHeader, which counts connecting, holds all the same.
@@ -38,10 +38,11 @@ type Timeouts struct {
 
 // Default bounds (see Timeouts). S3 answers in milliseconds, and AWS's
 // own advice is to retry a request that has not answered in two seconds;
-// ten leave a loaded MinIO or Ceph room. A body that stops for 30 s is
-// broken.
+// ten leave a loaded MinIO or Ceph, or a loopback dial on a loaded
+// machine (SYN retransmits at 1 s and 3 s), room. A body that stops for
+// 30 s is broken.
 const (
-	DefaultConnectTimeout        = 5 * time.Second
+	DefaultConnectTimeout        = 10 * time.Second
 	DefaultResponseHeaderTimeout = 10 * time.Second
 	DefaultStallTimeout          = 30 * time.Second
 )
@@ -53,7 +54,7 @@ const (
 const downFor = 10 * time.Second
 
 // WithTimeouts sets the bounds on an endpoint that stops answering
-// (defaults: Connect 5s, ResponseHeader 10s, Stall 30s; a zero field
+// (defaults: Connect 10s, ResponseHeader 10s, Stall 30s; a zero field
 // keeps its default). A request that runs into one fails with an error
 // that is cache.ErrOffline and names the bound ("no response headers
 // within 10s"); it is not tried again, and the endpoint is known down for
