@@ -3,6 +3,7 @@ package buildcache
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"sort"
@@ -33,6 +34,11 @@ type Opener func(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error
 // schemes (see Open); Register adds others or replaces a built-in one for
 // this mux only. It is safe for concurrent use.
 type URLMux struct {
+	// Logger, if set, gets the records of what the mux opens that logs:
+	// a tier's warning when its far tier starts failing and its record
+	// when the far tier answers again (tier.WithLogger). Nil: none.
+	Logger *slog.Logger
+
 	mu      sync.RWMutex
 	schemes map[string]Opener
 }
@@ -76,7 +82,7 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 //
 //	file:///var/cache/buildcache?max_bytes=20GiB&min_free_bytes=1GiB&ttl=7d
 //	mem://?max_bytes=512MiB
-//	s3://bucket/prefix/?region=us-east-1&endpoint=http://127.0.0.1:7070&use_path_style=true
+//	s3://bucket/prefix/?region=us-east-1&endpoint=http://127.0.0.1:7070&use_path_style=true[&timeout=10s]
 //	oci://registry.example.com/team/cache?index_tag=buildcache-index[&insecure=true]
 //	tier://?near=<url>&far=<url>[&async_far=<max pending bytes>]
 //
@@ -85,7 +91,9 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 // registry credentials from the Docker keychain, never from the URL:
 // userinfo in the URL or in endpoint= is an error. blobs_prefix,
 // manifests_prefix and touch_refresh set the BuildKit-compatible layout
-// options of package s3. The host of an oci:// URL is the registry, even a
+// options of package s3; timeout=D bounds each wait on the S3 endpoint
+// (connecting, an answer's headers, the next bytes of a body: s3.WithTimeouts,
+// default 10s, 10s and 30s). The host of an oci:// URL is the registry, even a
 // single label ("oci://harbor/team/cache" is repository team/cache on
 // harbor, see ocirepo.NewAt). Unknown query parameters are an
 // error, so a typo is never silently ignored. Errors name the URL without
@@ -225,6 +233,9 @@ func (m *URLMux) openTier(ctx context.Context, u *url.URL) (cache.LayerCacheClos
 	} else if ok {
 		opts = append(opts, tier.WithAsyncFar(n))
 	}
+	if m.Logger != nil {
+		opts = append(opts, tier.WithLogger(m.Logger))
+	}
 	near, err := m.Open(ctx, q.Get("near"))
 	if err != nil {
 		return nil, fmt.Errorf("near tier: %w", err)
@@ -250,7 +261,7 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("s3 URL must not carry credentials: they come from the AWS SDK's default chain")
 	}
-	q, err := query(u, "region", "endpoint", "use_path_style", "blobs_prefix", "manifests_prefix", "touch_refresh")
+	q, err := query(u, "region", "endpoint", "use_path_style", "blobs_prefix", "manifests_prefix", "touch_refresh", "timeout")
 	if err != nil {
 		return nil, err
 	}
@@ -296,6 +307,13 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 			return nil, fmt.Errorf("touch_refresh: %w", err)
 		}
 		opts = append(opts, bcs3.WithTouchRefresh(d))
+	}
+	if v := q.Get("timeout"); v != "" {
+		d, err := units.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("timeout: %w", err)
+		}
+		opts = append(opts, bcs3.WithTimeouts(bcs3.Timeouts{Connect: d, ResponseHeader: d, Stall: d}))
 	}
 	return bcs3.New(client, u.Host, strings.TrimPrefix(u.Path, "/"), opts...)
 }

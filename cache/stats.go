@@ -67,12 +67,13 @@ func (c *Counters) Snapshot() Stats {
 // counters as one cache, how its reads were served, and each tier's
 // counters (zero for a tier that reports none).
 type TierStats struct {
-	Stats            // the tiered cache's own counters, as one cache
-	NearHits  uint64 // Gets served by the near tier
-	FarHits   uint64 // Gets served by the far tier
-	Fills     uint64 // far blobs copied into the near tier
-	FarErrors uint64 // far tier failures absorbed (the near tier went on)
-	Near, Far Stats
+	Stats             // the tiered cache's own counters, as one cache
+	NearHits   uint64 // Gets served by the near tier
+	FarHits    uint64 // Gets served by the far tier
+	Fills      uint64 // far blobs copied into the near tier
+	FarErrors  uint64 // far tier failures absorbed (the near tier went on)
+	FarSkipped uint64 // far reads and writes not made: the far tier was known down
+	Near, Far  Stats
 }
 
 // ResourceStats is a snapshot of what a ResourceCache (memory.Cache) has

@@ -77,6 +77,7 @@
 //	buildcache_tier_gets_served_total{tier}   Gets served by each tier
 //	buildcache_tier_fills_total               far blobs copied into the near tier
 //	buildcache_tier_far_errors_total          far tier failures absorbed
+//	buildcache_tier_far_skipped_total         far calls not made: far tier known down
 //	buildcache_tier_hits_total{tier}          each tier's own counters, with the
 //	buildcache_tier_misses_total{tier}        meaning of the layer_cache family
 //	buildcache_tier_written_bytes_total{tier} of the same name (zero for a tier

@@ -182,9 +182,9 @@ buildcache_tier_written_bytes_total{cache="ci",tier="near"} 19
 		t.Error(err)
 	}
 	// Every family: the seven of the whole cache, seven per tier, fills,
-	// far errors and the Gets each tier served.
-	if n := testutil.CollectAndCount(col); n != 7+2*7+1+1+2 {
-		t.Errorf("%d series, want %d", n, 7+2*7+1+1+2)
+	// far errors, far calls skipped and the Gets each tier served.
+	if n := testutil.CollectAndCount(col); n != 7+2*7+1+1+1+2 {
+		t.Errorf("%d series, want %d", n, 7+2*7+1+1+1+2)
 	}
 }
 

@@ -16,6 +16,7 @@ type TierStatsReporter interface {
 var tierSpecs = []promfamily.Spec[cache.TierStats]{
 	promfamily.Counter("fills_total", "Blobs read from the far tier and copied into the near tier.", func(s cache.TierStats) uint64 { return s.Fills }),
 	promfamily.Counter("far_errors_total", "Far tier failures the tiered cache absorbed while the near tier went on.", func(s cache.TierStats) uint64 { return s.FarErrors }),
+	promfamily.Counter("far_skipped_total", "Far tier reads and writes the tiered cache did not make because the far tier was known down.", func(s cache.TierStats) uint64 { return s.FarSkipped }),
 }
 
 // TierCollector exports a tier.Cache: the cache as a whole in the

@@ -20,6 +20,7 @@ import (
 
 	"github.com/buildcache/buildcache/internal/flight"
 	"github.com/buildcache/buildcache/internal/netfail"
+	"github.com/buildcache/buildcache/internal/netwait"
 )
 
 // ManifestAccept is the Accept header of a manifest request: the image
@@ -39,7 +40,7 @@ var ManifestAccept = strings.Join([]string{
 // revalidation is exactly one HEAD, and an authenticated one two (the
 // 401, then the HEAD; a bearer token adds the token server's). Concurrent
 // requests that meet the same challenge share one login. Every try of a
-// request is bounded by the Timeouts.
+// request is bounded by the Timeouts (see netwait.Watchdog).
 //
 // A Client is safe for concurrent use, and meant to be shared: what it
 // learns about a registry (its logins, its rate limit, that it is down)
@@ -287,21 +288,21 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 // come within the ResponseHeader bound of the request being sent, and its
 // body (returned wrapped) must keep moving.
 func (c *Client) try(ctx context.Context, rt http.RoundTripper, r Request, url string) (*http.Response, error) {
-	wd := newWatchdog(ctx, c.timeouts)
-	req, err := c.newRequest(wd.ctx, r, url, wd)
+	wd := netwait.New(ctx, c.timeouts.ResponseHeader, c.timeouts.Stall)
+	req, err := c.newRequest(wd.Context(), r, url, wd)
 	if err != nil {
-		wd.release()
+		wd.Release()
 		return nil, err
 	}
-	wd.arm(wd.header, false)
+	wd.Start()
 	resp, err := (&http.Client{Transport: rt, CheckRedirect: checkRedirect}).Do(req)
-	wd.gotAnswer()
+	wd.GotAnswer()
 	if err != nil {
-		err = wd.explain(err)
-		wd.release()
+		err = wd.Explain(err)
+		wd.Release()
 		return nil, err
 	}
-	resp.Body = &watchedBody{rc: resp.Body, w: wd}
+	resp.Body = wd.Body(resp.Body)
 	return resp, nil
 }
 
@@ -333,11 +334,11 @@ type redirectError struct {
 
 func (e *redirectError) Error() string { return "refused " + e.why }
 
-func (c *Client) newRequest(ctx context.Context, r Request, url string, wd *watchdog) (*http.Request, error) {
+func (c *Client) newRequest(ctx context.Context, r Request, url string, wd *netwait.Watchdog) (*http.Request, error) {
 	var body io.Reader
 	switch {
 	case r.Stream != nil:
-		body = &watchedUpload{r: r.Stream, w: wd}
+		body = wd.Upload(r.Stream)
 	case r.Body != nil:
 		body = bytes.NewReader(r.Body)
 	}

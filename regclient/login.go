@@ -9,6 +9,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/buildcache/buildcache/internal/netwait"
 )
 
 // login answers repo's challenge (basic or bearer token) for the scope,
@@ -35,7 +37,7 @@ func (c *Client) login(ctx context.Context, repo name.Repository, push bool, gen
 		// The token request is small: one header and one body bound
 		// cover it, as they cover any request.
 		d := c.timeouts.ResponseHeader + c.timeouts.Stall
-		lctx, cancel := context.WithTimeoutCause(ctx, d, &timeoutError{"answer to the login", d})
+		lctx, cancel := context.WithTimeoutCause(ctx, d, &netwait.TimeoutError{What: "answer to the login", D: d})
 		defer cancel()
 		base := &knownChallenge{inner: c.base, host: repo.RegistryStr(), scheme: c.Scheme(repo.Registry), header: challenge}
 		rt, err := transport.NewWithContext(lctx, repo.Registry, auth, base, []string{scope(repo, push)})

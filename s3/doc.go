@@ -61,13 +61,15 @@
 // with what went wrong in words and the bucket and endpoint they concern,
 // and keep the SDK's error in the chain for errors.As:
 //
-//   - a bucket that does not exist: `bucket "x" does not exist at <endpoint>`
-//     (never ErrNotFound, although S3 answers a HeadObject in a missing
-//     bucket with the same 404 as a missing key);
+//   - a bucket that does not exist: `bucket "x" does not exist at <endpoint>`,
+//     which is also ErrNoSuchBucket (never ErrNotFound, although S3
+//     answers a HeadObject in a missing bucket with the same 404 as a
+//     missing key);
 //   - wrong or unknown credentials: `access to bucket "x" at <endpoint>
 //     denied`;
 //   - an endpoint that does not answer: `cannot reach S3 endpoint
-//     <endpoint>`, which is also cache.ErrOffline.
+//     <endpoint>`, which is also cache.ErrOffline, with the bound that ran
+//     out if one did ("no response headers within 10s"; see Timeouts).
 //
 // No error contains a credential.
 //
@@ -76,6 +78,37 @@
 // AWS, for a HeadObject of a missing key to be a 404 rather than a 403);
 // SweepUploads needs s3:ListBucketMultipartUploads and
 // s3:AbortMultipartUpload.
+//
+// # Timeouts
+//
+// Every wait on the endpoint is bounded: opening a connection (Connect,
+// default 10s), the answer's status and headers (ResponseHeader, 10s,
+// counted from when the request and its body have been handed over, so
+// a slow connect counts too), and each wait for the next bytes of a body,
+// either way (Stall, 30s). WithTimeouts sets them. The SDK sets none of
+// these for S3: an endpoint that accepts connections and never answers
+// would hold every call, and each of its retries, for ever.
+//
+// New leaves the client it is given alone (As returns it) and makes one
+// of its own from that client's configuration (s3.New(client.Options(),
+// ...)): the same credentials, region, endpoint, retryer and middleware,
+// with an HTTP client that wraps the given one and holds each try to the
+// bounds through the try's context. The SDK's advice for such overrides
+// is per-operation options, but the transfer manager that uploads large
+// blobs passes none of ours to the requests it makes; one client bounds
+// every request in one place, and callers change nothing. Connect is set
+// on the SDK's own HTTP client (*awshttp.BuildableClient, the default); a
+// client with an HTTPClient of its own keeps that one's dial bound, and
+// ResponseHeader still bounds connecting.
+//
+// A try that runs into a bound is not repeated (another would wait as
+// long) and makes the endpoint known down for 10 s; so does a call whose
+// every try failed to reach it (refused, reset: the retryer's tries and
+// backoff). While the endpoint is known down, each call makes one try
+// instead of the retryer's, and the first answer of any kind ends it. So
+// an endpoint that is down costs one bounded wait, then one failed
+// connection per call; a tier.Cache over the bucket leaves it alone for a
+// while meanwhile (package tier).
 //
 // # Memory
 //

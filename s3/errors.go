@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -72,22 +73,53 @@ func isAccessDenied(err error) bool {
 	return httpStatus(err) == http.StatusForbidden
 }
 
+// ErrNoSuchBucket is in the chain of every error caused by a bucket that
+// does not exist, next to the SDK's error: errors.Is(err,
+// s3.ErrNoSuchBucket). Its message names the bucket and the endpoint.
+var ErrNoSuchBucket = errors.New("no such bucket")
+
+// missingBucket is the error of a bucket that does not exist: its message
+// names the bucket and the endpoint, and its chain holds ErrNoSuchBucket
+// and the SDK's error.
+type missingBucket struct {
+	msg string
+	sdk error
+}
+
+func (e *missingBucket) Error() string   { return e.msg + ": " + e.sdk.Error() }
+func (e *missingBucket) Unwrap() []error { return []error{ErrNoSuchBucket, e.sdk} }
+
 // remoteErr wraps an error of the S3 API for op on key, saying in words
 // what went wrong and naming bucket and endpoint. The SDK's error stays in
 // the chain for errors.As. No credential is ever part of it: the SDK's
-// errors hold none, and neither do ours.
+// errors hold none, and neither do ours. A call that reached no one
+// (cache.ErrOffline) marks the endpoint known down.
 func (c *Cache) remoteErr(op, key string, err error) error {
+	err = c.describe(op, key, err)
+	if errors.Is(err, cache.ErrOffline) {
+		c.markDown()
+	}
+	return err
+}
+
+// describe is remoteErr without marking the endpoint down: for a body
+// that broke off after the endpoint answered.
+func (c *Cache) describe(op, key string, err error) error {
 	where := fmt.Sprintf("bucket %q at %s", c.bucket, c.endpoint)
 	if key != "" {
 		where = fmt.Sprintf("s3://%s/%s at %s", c.bucket, key, c.endpoint)
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// The caller's context ending is the caller's business: not counted,
+	// not an outage. A dial that ran out of time is the network's,
+	// although its error is context.DeadlineExceeded too.
+	var dial *net.OpError
+	if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &dial)) {
 		return fmt.Errorf("s3: %s %s: %w", op, where, err)
 	}
 	c.stats.Errors.Add(1)
 	switch {
 	case apiCode(err) == "NoSuchBucket":
-		return fmt.Errorf("s3: %s: bucket %q does not exist at %s: %w", op, c.bucket, c.endpoint, err)
+		return &missingBucket{fmt.Sprintf("s3: %s: bucket %q does not exist at %s", op, c.bucket, c.endpoint), err}
 	case isAccessDenied(err):
 		return fmt.Errorf("s3: %s: access to bucket %q at %s denied; check the credentials and the bucket's policy: %w", op, c.bucket, c.endpoint, err)
 	case netfail.Unreachable(err):

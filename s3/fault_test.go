@@ -138,10 +138,9 @@ func mustRead(t *testing.T, c cache.LayerCache, d v1.Hash) []byte {
 	return got
 }
 
-// opErrors runs every operation of c and returns their errors by name.
-func opErrors(t *testing.T, c *s3cache.Cache, d v1.Hash, data []byte) map[string]error {
-	t.Helper()
-	ctx := t.Context()
+// opErrors runs every operation of c on d once and returns their errors
+// by name.
+func opErrors(ctx context.Context, c *s3cache.Cache, d v1.Hash, data []byte) map[string]error {
 	errs := map[string]error{}
 	_, errs["Stat"] = c.Stat(ctx, d)
 	rc, err := c.Get(ctx, d)
@@ -168,7 +167,7 @@ func TestServerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	errs := opErrors(t, c, b.Digest, b.Data)
+	errs := opErrors(t.Context(), c, b.Digest, b.Data)
 	for op, err := range errs {
 		switch {
 		case err == nil:
@@ -209,7 +208,7 @@ func TestWrongCredentials(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for op, err := range opErrors(t, c, b.Digest, b.Data) {
+			for op, err := range opErrors(t.Context(), c, b.Digest, b.Data) {
 				if err == nil {
 					t.Errorf("%s with %s succeeded", op, name)
 					continue
@@ -237,8 +236,8 @@ func TestWrongCredentials(t *testing.T) {
 	}
 }
 
-// TestMissingBucket: a bucket that does not exist is an error saying so,
-// for every operation, and never a miss: a HeadObject's 404 is the same
+// TestMissingBucket: a bucket that does not exist is an error saying so
+// (ErrNoSuchBucket), for every operation, and never a miss: a HeadObject's 404 is the same
 // for a missing key and a missing bucket, and Stat must tell them apart.
 func TestMissingBucket(t *testing.T) {
 	srv := testserver.StartS3(t)
@@ -247,9 +246,9 @@ func TestMissingBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := cachetest.NewBlob(5, 1000)
-	for op, err := range opErrors(t, c, b.Digest, b.Data) {
-		if err == nil || errors.Is(err, cache.ErrNotFound) {
-			t.Errorf("%s on a missing bucket = %v, want an error that is not ErrNotFound", op, err)
+	for op, err := range opErrors(t.Context(), c, b.Digest, b.Data) {
+		if err == nil || errors.Is(err, cache.ErrNotFound) || !errors.Is(err, s3cache.ErrNoSuchBucket) {
+			t.Errorf("%s on a missing bucket = %v, want ErrNoSuchBucket, not ErrNotFound", op, err)
 			continue
 		}
 		for _, want := range []string{`bucket "no-such-bucket" does not exist`, srv.Endpoint} {

@@ -96,7 +96,7 @@ func (r *blobReader) Read(p []byte) (int, error) {
 // fail handles a read error: a mismatch deletes the object.
 func (r *blobReader) fail(err error) error {
 	if !errors.Is(err, cache.ErrCorrupt) {
-		return r.c.remoteErr("reading "+r.d.String(), r.key, err)
+		return r.c.describe("reading "+r.d.String(), r.key, err)
 	}
 	r.c.stats.Corruptions.Add(1)
 	if derr := r.c.removeBad(r.ctx, r.key, r.etag); derr != nil {

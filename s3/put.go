@@ -120,9 +120,12 @@ func (c *Cache) upload(ctx context.Context, d v1.Hash, size int64, key string, r
 	// A server may refuse a conditional create before it has read the
 	// body and close the connection while the body is still being sent:
 	// the client then sees a reset instead of the 412. If the blob is
-	// there now, another writer stored it.
-	if head, herr := c.head(ctx, key); herr == nil && (size < 0 || aws.ToInt64(head.ContentLength) == size) {
-		return nil
+	// there now, another writer stored it. (A server known down went
+	// silent: not worth asking.)
+	if !c.knownDown() {
+		if head, herr := c.head(ctx, key); herr == nil && (size < 0 || aws.ToInt64(head.ContentLength) == size) {
+			return nil
+		}
 	}
 	return c.remoteErr("put "+d.String(), key, err)
 }

@@ -49,15 +49,17 @@ const (
 // type=s3 cache lays out its blobs. It is safe for concurrent use, also by
 // many processes and machines sharing one bucket.
 type Cache struct {
-	client   *awss3.Client
+	given    *awss3.Client // the caller's, for As
+	client   *awss3.Client // given's configuration with the bounds (boundClient)
 	uploader *transfermanager.Client
 	bucket   string
 	prefix   string
 	endpoint string // for error messages: the base endpoint, or the region
 	opts     options
 
-	stats    cache.Counters
-	bucketOK atomic.Bool // the bucket has been seen to exist
+	stats     cache.Counters
+	bucketOK  atomic.Bool  // the bucket has been seen to exist
+	downUntil atomic.Int64 // the endpoint is known down until then (Unix ns); 0: not
 
 	listPageSize int32 // ListObjectsV2's MaxKeys; 0: the server's default (1000)
 }
@@ -73,6 +75,7 @@ type options struct {
 	partSize        int64
 	concurrency     int
 	touchRefresh    time.Duration
+	timeouts        Timeouts
 	now             func() time.Time
 }
 
@@ -148,7 +151,8 @@ func WithTouchRefresh(d time.Duration) Option {
 	}
 }
 
-// WithClock replaces time.Now, for tests of touch-refresh.
+// WithClock replaces time.Now, for tests of touch-refresh and of how
+// long an endpoint is known down.
 func WithClock(now func() time.Time) Option {
 	return func(o *options) error {
 		if now == nil {
@@ -165,14 +169,21 @@ func WithClock(now func() time.Time) Option {
 // ".." path segment ("../x/"), a backslash, a control character or invalid
 // UTF-8 is an error, as is a client whose BaseEndpoint carries
 // credentials ("http://key:secret@host"). New makes no request; Check
-// does.
+// does. The Cache's requests go through a client of its own made from
+// client's configuration, with every wait bounded (WithTimeouts; see the
+// package documentation, # Timeouts); client itself is left as it was.
 func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, error) {
 	o := options{
 		blobsPrefix:     DefaultBlobsPrefix,
 		manifestsPrefix: DefaultManifestsPrefix,
 		partSize:        DefaultPartSize,
 		concurrency:     DefaultConcurrency,
-		now:             time.Now,
+		timeouts: Timeouts{
+			Connect:        DefaultConnectTimeout,
+			ResponseHeader: DefaultResponseHeaderTimeout,
+			Stall:          DefaultStallTimeout,
+		},
+		now: time.Now,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -192,7 +203,7 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 		return nil, err
 	}
 	c := &Cache{
-		client: client,
+		given:  client,
 		bucket: bucket,
 		prefix: prefix,
 		opts:   o,
@@ -209,7 +220,12 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 	default:
 		c.endpoint = "AWS S3 (no region configured)"
 	}
-	c.uploader = transfermanager.New(client, func(t *transfermanager.Options) {
+	// Per-operation options are the SDK's advice for such overrides,
+	// but the transfer manager takes none for the requests it makes: a
+	// client of our own, made from the caller's configuration, bounds
+	// every request in one place (see doc.go, # Timeouts).
+	c.client = awss3.New(co, c.boundClient)
+	c.uploader = transfermanager.New(c.client, func(t *transfermanager.Options) {
 		t.PartSizeBytes = o.partSize
 		t.MultipartUploadThreshold = o.partSize
 		t.Concurrency = o.concurrency
@@ -244,13 +260,15 @@ func (c *Cache) blobsKeyPrefix() string { return c.prefix + c.opts.blobsPrefix }
 func (c *Cache) Stats() cache.Stats { return c.stats.Snapshot() }
 
 // As gives access to the underlying client: pass a **s3.Client (the
-// aws-sdk-go-v2 one). It reports whether i was of a supported type.
+// aws-sdk-go-v2 one) to get the client given to New (its requests are
+// not bounded by WithTimeouts). It reports whether i was of a supported
+// type.
 func (c *Cache) As(i any) bool {
 	p, ok := i.(**awss3.Client)
 	if !ok {
 		return false
 	}
-	*p = c.client
+	*p = c.given
 	return true
 }
 

@@ -73,10 +73,12 @@ func (c *Cache) SyncBlobs(ctx context.Context) error {
 	return nil
 }
 
-// Close waits for the background far writes (Flush), then closes the near
+// Close ends a probe of a far tier that is down, waits for the background
+// far writes (Flush), then closes the near
 // and the far tier, each if it is an io.Closer. The Cache must not be used
 // afterwards.
 func (c *Cache) Close() error {
+	c.stopBg() // a probe in progress gives up
 	c.Flush()
 	var errs []error
 	for _, t := range []cache.LayerCache{c.near, c.far} {

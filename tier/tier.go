@@ -5,9 +5,25 @@
 // Reads try the near tier, fall through to the far tier, and fill the near
 // tier with what they stream to the caller. Writes go to both: the far
 // tier synchronously, or in the background with WithAsyncFar. A far tier
-// that fails (down, throttling, wrong credentials) is not a failure of the
-// cache: the near tier keeps serving, and the failure is counted in
-// StatsByTier().FarErrors.
+// that fails (down, throttling, wrong credentials, a bucket that does not
+// exist) is not a failure of the cache: the near tier keeps serving, the
+// failure is counted in StatsByTier().FarErrors, LastFarError returns it,
+// and WithLogger's logger gets one warning when the far tier starts
+// failing and one record when a far call succeeds again.
+//
+// # A far tier that is down
+//
+// A far call that reaches nothing (cache.ErrOffline, or a network error:
+// refused, reset, silent past its backend's timeouts) makes the far tier
+// known down for 10 s. Meanwhile the tier does not ask it: reads are the
+// near tier's (a near miss is a miss), and far writes are skipped, not
+// queued — the blob stays in the near tier only, as if the far write had
+// failed — and counted in StatsByTier().FarSkipped. Then one probe (a Stat
+// of the blob asked for) runs in the background while calls go on
+// skipping the far tier; an answer ends the outage. So a far tier that is
+// down costs the near tier's speed plus the one far call that found it
+// down (bounded by the far backend's own timeouts: s3.WithTimeouts,
+// regclient.WithTimeouts), not a delay per blob.
 //
 // The roots of cache.RootIndex (what a registry.Resolver records) are the
 // near tier's: a resolver over a tier whose near tier is a localfs.Store
@@ -19,8 +35,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -33,18 +51,24 @@ type Cache struct {
 	near, far cache.LayerCache
 	o         options
 
-	stats     cache.Counters
-	nearHits  atomic.Uint64
-	farHits   atomic.Uint64
-	fills     atomic.Uint64
-	farErrors atomic.Uint64
+	stats      cache.Counters
+	nearHits   atomic.Uint64
+	farHits    atomic.Uint64
+	fills      atomic.Uint64
+	farErrors  atomic.Uint64
+	farSkipped atomic.Uint64
 
 	memIndex rootindex.Memory // the roots, when the near tier keeps none
+
+	bg     context.Context // of probes; cancelled by Close
+	stopBg context.CancelFunc
+	probes sync.WaitGroup
 
 	mu       sync.Mutex
 	pending  int64                    // bytes queued for background far writes
 	inflight map[string]chan struct{} // background far writes by digest
 	lastErr  error
+	health   farHealth
 }
 
 var (
@@ -56,6 +80,8 @@ var (
 type options struct {
 	asyncFar   bool
 	maxPending int64
+	logger     *slog.Logger
+	now        func() time.Time
 }
 
 // Option configures a Cache.
@@ -75,17 +101,33 @@ func WithAsyncFar(maxPending int64) Option {
 	}
 }
 
+// WithLogger makes the tier log on l one warning when its far tier starts
+// failing (with the error, and whether the far tier is unreachable and
+// skipped for a while) and one Info record when a far call succeeds
+// again. Default: no logging.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return errors.New("tier: WithLogger(nil)")
+		}
+		o.logger = l
+		return nil
+	}
+}
+
 // New stacks near in front of far.
 func New(near, far cache.LayerCache, opts ...Option) (*Cache, error) {
 	if near == nil || far == nil {
 		return nil, errors.New("tier: New needs a near and a far tier")
 	}
 	c := &Cache{near: near, far: far, inflight: map[string]chan struct{}{}}
+	c.o = options{logger: slog.New(slog.DiscardHandler), now: time.Now}
 	for _, opt := range opts {
 		if err := opt(&c.o); err != nil {
 			return nil, err
 		}
 	}
+	c.bg, c.stopBg = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -104,11 +146,12 @@ func (c *Cache) Stats() cache.Stats { return c.stats.Snapshot() }
 // zero).
 func (c *Cache) StatsByTier() cache.TierStats {
 	s := cache.TierStats{
-		Stats:     c.stats.Snapshot(),
-		NearHits:  c.nearHits.Load(),
-		FarHits:   c.farHits.Load(),
-		Fills:     c.fills.Load(),
-		FarErrors: c.farErrors.Load(),
+		Stats:      c.stats.Snapshot(),
+		NearHits:   c.nearHits.Load(),
+		FarHits:    c.farHits.Load(),
+		Fills:      c.fills.Load(),
+		FarErrors:  c.farErrors.Load(),
+		FarSkipped: c.farSkipped.Load(),
 	}
 	if sr, ok := c.near.(cache.StatsReporter); ok {
 		s.Near = sr.Stats()
@@ -126,29 +169,17 @@ func (c *Cache) LastFarError() error {
 	return c.lastErr
 }
 
-// farFailed records a far tier failure that the cache absorbs. It reports
-// whether err was such a failure (not a plain miss, a bad digest or the
-// caller's own cancellation).
-func (c *Cache) farFailed(ctx context.Context, err error) bool {
-	if err == nil || errors.Is(err, cache.ErrNotFound) || errors.Is(err, cache.ErrInvalidDigest) || ctx.Err() != nil {
-		return false
-	}
-	c.farErrors.Add(1)
-	c.stats.Errors.Add(1)
-	c.mu.Lock()
-	c.lastErr = err
-	c.mu.Unlock()
-	return true
-}
-
 // Stat implements cache.Stater.
 func (c *Cache) Stat(ctx context.Context, d v1.Hash) (int64, error) {
 	size, err := c.near.Stat(ctx, d)
 	if err == nil || !errors.Is(err, cache.ErrNotFound) {
 		return size, err
 	}
+	if !c.farUsable(d) {
+		return 0, c.skipped(d, cache.ErrNotFound)
+	}
 	size, ferr := c.far.Stat(ctx, d)
-	if c.farFailed(ctx, ferr) {
+	if c.farDone(ctx, ferr) {
 		return 0, fmt.Errorf("tier: %s: %w (far tier failed: %v)", d, cache.ErrNotFound, ferr)
 	}
 	return size, ferr
@@ -167,16 +198,21 @@ func (c *Cache) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
 	if !errors.Is(err, cache.ErrNotFound) {
 		return nil, err
 	}
+	if !c.farUsable(d) {
+		c.stats.Misses.Add(1)
+		return nil, c.skipped(d, cache.ErrNotFound)
+	}
 	size, err := c.far.Stat(ctx, d)
 	if err == nil {
 		var frc io.ReadCloser
 		if frc, err = c.far.Get(ctx, d); err == nil {
+			c.farDone(ctx, nil)
 			c.farHits.Add(1)
 			c.stats.Hits.Add(1)
 			return c.fill(ctx, d, size, frc), nil
 		}
 	}
-	if c.farFailed(ctx, err) {
+	if c.farDone(ctx, err) {
 		c.stats.Misses.Add(1)
 		return nil, fmt.Errorf("tier: %s: %w (far tier failed: %v)", d, cache.ErrNotFound, err)
 	}
@@ -255,6 +291,9 @@ func (c *Cache) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, nea
 		return err
 	}
 	c.stats.BytesIn.Add(uint64(max(size, 0)))
+	if !c.farUsable(d) {
+		return nil // the near tier has it; the far write is skipped and counted
+	}
 	if c.o.asyncFar {
 		c.mu.Lock()
 		_, busy := c.inflight[d.Hex]
@@ -272,7 +311,9 @@ func (c *Cache) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, nea
 		if queued {
 			go func() {
 				bg := context.WithoutCancel(ctx)
-				c.farFailed(bg, c.copyToFar(bg, d, size))
+				if c.farUsable(d) { // it may have gone down while this waited
+					c.farDone(bg, c.copyToFar(bg, d, size))
+				}
 				c.mu.Lock()
 				c.pending -= max(size, 0)
 				delete(c.inflight, d.Hex)
@@ -282,7 +323,7 @@ func (c *Cache) put(ctx context.Context, d v1.Hash, size int64, r io.Reader, nea
 			return nil
 		}
 	}
-	c.farFailed(ctx, c.copyToFar(ctx, d, size))
+	c.farDone(ctx, c.copyToFar(ctx, d, size))
 	return nil // the near tier has it; a far failure is counted, not returned
 }
 
@@ -303,8 +344,10 @@ func (c *Cache) copyToFar(ctx context.Context, d v1.Hash, size int64) error {
 	return c.far.Put(ctx, d, size, rc)
 }
 
-// Flush waits for the background far writes started so far.
+// Flush waits for the background far work started so far: far writes
+// (WithAsyncFar) and a probe of a far tier that was down.
 func (c *Cache) Flush() {
+	defer c.probes.Wait()
 	c.mu.Lock()
 	var waits []chan struct{}
 	for _, ch := range c.inflight {
@@ -336,9 +379,15 @@ func (c *Cache) Delete(ctx context.Context, d v1.Hash) error {
 	if nerr != nil && !errors.Is(nerr, cache.ErrNotFound) {
 		return nerr
 	}
+	if !c.farUsable(d) {
+		if nerr == nil {
+			return nil // deleted where it could be; the far copy stays
+		}
+		return c.skipped(d, cache.ErrOffline)
+	}
 	ferr := c.far.Delete(ctx, d)
 	if ferr != nil && !errors.Is(ferr, cache.ErrNotFound) {
-		if c.farFailed(ctx, ferr) && nerr == nil {
+		if c.farDone(ctx, ferr) && nerr == nil {
 			return nil // deleted where it could be; the far copy stays
 		}
 		return ferr
@@ -358,6 +407,9 @@ func (c *Cache) Walk(ctx context.Context, fn func(d v1.Hash, size int64) error) 
 	}); err != nil {
 		return err
 	}
+	if !c.farUsable(v1.Hash{}) {
+		return nil // the near tier was listed; the far one is down
+	}
 	err := c.far.Walk(ctx, func(d v1.Hash, size int64) error {
 		if seen[d.Hex] {
 			return nil
@@ -371,7 +423,7 @@ func (c *Cache) Walk(ctx context.Context, fn func(d v1.Hash, size int64) error) 
 	if errors.As(err, &stop) {
 		return stop.error
 	}
-	if c.farFailed(ctx, err) {
+	if c.farDone(ctx, err) {
 		return nil // the near tier was listed; the far one is unreachable
 	}
 	return err

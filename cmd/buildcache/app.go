@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"time"
@@ -94,6 +95,7 @@ type app struct {
 
 	cacheDir string                 // --cache: a directory or a cache URL
 	cache    cache.LayerCacheCloser // opened by openCache, closed by run
+	cacheLog *slog.Logger           // gets the cache's records (a tier's far tier warnings); nil: closeCache warns
 	json     bool
 	insecure []string
 	timeout  time.Duration // per registry wait; 0: the registry package's defaults

@@ -12,6 +12,7 @@ import (
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/redact"
 	"github.com/buildcache/buildcache/localfs"
+	"github.com/buildcache/buildcache/tier"
 )
 
 // --cache is a directory (a local store, as it always was) or any URL
@@ -81,7 +82,7 @@ func (a *app) openCache(ctx context.Context, existing bool) (cache.LayerCache, e
 			}
 		}
 		var err error
-		if c, err = buildcache.Open(ctx, raw); err != nil {
+		if c, err = (&buildcache.URLMux{Logger: a.cacheLog}).Open(ctx, raw); err != nil {
 			// Open's errors name the URL without its secrets. Most are
 			// in the URL (scheme, parameters, credentials in it): usage
 			// errors; a local directory that cannot be opened is not.
@@ -99,13 +100,19 @@ func (a *app) openCache(ctx context.Context, existing bool) (cache.LayerCache, e
 
 // closeCache finishes with the cache at the end of the command: Close
 // waits for a tier's background far writes and flushes a local store's
-// lifetime counters.
+// lifetime counters. A tier whose far tier failed is a warning, unless
+// the cache logged it already (serve).
 func (a *app) closeCache() {
 	if a.cache == nil {
 		return
 	}
 	if err := a.cache.Close(); err != nil {
 		a.warnf("%v", err)
+	}
+	if t, ok := cache.As[*tier.Cache](a.cache); ok && a.cacheLog == nil {
+		if err := t.LastFarError(); err != nil {
+			a.warnf("the far tier failed (far errors: %d; the near tier went on): %v", t.StatsByTier().FarErrors, err)
+		}
 	}
 	a.cache = nil
 }

@@ -263,6 +263,7 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
+	a.cacheLog = cfg.logger // a tier's far tier warnings go with the other records
 	store, err := a.openCache(ctx, false)
 	if err != nil {
 		return err
