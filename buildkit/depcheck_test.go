@@ -1,10 +1,9 @@
 package buildkit_test
 
 import (
-	"os/exec"
-	"slices"
-	"strings"
 	"testing"
+
+	"github.com/buildcache/buildcache/internal/depcheck"
 )
 
 // TestDependencies: a program that pins base images and runs builds links
@@ -25,17 +24,6 @@ func TestDependencies(t *testing.T) {
 		{pkg: mod + "buildkit", forbidden: []string{aws}, exact: []string{mod + "s3"}},
 		{pkg: mod + "buildkit/cacheentry", forbidden: append([]string{aws}, registry...), exact: []string{mod + "s3"}},
 	} {
-		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", tc.pkg).Output()
-		if err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				t.Fatalf("go list -deps %s: %v\n%s", tc.pkg, err, ee.Stderr)
-			}
-			t.Fatalf("go list -deps %s: %v", tc.pkg, err)
-		}
-		for dep := range strings.FieldsSeq(string(out)) {
-			if slices.Contains(tc.exact, dep) || slices.ContainsFunc(tc.forbidden, func(p string) bool { return strings.HasPrefix(dep, p) }) {
-				t.Errorf("%s depends on %s", tc.pkg, dep)
-			}
-		}
+		depcheck.Forbid(t, tc.pkg, tc.forbidden, tc.exact)
 	}
 }
