@@ -48,10 +48,20 @@
 //     lists is answered with its linux/amd64 manifest, as distribution
 //     does. A request with no Accept, or */*, gets what is stored
 //     (distribution refuses it OCI types; see accept.go).
+//   - GET /v2/<name>/tags/list, with n and last: the upstream's list, or,
+//     when the upstream cannot answer (unreachable, 5xx, 429), the tags
+//     the store's roots hold for the repository (those the resolver
+//     recorded: every tag the mirror, or anything else over the store,
+//     resolved). Either way in lexical order, n tags after last, with a
+//     Link rel="next" to the next page, as the distribution spec pages
+//     them, also when the upstream ignores n or sends no Link. The roots
+//     are read once a minute at most, whatever the number of requests
+//     (see tagview.go), and what the mirror serves shows at once.
 //   - Every other method: 405 UNSUPPORTED. Errors carry OCI error bodies
 //     (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, NAME_INVALID,
-//     DIGEST_INVALID, MANIFEST_INVALID, UNSUPPORTED; UNAVAILABLE with 503
-//     when the upstream is down and nothing is cached).
+//     DIGEST_INVALID, MANIFEST_INVALID, PAGINATION_NUMBER_INVALID,
+//     UNSUPPORTED; UNAVAILABLE with 503 when the upstream is down and
+//     nothing is cached).
 //
 // Names are checked against the distribution spec's grammar, tags and
 // digests (cache.ParseDigest) too, before anything is looked up.

@@ -44,6 +44,7 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			return
 		}
 		d = top.Descriptor.Digest
+		m.tags.note(repo, ref, d)
 	}
 	raw, err := m.readManifest(ctx, d)
 	if err != nil {

@@ -30,6 +30,8 @@ type Upstream interface {
 	// sink's writer as they are hashed and stored
 	// (registry.Resolver.StreamBlob).
 	StreamBlob(ctx context.Context, repo string, d v1.Hash, sink func(size int64) (io.Writer, error)) error
+	// ListTags lists a page of repo's tags (registry.Resolver.ListTags).
+	ListTags(ctx context.Context, repo string, n int, last string) (*registry.TagList, error)
 }
 
 var _ Upstream = (*registry.Resolver)(nil)
