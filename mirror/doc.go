@@ -64,7 +64,24 @@
 //     nothing is cached).
 //
 // Names are checked against the distribution spec's grammar, tags and
-// digests (cache.ParseDigest) too, before anything is looked up.
+// digests (cache.ParseContentDigest: sha256 or sha512, lower-case hex of
+// the algorithm's length) too, before anything is looked up.
+//
+// # Digests
+//
+// The store keeps sha256 names only (cache.ValidateDigest): each blob has
+// one name, which localfs's blobs/sha256/<hex>, the s3 keys and every
+// backend's leases and collectors rely on. A manifest or blob asked for
+// by a sha512 digest is therefore passed through from the upstream, not
+// stored: one upstream request per client request, under the client's
+// name (so the upstream decides what the name may read), verified against
+// the digest as it is sent (a manifest whole, at most 4 MiB, before it is
+// sent; a blob's last byte held back until it matches, the connection cut
+// otherwise), within the bounds of any blob download (1 TiB). A Range of
+// such a blob is answered with the whole blob (200): bytes short of the
+// end could not be verified. sha512 content is rare (registries compute
+// sha256 for what is pushed); teaching every backend a second name for
+// the same bytes is the larger change, left until it is not rare.
 //
 // # Upstreams
 //
