@@ -28,7 +28,8 @@ type Mirror struct {
 	ingestMu sync.Mutex
 	ingests  map[string]*ingest // "repo@digest" -> the download in flight
 
-	tags tagView // the store's tags, for when the upstream cannot answer: tagview.go
+	tags  tagView // the store's tags, for when the upstream cannot answer: tagview.go
+	scope scope   // which digests each repository may be served: scope.go
 }
 
 type options struct {

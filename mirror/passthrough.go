@@ -25,6 +25,7 @@ func (m *Mirror) passManifest(ctx context.Context, w http.ResponseWriter, req *h
 		upstreamError(w, err, codeManifestUnknown)
 		return
 	}
+	m.noteManifest(repo, d, raw) // the upstream served it under this name
 	writeManifest(w, req, d, mediaTypeOf(raw), raw)
 }
 

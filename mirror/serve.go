@@ -32,6 +32,10 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			m.passManifest(ctx, w, req, repo, h) // not stored: passthrough.go
 			return
 		}
+		if err := m.inScope(ctx, repo, h, true); err != nil {
+			upstreamError(w, err, codeManifestUnknown)
+			return
+		}
 		if _, err := m.up.FetchManifest(ctx, repo, h); err != nil {
 			upstreamError(w, err, codeManifestUnknown)
 			return
@@ -55,6 +59,7 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 		upstreamError(w, err, codeManifestUnknown)
 		return
 	}
+	m.noteManifest(repo, d, raw)
 	mt := mediaTypeOf(raw)
 	if downgradeList(req, !strings.Contains(ref, ":"), mt) {
 		pd, ok := platformEntry(raw)
@@ -71,6 +76,7 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			return
 		}
 		d, mt = pd, mediaTypeOf(raw)
+		m.noteManifest(repo, d, raw)
 	}
 	writeManifest(w, req, d, mt, raw)
 }
@@ -139,6 +145,10 @@ func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http
 	}
 	if d.Algorithm != "sha256" {
 		m.passBlob(ctx, w, req, repo, d) // not stored: passthrough.go
+		return
+	}
+	if err := m.inScope(ctx, repo, d, false); err != nil {
+		upstreamError(w, err, codeBlobUnknown)
 		return
 	}
 	if size, err := m.store.Stat(ctx, d); err == nil {
