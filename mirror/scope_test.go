@@ -14,7 +14,7 @@ import (
 )
 
 // parts returns the first platform manifest of idx and its first layer.
-func parts(t *testing.T, idx v1.ImageIndex) (manifest, layer v1.Hash) {
+func parts(t *testing.T, idx v1.ImageIndex) (manifest v1.Hash, layer v1.Descriptor) {
 	t.Helper()
 	im, err := idx.IndexManifest()
 	if err != nil {
@@ -28,7 +28,7 @@ func parts(t *testing.T, idx v1.ImageIndex) (manifest, layer v1.Hash) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return im.Manifests[0].Digest, m.Layers[0].Digest
+	return im.Manifests[0].Digest, m.Layers[0]
 }
 
 // status GETs path from a mirror and returns the status and the OCI
@@ -54,7 +54,8 @@ func TestBlobOfAnotherRepository(t *testing.T) {
 	ti := testimage.ForTest(t)
 	img := ti.RandomIndex(platforms, 4<<10, 1)
 	ti.Push(reg.Host+"/private/a:v1", img)
-	pm, layer := parts(t, img)
+	pm, l := parts(t, img)
+	layer := l.Digest
 	m := startLocalMirror(t, reg.Host)
 
 	pullAll(t, m.host()+"/private/a:v1")
@@ -100,7 +101,8 @@ func TestBlobScopeWithUpstreamDown(t *testing.T) {
 	ti := testimage.ForTest(t)
 	img := ti.RandomIndex(platforms, 4<<10, 1)
 	ti.Push(up.host()+"/team/app:v1", img)
-	pm, layer := parts(t, img)
+	pm, l := parts(t, img)
+	layer := l.Digest
 	store, err := localfs.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
