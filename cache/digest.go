@@ -7,20 +7,34 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// sha256HexLen is the length of a sha256 digest in hex.
-const sha256HexLen = 64
+// hexLen is the number of hex digits of a digest of each algorithm the
+// OCI image spec registers.
+var hexLen = map[string]int{"sha256": 64, "sha512": 128}
 
 // ParseDigest parses s as "sha256:<64 lower-case hex digits>". Anything
 // else, including upper-case hex, other algorithms, and strings that could
 // escape a directory ("sha256:../../etc/passwd"), is an error wrapping
 // ErrInvalidDigest.
 func ParseDigest(s string) (v1.Hash, error) {
+	return parse(s, ValidateDigest, "sha256:<64 hex digits>")
+}
+
+// ParseContentDigest parses s as a digest of any algorithm the OCI image
+// spec registers: "sha256:" and 64, or "sha512:" and 128, lower-case hex
+// digits. It is for digests that name content in a registry's API; a
+// store keeps sha256 blobs only (ParseDigest), so that each blob has one
+// name. Anything else is an error wrapping ErrInvalidDigest.
+func ParseContentDigest(s string) (v1.Hash, error) {
+	return parse(s, ValidateContentDigest, "sha256:<64 hex digits> or sha512:<128 hex digits>")
+}
+
+func parse(s string, validate func(v1.Hash) error, want string) (v1.Hash, error) {
 	alg, hex, ok := strings.Cut(s, ":")
 	if !ok {
-		return v1.Hash{}, fmt.Errorf("%w %q: want sha256:<64 hex digits>", ErrInvalidDigest, clip(s))
+		return v1.Hash{}, fmt.Errorf("%w %q: want %s", ErrInvalidDigest, clip(s), want)
 	}
 	h := v1.Hash{Algorithm: alg, Hex: hex}
-	if err := ValidateDigest(h); err != nil {
+	if err := validate(h); err != nil {
 		return v1.Hash{}, err
 	}
 	return h, nil
@@ -31,13 +45,34 @@ func ParseDigest(s string) (v1.Hash, error) {
 // wraps ErrInvalidDigest and says what was wrong.
 func ValidateDigest(d v1.Hash) error {
 	if d.Algorithm != "sha256" {
-		if d.Algorithm == "" && d.Hex == "" {
-			return fmt.Errorf("%w: empty digest", ErrInvalidDigest)
-		}
-		return fmt.Errorf("%w %q: algorithm %q is not supported, only sha256", ErrInvalidDigest, clip(d.String()), clip(d.Algorithm))
+		return unsupported(d, "only sha256")
 	}
-	if len(d.Hex) != sha256HexLen {
-		return fmt.Errorf("%w %q: want 64 hex digits, got %d bytes", ErrInvalidDigest, clip(d.String()), len(d.Hex))
+	return checkHex(d)
+}
+
+// ValidateContentDigest reports whether d is a well-formed digest of an
+// algorithm the OCI image spec registers (ParseContentDigest): sha256
+// with 64 or sha512 with 128 lower-case hex digits. The error wraps
+// ErrInvalidDigest and says what was wrong.
+func ValidateContentDigest(d v1.Hash) error {
+	if _, ok := hexLen[d.Algorithm]; !ok {
+		return unsupported(d, "only sha256 and sha512")
+	}
+	return checkHex(d)
+}
+
+func unsupported(d v1.Hash, only string) error {
+	if d.Algorithm == "" && d.Hex == "" {
+		return fmt.Errorf("%w: empty digest", ErrInvalidDigest)
+	}
+	return fmt.Errorf("%w %q: algorithm %q is not supported, %s", ErrInvalidDigest, clip(d.String()), clip(d.Algorithm), only)
+}
+
+// checkHex checks d.Hex against the length of d's algorithm, which is one
+// of hexLen's.
+func checkHex(d v1.Hash) error {
+	if n := hexLen[d.Algorithm]; len(d.Hex) != n {
+		return fmt.Errorf("%w %q: want %d hex digits, got %d bytes", ErrInvalidDigest, clip(d.String()), n, len(d.Hex))
 	}
 	for i := 0; i < len(d.Hex); i++ {
 		c := d.Hex[i]

@@ -376,3 +376,52 @@ func TestCountersSnapshot(t *testing.T) {
 		t.Fatalf("after concurrent adds Snapshot() = %+v", s)
 	}
 }
+
+// ParseContentDigest takes sha512 too, with the same care for anything
+// that is not a digest; ParseDigest, what stores key by, stays sha256.
+func TestParseContentDigest(t *testing.T) {
+	hex512 := validHex + validHex
+	for _, tt := range []struct {
+		in      string
+		wantMsg string // "" means valid
+	}{
+		{"sha256:" + validHex, ""},
+		{"sha512:" + hex512, ""},
+		{"sha512:" + validHex, "want 128 hex digits, got 64 bytes"},
+		{"sha512:" + hex512 + "0", "want 128 hex digits, got 129 bytes"},
+		{"sha512:" + strings.ToUpper(hex512), "lower-case"},
+		{"sha512:" + hex512[:127] + "/", "'/' at 127 is not a hex digit"},
+		{"sha512:../../etc/passwd", "want 128 hex digits, got 16 bytes"},
+		{"sha512:" + strings.Repeat("../", 42) + "ab", "'.' at 0 is not a hex digit"},
+		{"sha384:" + hex512[:96], `algorithm "sha384" is not supported, only sha256 and sha512`},
+		{"SHA512:" + hex512, `algorithm "SHA512" is not supported`},
+		{hex512, "want sha256:<64 hex digits> or sha512:<128 hex digits>"},
+		{":", "empty digest"},
+	} {
+		name := tt.in
+		if len(name) > 40 {
+			name = name[:40]
+		}
+		t.Run(name, func(t *testing.T) {
+			h, err := cache.ParseContentDigest(tt.in)
+			if tt.wantMsg == "" {
+				if err != nil || h.String() != tt.in {
+					t.Fatalf("ParseContentDigest(%q) = %v, %v; want it back", tt.in, h, err)
+				}
+				if err := cache.ValidateContentDigest(h); err != nil {
+					t.Fatalf("ValidateContentDigest rejects what ParseContentDigest accepted: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, cache.ErrInvalidDigest) || h != (v1.Hash{}) {
+				t.Fatalf("ParseContentDigest(%q) = %v, %v; want ErrInvalidDigest", tt.in, h, err)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("ParseContentDigest(%q) = %q, want it to say %q", tt.in, err, tt.wantMsg)
+			}
+		})
+	}
+	if _, err := cache.ParseDigest("sha512:" + hex512); !errors.Is(err, cache.ErrInvalidDigest) {
+		t.Errorf("ParseDigest accepted sha512 (%v): stores keep sha256 only", err)
+	}
+}

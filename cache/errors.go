@@ -25,6 +25,8 @@ var (
 	ErrOffline = errors.New("offline and not cached")
 
 	// ErrInvalidDigest: a digest that is not "sha256:" followed by 64
-	// lower-case hex digits. It never reaches a path or a key.
+	// lower-case hex digits (or, where content is named in a registry's
+	// API, "sha512:" and 128: ParseContentDigest). It never reaches a path
+	// or a key.
 	ErrInvalidDigest = errors.New("invalid digest")
 )

@@ -53,8 +53,8 @@ func TestConformancePull(t *testing.T) {
 		"OCI_API_BLOBS_DELETE=false",
 		"OCI_API_MANIFESTS_DELETE=false",
 		"OCI_API_TAGS_DELETE=false",
-		"OCI_API_TAGS_LIST=false", // the mirror serves no tag list (issue 13's list)
-		"OCI_API_REFERRER=false",  // nor the referrers API
+		"OCI_API_TAGS_LIST=true",
+		"OCI_API_REFERRER=false", // the mirror serves no referrers API
 		"OCI_API_BLOBS_DIGEST_HEADER=true",
 		// The suite checks a manifest's Docker-Content-Digest only on
 		// the responses it keeps, and for read-only data it keeps none:
@@ -81,7 +81,7 @@ func TestConformancePull(t *testing.T) {
 		"OCI Conformance Result: Pass",
 		"Ping", "Blob get", "Blob head",
 		"Manifest get by digest", "Manifest get by tag", "Manifest head by digest", "Manifest head by tag",
-		"Read Only Inputs", "Invalid Manifest Digest",
+		"Read Only Inputs", "Invalid Manifest Digest", "Tag listing",
 	} {
 		if !reportSays(report, want) {
 			t.Errorf("the conformance report does not say %q passed", want)

@@ -22,11 +22,13 @@
 //     copy when the upstream fails (stale-if-error). Only the top manifest
 //     is fetched for a tag: an index's platform manifests and blobs are
 //     fetched when a client asks for them by digest. A digest that is
-//     stored is served with no upstream request.
+//     stored is served with no upstream request under a name known to
+//     hold it (# Repositories).
 //   - HEAD and GET /v2/<name>/blobs/<digest>, with one byte range
 //     (bytes=a-b, a-, -n; 206 with Content-Range, 416 when it cannot be
 //     satisfied; several ranges get the whole blob). A stored blob is
-//     streamed from the store, whose reader verifies it. A blob not stored
+//     streamed from the store, whose reader verifies it, under a name
+//     known to hold it (# Repositories). A blob not stored
 //     is fetched with one upstream GET for every client asking meanwhile
 //     (and any pull of it: the resolver's flight group), and streamed to
 //     them while it is hashed and stored (registry.Resolver.StreamBlob):
@@ -48,13 +50,59 @@
 //     lists is answered with its linux/amd64 manifest, as distribution
 //     does. A request with no Accept, or */*, gets what is stored
 //     (distribution refuses it OCI types; see accept.go).
+//   - GET /v2/<name>/tags/list, with n and last: the upstream's list, or,
+//     when the upstream cannot answer (unreachable, 5xx, 429), the tags
+//     the store's roots hold for the repository (those the resolver
+//     recorded: every tag the mirror, or anything else over the store,
+//     resolved). Either way in lexical order, n tags after last, with a
+//     Link rel="next" to the next page, as the distribution spec pages
+//     them, also when the upstream ignores n or sends no Link. The roots
+//     are read once a minute at most, whatever the number of requests
+//     (see tagview.go), and what the mirror serves shows at once.
 //   - Every other method: 405 UNSUPPORTED. Errors carry OCI error bodies
 //     (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, NAME_INVALID,
-//     DIGEST_INVALID, MANIFEST_INVALID, UNSUPPORTED; UNAVAILABLE with 503
-//     when the upstream is down and nothing is cached).
+//     DIGEST_INVALID, MANIFEST_INVALID, PAGINATION_NUMBER_INVALID,
+//     UNSUPPORTED; UNAVAILABLE with 503 when the upstream is down and
+//     nothing is cached).
 //
 // Names are checked against the distribution spec's grammar, tags and
-// digests (cache.ParseDigest) too, before anything is looked up.
+// digests (cache.ParseContentDigest: sha256 or sha512, lower-case hex of
+// the algorithm's length) too, before anything is looked up.
+//
+// # Repositories
+//
+// A store is addressed by digest alone; a registry serves a digest only
+// under a repository that holds it, so that a blob of a private
+// repository cannot be read through a name one may pull. The mirror does
+// the same: it serves a stored blob, or a manifest by digest, under a
+// name only when it knows the name holds it there: a manifest it served
+// under that name (by tag, or by a digest it knew) is it or references
+// it, or the upstream said so (one HEAD under the client's name, shared
+// by concurrent requests and remembered), or, when the upstream cannot
+// answer, an image that a stored tag of that repository points to
+// references it. Otherwise the answer is the upstream's (404
+// BLOB_UNKNOWN or MANIFEST_UNKNOWN), or 503 when it cannot answer. A pull
+// asks for the tag first, so every request of a pull is known with no
+// upstream request; a pull by digest on a mirror that has served nothing
+// of the image under that name costs one HEAD of the top manifest. What
+// the mirror knows is a bounded set of (repository, digest) pairs in
+// memory (see scope.go).
+//
+// # Digests
+//
+// The store keeps sha256 names only (cache.ValidateDigest): each blob has
+// one name, which localfs's blobs/sha256/<hex>, the s3 keys and every
+// backend's leases and collectors rely on. A manifest or blob asked for
+// by a sha512 digest is therefore passed through from the upstream, not
+// stored: one upstream request per client request, under the client's
+// name (so the upstream decides what the name may read), verified against
+// the digest as it is sent (a manifest whole, at most 4 MiB, before it is
+// sent; a blob's last byte held back until it matches, the connection cut
+// otherwise), within the bounds of any blob download (1 TiB). A Range of
+// such a blob is answered with the whole blob (200): bytes short of the
+// end could not be verified. sha512 content is rare (registries compute
+// sha256 for what is pushed); teaching every backend a second name for
+// the same bytes is the larger change, left until it is not rare.
 //
 // # Upstreams
 //
@@ -95,11 +143,13 @@
 // tier.New(near, far) store whose near tier is its own localfs directory
 // and whose far tier is one S3 bucket (buildcache serve --cache tier://…).
 // A blob or manifest any instance fetched is in the bucket, and every
-// other instance serves it by digest with no upstream request, filling
-// its near tier as it streams. Each instance keeps its own tag records
-// (the near tier's roots), so the first request for a tag on an instance
-// costs that instance one upstream request for the tag's manifest, and a
-// fresh instance cannot serve a tag while the upstream is down, though it
-// can serve every digest. No coordination between instances is needed:
-// content is addressed by digest and stored verified.
+// other instance serves it by digest with no upstream request for its
+// bytes, filling its near tier as it streams. Each instance keeps its own
+// tag records (the near tier's roots) and its own knowledge of which
+// repository holds what (# Repositories), so the first request for a tag
+// on an instance costs that instance one upstream request for the tag's
+// manifest, a first pull by digest one HEAD of the top manifest, and a
+// fresh instance cannot serve an image while the upstream is down. No
+// coordination between instances is needed: content is addressed by
+// digest and stored verified.
 package mirror

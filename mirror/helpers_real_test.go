@@ -58,8 +58,9 @@ func (c *countingTransport) counts() map[string]int {
 	return n
 }
 
-// requestKind is "<method> manifests" or "<method> blobs" for the
-// distribution API's requests, "" for the /v2/ ping and token requests.
+// requestKind is "<method> manifests", "<method> blobs" or "<method>
+// tags" for the distribution API's requests, "" for the /v2/ ping and
+// token requests.
 func requestKind(r *http.Request) string {
 	p := r.URL.Path
 	switch {
@@ -67,6 +68,8 @@ func requestKind(r *http.Request) string {
 		return r.Method + " manifests"
 	case strings.HasPrefix(p, "/v2/") && strings.Contains(p, "/blobs/"):
 		return r.Method + " blobs"
+	case strings.HasPrefix(p, "/v2/") && strings.HasSuffix(p, "/tags/list"):
+		return r.Method + " tags"
 	}
 	return ""
 }

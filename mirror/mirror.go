@@ -27,6 +27,9 @@ type Mirror struct {
 	running  sync.WaitGroup
 	ingestMu sync.Mutex
 	ingests  map[string]*ingest // "repo@digest" -> the download in flight
+
+	tags  tagView // the store's tags, for when the upstream cannot answer: tagview.go
+	scope scope   // which digests each repository may be served: scope.go
 }
 
 type options struct {
@@ -129,7 +132,8 @@ func New(up Upstream, opts ...Option) (*Mirror, error) {
 		}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Mirror{up: up, store: store, o: o, ctx: ctx, cancel: cancel, ingests: map[string]*ingest{}}, nil
+	return &Mirror{up: up, store: store, o: o, ctx: ctx, cancel: cancel, ingests: map[string]*ingest{},
+		tags: tagView{now: time.Now}}, nil
 }
 
 // Close abandons the blob downloads in flight, whose clients' responses
@@ -163,7 +167,7 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	name, kind, ref, ok := route(req.URL.Path)
-	if !ok || (kind != "manifests" && kind != "blobs") {
+	if !ok || (kind != "manifests" && kind != "blobs" && !tagsRoute(kind, ref)) {
 		writeError(w, http.StatusNotFound, codeUnsupported, "not a distribution API read path")
 		return
 	}
@@ -178,11 +182,14 @@ func (m *Mirror) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	ctx, release := m.lease(req.Context())
 	defer release()
-	if kind == "manifests" {
+	switch kind {
+	case "manifests":
 		m.serveManifest(ctx, w, req, repo, ref)
-		return
+	case "tags":
+		m.serveTags(ctx, w, req, repo, name)
+	default:
+		m.serveBlob(ctx, w, req, repo, ref)
 	}
-	m.serveBlob(ctx, w, req, repo, ref)
 }
 
 // upstreamRepo returns "host/name" for the upstream the request selects.

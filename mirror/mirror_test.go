@@ -388,16 +388,8 @@ func firstLayer(t *testing.T, f *fixture) v1.Descriptor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	im, _ := idx.IndexManifest()
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m.Layers[0]
+	_, layer := parts(t, idx)
+	return layer
 }
 
 // noStore is an upstream that keeps nothing anywhere.

@@ -46,14 +46,16 @@ func TestScaleOutSharedFarTier(t *testing.T) {
 		t.Fatal("the first instance's cold pull made no upstream request")
 	}
 
-	// By digest the second instance asks nothing upstream: every manifest
-	// and blob is in the shared far tier.
-	up.requests.Store(0)
+	// By digest the second instance fetches nothing upstream: every
+	// manifest and blob is in the shared far tier. It asks only whether
+	// team/app holds the index (one HEAD: a name it has served nothing
+	// under), and then knows the rest from the index it served.
+	b.upstream.counts()
 	if d := pullAll(t, b.host()+"/team/app@"+top.String()); d != top {
 		t.Fatalf("second instance pulled %s, want %s", d, top)
 	}
-	if n := up.requests.Load(); n != 0 {
-		t.Fatalf("the second instance's pull by digest made %d upstream requests, want 0", n)
+	if n := b.upstream.counts(); len(n) != 1 || n["HEAD manifests"] != 1 {
+		t.Fatalf("the second instance's pull by digest asked upstream %v, want one HEAD of the index", n)
 	}
 
 	// By tag it resolves the tag itself (the tag's root is each instance's

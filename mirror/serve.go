@@ -23,9 +23,17 @@ import (
 func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *http.Request, repo, ref string) {
 	var d v1.Hash
 	if strings.Contains(ref, ":") {
-		h, err := cache.ParseDigest(ref)
+		h, err := cache.ParseContentDigest(ref)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
+			return
+		}
+		if h.Algorithm != "sha256" {
+			m.passManifest(ctx, w, req, repo, h) // not stored: passthrough.go
+			return
+		}
+		if err := m.inScope(ctx, repo, h, true); err != nil {
+			upstreamError(w, err, codeManifestUnknown)
 			return
 		}
 		if _, err := m.up.FetchManifest(ctx, repo, h); err != nil {
@@ -44,12 +52,14 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			return
 		}
 		d = top.Descriptor.Digest
+		m.tags.note(repo, ref, d)
 	}
 	raw, err := m.readManifest(ctx, d)
 	if err != nil {
 		upstreamError(w, err, codeManifestUnknown)
 		return
 	}
+	m.noteManifest(repo, d, raw)
 	mt := mediaTypeOf(raw)
 	if downgradeList(req, !strings.Contains(ref, ":"), mt) {
 		pd, ok := platformEntry(raw)
@@ -66,7 +76,14 @@ func (m *Mirror) serveManifest(ctx context.Context, w http.ResponseWriter, req *
 			return
 		}
 		d, mt = pd, mediaTypeOf(raw)
+		m.noteManifest(repo, d, raw)
 	}
+	writeManifest(w, req, d, mt, raw)
+}
+
+// writeManifest answers with manifest d, raw, of media type mt, unless
+// the request's Accept refuses mt.
+func writeManifest(w http.ResponseWriter, req *http.Request, d v1.Hash, mt types.MediaType, raw []byte) {
 	if refusedByAccept(req, mt) {
 		writeError(w, http.StatusNotFound, codeManifestUnknown, "the manifest is "+string(mt)+", which the accept header does not support")
 		return
@@ -121,9 +138,17 @@ func mediaTypeOf(raw []byte) types.MediaType {
 // arrive, but its last byte, like a whole response's, waits until the
 // whole blob is verified.
 func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo, ref string) {
-	d, err := cache.ParseDigest(ref)
+	d, err := cache.ParseContentDigest(ref)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeDigestInvalid, "invalid digest")
+		return
+	}
+	if d.Algorithm != "sha256" {
+		m.passBlob(ctx, w, req, repo, d) // not stored: passthrough.go
+		return
+	}
+	if err := m.inScope(ctx, repo, d, false); err != nil {
+		upstreamError(w, err, codeBlobUnknown)
 		return
 	}
 	if size, err := m.store.Stat(ctx, d); err == nil {

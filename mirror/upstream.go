@@ -30,6 +30,18 @@ type Upstream interface {
 	// sink's writer as they are hashed and stored
 	// (registry.Resolver.StreamBlob).
 	StreamBlob(ctx context.Context, repo string, d v1.Hash, sink func(size int64) (io.Writer, error)) error
+	// HeadBlob and HeadManifest ask the upstream, with one HEAD under
+	// repo's name, whether repo holds d (registry.Resolver.HeadBlob): how
+	// the mirror learns that a stored digest may be served under a name.
+	HeadBlob(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, error)
+	HeadManifest(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, error)
+	// OpenBlob and GetManifest fetch what the store does not keep (a
+	// sha512 digest), verified as it is read and not stored
+	// (registry.Resolver.OpenBlob).
+	OpenBlob(ctx context.Context, repo string, d v1.Hash) (io.ReadCloser, int64, error)
+	GetManifest(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, []byte, error)
+	// ListTags lists a page of repo's tags (registry.Resolver.ListTags).
+	ListTags(ctx context.Context, repo string, n int, last string) (*registry.TagList, error)
 }
 
 var _ Upstream = (*registry.Resolver)(nil)

@@ -5,6 +5,7 @@ package verify
 
 import (
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -32,9 +33,20 @@ type Reader struct {
 // NewReader returns a verifying reader over r, which must yield exactly the
 // blob d of size bytes (size < 0: any size). mismatch is the sentinel that
 // verification failures wrap (cache.ErrCorrupt for reads of stored blobs,
-// cache.ErrDigestMismatch for bytes given to Put). d must be a sha256 digest.
+// cache.ErrDigestMismatch for bytes given to Put). d is hashed with its
+// algorithm: sha256 (what stores keep), or sha512 (what a registry may
+// also serve); a digest of any other algorithm fails the first Read.
 func NewReader(r io.Reader, d v1.Hash, size int64, mismatch error) *Reader {
-	return &Reader{r: r, want: d, size: size, h: sha256.New(), mismatch: mismatch}
+	v := &Reader{r: r, want: d, size: size, mismatch: mismatch}
+	switch d.Algorithm {
+	case "sha256":
+		v.h = sha256.New()
+	case "sha512":
+		v.h = sha512.New()
+	default:
+		v.err = fmt.Errorf("%s: algorithm %q cannot be verified: %w", d, d.Algorithm, mismatch)
+	}
+	return v
 }
 
 // Read implements io.Reader.
@@ -77,7 +89,7 @@ func (v *Reader) check() error {
 	}
 	got := hex.EncodeToString(v.h.Sum(nil))
 	if got != v.want.Hex {
-		return fmt.Errorf("%s: bytes hash to sha256:%s: %w", v.want, got, v.mismatch)
+		return fmt.Errorf("%s: bytes hash to %s:%s: %w", v.want, v.want.Algorithm, got, v.mismatch)
 	}
 	return io.EOF
 }

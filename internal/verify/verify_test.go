@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -84,5 +85,25 @@ func TestDrain(t *testing.T) {
 	}
 	if err := NewReader(bytes.NewReader([]byte("hellO")), digestOf(data), 5, errBad).Drain(); !errors.Is(err, errBad) {
 		t.Fatalf("Drain of bad data = %v", err)
+	}
+}
+
+// A sha512 digest is checked with sha512; an algorithm the reader cannot
+// hash is a mismatch, never bytes passed on unchecked.
+func TestReaderSHA512(t *testing.T) {
+	blob := []byte("sha512 content")
+	s := sha512.Sum512(blob)
+	d := v1.Hash{Algorithm: "sha512", Hex: hex.EncodeToString(s[:])}
+	if _, err := io.ReadAll(NewReader(bytes.NewReader(blob), d, int64(len(blob)), errBad)); err != nil {
+		t.Fatalf("sha512 blob: %v", err)
+	}
+	wrong := append([]byte{}, blob...)
+	wrong[0] ^= 1
+	if _, err := io.ReadAll(NewReader(bytes.NewReader(wrong), d, -1, errBad)); !errors.Is(err, errBad) {
+		t.Fatalf("altered sha512 blob: %v, want the mismatch", err)
+	}
+	md5 := v1.Hash{Algorithm: "md5", Hex: "00"}
+	if n, err := NewReader(bytes.NewReader(blob), md5, -1, errBad).Read(make([]byte, 64)); n != 0 || !errors.Is(err, errBad) {
+		t.Fatalf("md5 digest: read %d bytes, %v; want none and the mismatch", n, err)
 	}
 }
