@@ -23,7 +23,6 @@ import (
 	"github.com/buildcache/buildcache/metrics"
 	"github.com/buildcache/buildcache/mirror"
 	"github.com/buildcache/buildcache/registry"
-	"github.com/buildcache/buildcache/tier"
 )
 
 // serveFlags are serve's flags.
@@ -373,7 +372,7 @@ func metricsRegistry(res *registry.Resolver, store cache.LayerCache) *prometheus
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(metrics.NewResolverCollector(res),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if t, ok := store.(*tier.Cache); ok {
+	if t, ok := cache.As[metrics.TierStatsReporter](store); ok {
 		reg.MustRegister(metrics.NewTierCollector("mirror", t))
 	} else if sr, ok := store.(cache.StatsReporter); ok {
 		reg.MustRegister(metrics.NewLayerCacheCollector("mirror", sr))
