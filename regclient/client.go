@@ -234,7 +234,7 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 	host := r.Repo.RegistryStr()
 	fb := fallbackOf(ctx)
 	if s, down := c.down.isDown(host); down {
-		if fb != nil {
+		if fb != nil && s.costly() {
 			return nil, &RemoteError{Op: op, URL: where, Status: s.status, Err: &KnownDownError{Host: host, Until: s.until, Err: s.cause}}
 		}
 		attempts = 1

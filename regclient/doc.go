@@ -45,12 +45,14 @@
 //
 // A caller that has something else to serve if the registry fails, a
 // cached copy, says so with WithFallback(ctx, budget): its requests then
-// give up within the budget whatever the registry does. A registry known
-// to be failing is not asked at all (a *KnownDownError); a silent one is
-// waited for at most the budget, over all tries; a backoff or a
-// Retry-After that would end past the budget is not waited for
-// (ErrFallbackBudget). Requests without it, for what nothing else can
-// serve, keep the retry policy and the timeouts below.
+// give up within the budget whatever the registry does. A registry whose
+// last try timed out, or whose 5xx's Retry-After has not passed, is not
+// asked at all while it is known to be failing (a *KnownDownError); one
+// that refused connections gets one try; a silent one is waited for at
+// most the budget, over all tries; a backoff or a Retry-After that would
+// end past the budget is not waited for (ErrFallbackBudget). Requests
+// without it, for what nothing else can serve, keep the retry policy and
+// the timeouts below.
 //
 // # Timeouts
 //

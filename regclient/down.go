@@ -1,17 +1,19 @@
 package regclient
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 )
 
 // downFor is how long a registry that no try could reach is known to be
 // down: while it is, a request makes one try instead of the retry
-// policy's (and one made under WithFallback none), so that serving the
-// cached copy of each image (stale-if-error) costs one refused connection
-// at most, not a second of backoff per image, and the first answer ends
-// it.
+// policy's (and one made under WithFallback none, if the last try timed
+// out), so that serving the cached copy of each image (stale-if-error)
+// costs one refused connection at most, not a second of backoff or a
+// timeout per image, and the first answer ends it.
 const downFor = 10 * time.Second
 
 // maxRetryAfterHold caps how long a 5xx's Retry-After keeps its registry
@@ -33,6 +35,17 @@ type downState struct {
 	until  time.Time
 	status int   // the failing answer's status; 0: no answer came
 	cause  error // the failure, as the request that met it saw it
+}
+
+// costly reports whether one more try would cost a caller that has a
+// cached copy more than it is worth: the registry asked not to be asked
+// before a time (a 5xx's Retry-After), or its last try ran into a
+// timeout, so another would wait the whole fallback budget. A refused
+// connection is not: one try costs a round trip, and finds at once a
+// registry that is back.
+func (s downState) costly() bool {
+	var ne net.Error
+	return s.status != 0 || (errors.As(s.cause, &ne) && ne.Timeout())
 }
 
 func newDownHosts(now func() time.Time) *downHosts {
@@ -66,8 +79,9 @@ func (d *downHosts) markUp(host string) {
 
 // KnownDownError is the failure of a request that was not sent, because
 // its registry is known to be failing and the caller has something else
-// to serve (WithFallback): no try could reach it lately, or it answered a
-// 5xx whose Retry-After has not passed. It is the Err of a *RemoteError
+// to serve (WithFallback): its last try timed out lately, or it answered
+// a 5xx whose Retry-After has not passed. (A registry that refused
+// connections lately still gets one try: it costs a round trip.) It is the Err of a *RemoteError
 // whose Status is that answer's (0: unreachable), so the request counts
 // as the failure it stands for; errors.As reaches the original failure
 // through it.

@@ -22,8 +22,10 @@ type fallbackKey struct{}
 // Under it, each request (Do, and the tries of Retry)
 //
 //   - is not sent at all while its registry is known to be failing
-//     (KnownDown): it fails at once with a *RemoteError whose Err is a
-//     *KnownDownError;
+//     because its last try timed out or it answered a 5xx with a
+//     Retry-After that has not passed (KnownDown): it fails at once with
+//     a *RemoteError whose Err is a *KnownDownError; one known to refuse
+//     connections gets one try, which costs a round trip;
 //   - waits for an answer's headers, over all its tries and the waits
 //     between them, at most budget from its start, and for the next bytes
 //     of a stalled body at most budget (or the Stall bound, if shorter);

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,5 +177,33 @@ func TestFallbackBudgetBoundsASilentRegistry(t *testing.T) {
 	var kd *KnownDownError
 	if err, n = rig.do(WithFallback(t.Context(), 300*time.Millisecond)); n != 0 || !errors.As(err, &kd) || !errors.As(err, &ne) {
 		t.Errorf("next request: %v after %d requests; want none sent, a KnownDownError over the timeout", err, n)
+	}
+}
+
+// refusingTransport refuses every connection, counting the tries.
+type refusingTransport struct{ tries atomic.Int32 }
+
+func (rt *refusingTransport) RoundTrip(*http.Request) (*http.Response, error) {
+	rt.tries.Add(1)
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+}
+
+// A registry known to refuse connections still gets one try under a
+// fallback budget: it costs a round trip, and finds a registry that is
+// back at once. One whose last try timed out gets none (above).
+func TestFallbackTriesARefusingRegistryOnce(t *testing.T) {
+	rt := &refusingTransport{}
+	c, err := New(WithTransport(rt), withSleep(func(context.Context, time.Duration) error { return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, _ := name.NewRepository("127.0.0.1:1/app")
+	for i, want := range []int32{4, 1} {
+		before := rt.tries.Load()
+		_, err := c.Do(WithFallback(t.Context(), 5*time.Second), Request{Method: http.MethodHead, Repo: repo, Kind: "manifests", Ref: "v1"})
+		var kd *KnownDownError
+		if n := rt.tries.Load() - before; n != want || err == nil || errors.As(err, &kd) {
+			t.Errorf("request %d: %d tries, %v; want %d tries and the refusal", i+1, n, err, want)
+		}
 	}
 }
