@@ -113,9 +113,9 @@ const DefaultStaleBudget = 5 * time.Second
 // silent, refusing connections, answering 5xx or 429, or asking with
 // Retry-After for a longer wait. Within d the client retries as its
 // policy says; past it, or at once when a Retry-After is longer, the
-// cached copy is served Stale (stale-if-error), and a registry that no
-// try could reach, or whose 5xx named a Retry-After, is not asked again
-// by such resolves while it is known to be failing
+// cached copy is served Stale (stale-if-error), and a registry whose
+// last try timed out, or whose 5xx named a Retry-After, is not asked
+// again by such resolves while it is known to be failing
 // (regclient.Client.KnownDown): they serve the cached copy at once. The
 // bound applies to every wait for the registry in such a resolve (the
 // revalidating HEAD, and the pull of a tag that moved), not to a download
@@ -125,13 +125,7 @@ const DefaultStaleBudget = 5 * time.Second
 // Stale answers are counted in Stats (StaleBudgetSpent, StaleKnownDown),
 // explained in ResolvedImage.Why, and logged (WithLogger).
 func WithStaleBudget(d time.Duration) Option {
-	return func(o *options) error {
-		if d < 0 {
-			return fmt.Errorf("registry: WithStaleBudget(%v): need d >= 0", d)
-		}
-		o.staleBudget = d
-		return nil
-	}
+	return durationOption("WithStaleBudget", d, func(o *options) *time.Duration { return &o.staleBudget })
 }
 
 // DefaultNotFoundTTL is how long, by default, a registry's 404 for a
@@ -147,11 +141,17 @@ const DefaultNotFoundTTL = 30 * time.Second
 // cache.WithBypass asks at once. At most 4096 references are remembered,
 // the oldest dropped first. d = 0 remembers none.
 func WithNotFoundTTL(d time.Duration) Option {
+	return durationOption("WithNotFoundTTL", d, func(o *options) *time.Duration { return &o.notFoundTTL })
+}
+
+// durationOption is the Option name(d): it sets the field of options
+// that field points to, refusing a negative d.
+func durationOption(name string, d time.Duration, field func(*options) *time.Duration) Option {
 	return func(o *options) error {
 		if d < 0 {
-			return fmt.Errorf("registry: WithNotFoundTTL(%v): need d >= 0", d)
+			return fmt.Errorf("registry: %s(%v): need d >= 0", name, d)
 		}
-		o.notFoundTTL = d
+		*field(o) = d
 		return nil
 	}
 }

@@ -2,52 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
+	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/internal/testserver"
 )
-
-// failingUpstream is an in-process registry with team/app:v1 that can be
-// made to answer every manifest request 503 with Retry-After: 60, and
-// counts the manifest requests it gets.
-type failingUpstream struct {
-	host      string
-	failing   atomic.Bool
-	manifests atomic.Int64
-}
-
-func newFailingUpstream(t *testing.T) *failingUpstream {
-	t.Helper()
-	u := &failingUpstream{}
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/manifests/") {
-			u.manifests.Add(1)
-			if u.failing.Load() {
-				w.Header().Set("Retry-After", "60")
-				w.WriteHeader(http.StatusServiceUnavailable)
-				return
-			}
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	u.host = strings.TrimPrefix(srv.URL, "http://")
-	img := testimage.ForTest(t)
-	img.Push(u.host+"/team/app:v1", img.RandomIndex([]string{"linux/amd64"}, 1<<10, 1))
-	u.manifests.Store(0)
-	return u
-}
 
 // manifestStatus asks the mirror for a manifest as a client would, and
 // fails the test if no answer comes within 20s: with the flags' defaults
@@ -73,20 +38,20 @@ func manifestStatus(t *testing.T, method, url string) int {
 // ask the upstream again; /metrics and the log say so. Issue 19, item 3:
 // each such request took 30 s and four upstream requests.
 func TestServeCachedTagWithAFailingUpstream(t *testing.T) {
-	up := newFailingUpstream(t)
+	up := newCountingUpstream(t)
 	s := startServe(t, "--upstream", "test.example=http://"+up.host)
 	url := "http://" + s.addr + "/v2/team/app/manifests/v1"
 	if code := manifestStatus(t, http.MethodGet, url); code != http.StatusOK {
 		t.Fatalf("cold GET: %d", code)
 	}
 	up.failing.Store(true)
-	up.manifests.Store(0)
+	up.requests.Store(0)
 	for i := range 2 {
 		if code := manifestStatus(t, http.MethodGet, url); code != http.StatusOK {
 			t.Fatalf("GET %d with the upstream failing: %d, want the cached copy", i+1, code)
 		}
 	}
-	if n := up.manifests.Load(); n != 1 {
+	if n := up.requests.Load(); n != 1 {
 		t.Errorf("two GETs of a cached tag, upstream 503 with Retry-After 60: %d upstream requests, want 1", n)
 	}
 	_, body := get(t, http.DefaultClient, "http://"+s.addr+"/metrics", nil)
@@ -104,7 +69,7 @@ func TestServeCachedTagWithAFailingUpstream(t *testing.T) {
 // docker pull asks HEAD then GET, and two pulls cost the upstream one
 // request, not four (issue 19, item 4).
 func TestServeRemembersMissingTags(t *testing.T) {
-	up := newFailingUpstream(t)
+	up := newCountingUpstream(t)
 	s := startServe(t, "--upstream", "test.example=http://"+up.host)
 	url := "http://" + s.addr + "/v2/team/app/manifests/missing"
 	for range 2 {
@@ -114,7 +79,7 @@ func TestServeRemembersMissingTags(t *testing.T) {
 			}
 		}
 	}
-	if n := up.manifests.Load(); n != 1 {
+	if n := up.requests.Load(); n != 1 {
 		t.Errorf("two pulls of a missing tag: %d upstream requests, want 1", n)
 	}
 	_, body := get(t, http.DefaultClient, "http://"+s.addr+"/metrics", nil)
@@ -127,15 +92,7 @@ func TestServeRemembersMissingTags(t *testing.T) {
 // before it serves the cached copy, and --explain names it.
 func TestStaleBudgetFlag(t *testing.T) {
 	t.Parallel()
-	reg := testserver.StartSilentRegistry(t)
-	ref := reg.Host + "/app:v1"
-	testimage.ForTest(t).Push(ref, testimage.ForTest(t).RandomIndex([]string{"linux/amd64"}, 256, 1))
-	dir := t.TempDir()
-	if _, stderr, code := cli(t, "--cache", dir, "warm", "--platform=linux/amd64", ref); code != 0 {
-		t.Fatalf("warm: exit %d\n%s", code, stderr)
-	}
-	reg.Silence()
-
+	dir, ref := warmedThenSilent(t)
 	stdout, stderr, code := cliBounded(t, "--cache", dir, "--json", "resolve", "--stale-budget", "300ms", "--explain", "--platform=linux/amd64", ref)
 	var doc struct {
 		Images []struct {
@@ -153,5 +110,68 @@ func TestStaleBudgetFlag(t *testing.T) {
 	}
 	if _, stderr, code := cli(t, "--cache", dir, "resolve", "--stale-budget", "soon", ref); code != exitUsage {
 		t.Errorf("--stale-budget soon: exit %d, want 2\n%s", code, stderr)
+	}
+}
+
+// TestFallbackFigures prints how long `buildcache serve`, with its
+// default flags, takes to answer two GETs of a cached tag in a row when
+// its upstream has turned silent, refuses connections, or answers 503
+// with Retry-After: 60 (issue 19, item 3). It takes minutes on code that
+// waits for such an upstream, so it runs only when asked:
+//
+//	BUILDCACHE_FIGURES=1 go test ./cmd/buildcache -run TestFallbackFigures -v
+func TestFallbackFigures(t *testing.T) {
+	if os.Getenv("BUILDCACHE_FIGURES") == "" {
+		t.Skip("set BUILDCACHE_FIGURES=1 to measure")
+	}
+	for _, sc := range []struct {
+		name string
+		// start serves team/app:v1 and returns the upstream's host, the
+		// fault to turn on, and its request count (nil: none).
+		start func(t *testing.T) (host string, fault func(), manifests func() int64)
+	}{
+		{"silent", func(t *testing.T) (string, func(), func() int64) {
+			reg := testserver.StartSilentRegistry(t)
+			return reg.Host, reg.Silence, nil
+		}},
+		{"refusing", func(t *testing.T) (string, func(), func() int64) {
+			proxy := testserver.StartCountingProxy(t, newCountingUpstream(t).host)
+			return proxy.Host, proxy.Stop, nil
+		}},
+		{"503 Retry-After: 60", func(t *testing.T) (string, func(), func() int64) {
+			up := newCountingUpstream(t)
+			return up.host, func() { up.failing.Store(true); up.requests.Store(0) }, up.requests.Load
+		}},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			host, fault, manifests := sc.start(t)
+			img := testimage.ForTest(t)
+			img.Push(host+"/team/app:v1", img.RandomIndex([]string{"linux/amd64"}, 1<<10, 1))
+			s := startServe(t, "--upstream", "test.example=http://"+host)
+			url := "http://" + s.addr + "/v2/team/app/manifests/v1"
+			client := &http.Client{Timeout: 10 * time.Minute}
+			answer := func() string {
+				start := time.Now()
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header.Set("Accept", "application/vnd.oci.image.index.v1+json")
+				resp, err := client.Do(req)
+				took := time.Since(start).Round(10 * time.Millisecond)
+				if err != nil {
+					return fmt.Sprintf("error after %v", took)
+				}
+				resp.Body.Close()
+				return fmt.Sprintf("%d after %v", resp.StatusCode, took)
+			}
+			if got := answer(); !strings.HasPrefix(got, "200") {
+				t.Fatalf("cold GET: %s", got)
+			}
+			fault()
+			first, second := answer(), answer()
+			line := fmt.Sprintf("FIGURE %-22s first GET: %-18s second GET: %-18s", sc.name, first, second)
+			if manifests != nil {
+				line += fmt.Sprintf(" upstream requests: %d", manifests())
+			}
+			t.Log(line)
+		})
 	}
 }
