@@ -13,6 +13,18 @@ type ResolverStats struct {
 	Revalidated uint64 // one HEAD confirmed the cached digest
 	Pulled      uint64 // something was downloaded
 	Stale       uint64 // the registry failed and the cached copy was served
+	// StaleBudgetSpent counts the Stale answers given because the
+	// registry did not answer, or asked for a wait (Retry-After,
+	// backoff), beyond the stale budget (registry.WithStaleBudget).
+	StaleBudgetSpent uint64
+	// StaleKnownDown counts the Stale answers given without asking the
+	// registry, known to be failing: unreachable lately, or a 5xx's
+	// Retry-After not passed (regclient.Client.KnownDown).
+	StaleKnownDown uint64
+	// NotFoundRemembered counts resolves answered with a 404 the registry
+	// gave for the reference lately, without asking it again
+	// (registry.WithNotFoundTTL).
+	NotFoundRemembered uint64
 	// Reserved counts cached copies served without the pull that would
 	// have refreshed them, to keep a rate-limit reserve (Reserved).
 	Reserved     uint64

@@ -20,6 +20,12 @@ var resolverSpecs = []promfamily.Spec[cache.ResolverStats]{
 		func(s cache.ResolverStats) uint64 { return s.BlobsFetched }),
 	promfamily.Counter("fetched_bytes_total", "Bytes of blobs and manifests downloaded from registries.",
 		func(s cache.ResolverStats) uint64 { return s.BytesFetched }),
+	promfamily.Counter("stale_budget_spent_total", `Stale answers given because the registry did not answer, or asked for a wait (Retry-After, backoff), beyond the stale budget (serve --stale-budget); among resolutions_total{source="stale"}.`,
+		func(s cache.ResolverStats) uint64 { return s.StaleBudgetSpent }),
+	promfamily.Counter("stale_known_down_total", `Stale answers given without asking the registry, known to be failing (its last try timed out, or a 5xx's Retry-After had not passed); among resolutions_total{source="stale"}.`,
+		func(s cache.ResolverStats) uint64 { return s.StaleKnownDown }),
+	promfamily.Counter("not_found_remembered_total", "Resolves answered with the 404 the registry gave lately for the reference, without asking it again (serve --not-found-ttl).",
+		func(s cache.ResolverStats) uint64 { return s.NotFoundRemembered }),
 }
 
 // ResolverCollector exports the counters of a registry.Resolver as the

@@ -121,3 +121,25 @@ buildcache_resolver_rate_limit_window_seconds{registry=%[1]q} 21600
 		t.Error(err)
 	}
 }
+
+// statsOnly reports fixed resolver stats.
+type statsOnly cache.ResolverStats
+
+func (s statsOnly) Stats() cache.ResolverStats { return cache.ResolverStats(s) }
+
+// Why a cached copy was served stale, and the 404s answered from memory,
+// are exported (issue 19, items 3 and 4: failures are visible).
+func TestResolverCollectorFallbackCounters(t *testing.T) {
+	col := metrics.NewResolverCollector(statsOnly{Stale: 5, StaleBudgetSpent: 2, StaleKnownDown: 3, NotFoundRemembered: 7})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(col)
+	for name, want := range map[string]float64{
+		"buildcache_resolver_stale_budget_spent_total":   2,
+		"buildcache_resolver_stale_known_down_total":     3,
+		"buildcache_resolver_not_found_remembered_total": 7,
+	} {
+		if got := gatherValue(t, reg, name, nil); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -217,7 +218,11 @@ func (c *Client) transport(key string) (http.RoundTripper, int) {
 // *RemoteError wrapping the registry's *transport.Error; the caller closes
 // the body of any other response. Each try is bounded by the Timeouts: a
 // try that runs into one is a broken connection, and so is a returned
-// body whose Read waits longer than the Stall bound.
+// body whose Read waits longer than the Stall bound. A 429 or 5xx whose
+// Retry-After is longer than the retry policy's longest wait is not
+// retried; a 5xx with a Retry-After that ends the request makes its
+// registry known to be failing until then (KnownDown). Under WithFallback
+// the request gives up within the fallback budget.
 func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 	where := c.URL(r.Repo, r.Kind, r.Ref)
 	target := cmp.Or(r.URL, where)
@@ -228,7 +233,14 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 	}
 	attempts := c.retry.attempts
 	host := r.Repo.RegistryStr()
-	if r.Once || r.Stream != nil || c.down.isDown(host) {
+	fb := fallbackOf(ctx)
+	if s, down := c.down.isDown(host); down {
+		if fb != nil && s.costly() {
+			return nil, &RemoteError{Op: op, URL: where, Status: s.status, Err: &KnownDownError{Host: host, Until: s.until, Err: s.cause}}
+		}
+		attempts = 1
+	}
+	if r.Once || r.Stream != nil {
 		attempts = 1
 	}
 	key := scopeKey(r.Repo, r.Push)
@@ -236,7 +248,7 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 	loggedIn := false
 	for attempt := 1; ; attempt++ {
 		rt, gen := c.transport(key)
-		resp, err := c.try(ctx, rt, r, target)
+		resp, err := c.try(ctx, rt, r, target, fb.bounds(c.timeouts))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, context.Cause(ctx)
@@ -245,19 +257,25 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 			if errors.As(err, &redirect) {
 				return nil, &RemoteError{Op: op, URL: where, Status: redirect.status, Err: err}
 			}
-			if attempt < attempts && netfail.Retryable(err) {
-				if err := wait.pause(ctx, ""); err != nil {
+			retry := attempt < attempts && netfail.Retryable(err)
+			if d := wait.next(0, false); retry && fb.allows(d) {
+				if err := wait.pause(ctx, d); err != nil {
 					return nil, err
 				}
 				continue
 			}
 			if netfail.Unreachable(err) {
-				c.down.markDown(host)
+				c.down.markDown(host, downFor, 0, err)
+			}
+			if retry {
+				err = fb.gaveUp(err)
 			}
 			return nil, &RemoteError{Op: op, URL: where, Err: err}
 		}
-		c.down.markUp(host)
 		c.limits.observe(host, resp)
+		if !retryableStatus(resp.StatusCode) {
+			c.down.markUp(host) // an answer, not a failure
+		}
 		switch {
 		case slices.Contains(ok, resp.StatusCode):
 			return resp, nil
@@ -270,13 +288,32 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 			}
 			attempt-- // the challenge is not a failure
 			continue
-		case retryableStatus(resp.StatusCode) && attempt < attempts && !c.retry.tooLong(resp):
-			ra := resp.Header.Get("Retry-After")
-			Drain(resp)
-			if err := wait.pause(ctx, ra); err != nil {
-				return nil, err
+		case retryableStatus(resp.StatusCode):
+			ra, hasRA := retryAfter(resp.Header.Get("Retry-After"), time.Now())
+			budgetCut := false
+			if attempt < attempts && (!hasRA || ra <= c.retry.maxWait) {
+				if d := wait.next(ra, hasRA); fb.allows(d) {
+					Drain(resp)
+					if err := wait.pause(ctx, d); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				budgetCut = true
+			} else if hasRA && !fb.allows(ra) {
+				budgetCut = true
 			}
-			continue
+			err = transport.CheckError(resp, ok...)
+			Drain(resp)
+			if hasRA && resp.StatusCode >= 500 {
+				// The registry said when to come back: until then, no
+				// request of a caller with a cached copy waits for it.
+				c.down.markDown(host, ra, resp.StatusCode, err)
+			}
+			if budgetCut {
+				err = fb.gaveUp(err)
+			}
+			return nil, &RemoteError{Op: op, URL: where, Status: resp.StatusCode, Err: err}
 		}
 		err = transport.CheckError(resp, ok...)
 		Drain(resp)
@@ -286,9 +323,9 @@ func (c *Client) Do(ctx context.Context, r Request) (*http.Response, error) {
 
 // try sends r once through rt under a watchdog: the answer's headers must
 // come within the ResponseHeader bound of the request being sent, and its
-// body (returned wrapped) must keep moving.
-func (c *Client) try(ctx context.Context, rt http.RoundTripper, r Request, url string) (*http.Response, error) {
-	wd := netwait.New(ctx, c.timeouts.ResponseHeader, c.timeouts.Stall)
+// body (returned wrapped) must keep moving, as bounds say.
+func (c *Client) try(ctx context.Context, rt http.RoundTripper, r Request, url string, bounds Timeouts) (*http.Response, error) {
+	wd := netwait.New(ctx, bounds.ResponseHeader, bounds.Stall)
 	req, err := c.newRequest(wd.Context(), r, url, wd)
 	if err != nil {
 		wd.Release()

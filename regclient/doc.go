@@ -31,12 +31,28 @@
 // containerd do.
 //
 // A registry whose every try failed to connect is known to be down for
-// 10 seconds, or until it answers: meanwhile a request makes one try
-// instead of the retry policy's, so that a caller serving many cached
-// images while it is down pays one refused connection for each, not a
-// backoff. Each registry's rate limit, as its last response stated it
-// (RateLimit-Limit and -Remaining, and the last 429), is kept for
-// RateLimit and RateLimits.
+// 10 seconds, or until it answers; one that answered a 5xx with a
+// Retry-After the client did not wait for (longer than WithRetry's
+// longest wait, as for a 429) is known to be failing until then (at most
+// 10 minutes). Meanwhile a request makes one try instead of the retry
+// policy's, so that a caller serving many cached images while it is down
+// pays one refused connection for each, not a backoff (KnownDown). Each
+// registry's rate limit, as its last response stated it (RateLimit-Limit
+// and -Remaining, and the last 429), is kept for RateLimit and
+// RateLimits.
+//
+// # Falling back
+//
+// A caller that has something else to serve if the registry fails, a
+// cached copy, says so with WithFallback(ctx, budget): its requests then
+// give up within the budget whatever the registry does. A registry whose
+// last try timed out, or whose 5xx's Retry-After has not passed, is not
+// asked at all while it is known to be failing (a *KnownDownError); one
+// that refused connections gets one try; a silent one is waited for at
+// most the budget, over all tries; a backoff or a Retry-After that would
+// end past the budget is not waited for (ErrFallbackBudget). Requests
+// without it, for what nothing else can serve, keep the retry policy and
+// the timeouts below.
 //
 // # Timeouts
 //

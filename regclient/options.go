@@ -96,9 +96,11 @@ func WithInsecureRegistries(hosts ...string) Option {
 // WithRetry sets how often a request is tried on 429, 5xx and connection
 // failures (default 4 attempts), the first backoff (default 200ms, then
 // doubling), and the longest single wait, Retry-After included
-// (default 10s). A 429 whose Retry-After is longer than maxWait is not
-// retried: it fails at once, naming the wait. A request with a streamed
-// body (a blob upload) is never retried.
+// (default 10s). A 429 or 5xx whose Retry-After is longer than maxWait
+// is not retried: it fails at once (a 5xx's then makes its registry known
+// to be failing until the Retry-After has passed: Client.KnownDown). A
+// request with a streamed body (a blob upload) is never retried.
+// WithFallback cuts these waits short for a caller with a cached copy.
 func WithRetry(attempts int, backoff, maxWait time.Duration) Option {
 	return func(o *options) error {
 		if attempts < 1 || backoff < 0 || maxWait < 0 {

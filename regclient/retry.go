@@ -33,26 +33,22 @@ type backoff struct {
 
 func (p *retryPolicy) start() backoff { return backoff{p: p, wait: p.backoff} }
 
-// pause waits before the next try: what the answer's Retry-After header
-// says, if it says, else the current backoff; never more than maxWait.
-func (b *backoff) pause(ctx context.Context, retryAfterHeader string) error {
+// next is the wait the next try calls for: the answer's Retry-After,
+// if it gave one (ra, hasRA), else the current backoff, which doubles up
+// to maxWait. It is not capped: pause caps it, and a caller may decide
+// it is too long to wait for at all.
+func (b *backoff) next(ra time.Duration, hasRA bool) time.Duration {
 	d := b.wait
-	if ra, ok := retryAfter(retryAfterHeader, time.Now()); ok {
+	if hasRA {
 		d = ra
 	}
 	b.wait = min(b.wait*2, b.p.maxWait)
-	return b.p.sleep(ctx, min(d, b.p.maxWait))
+	return d
 }
 
-// tooLong reports whether resp is a 429 whose Retry-After is beyond the
-// longest wait: the registry has said when, and asking sooner wastes
-// tries (and, on Docker Hub, can extend the ban).
-func (p *retryPolicy) tooLong(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusTooManyRequests {
-		return false
-	}
-	d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now())
-	return ok && d > p.maxWait
+// pause waits d before the next try, never more than maxWait.
+func (b *backoff) pause(ctx context.Context, d time.Duration) error {
+	return b.p.sleep(ctx, min(d, b.p.maxWait))
 }
 
 // retryableStatus: the registry is overloaded or failing, not refusing.
@@ -79,15 +75,20 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 // after Do has handed its answer over (a download that fails mid-body,
 // which Do cannot send again). Only a *RemoteError with no status (the
 // connection broke; nothing was refused) is tried again, after the first
-// backoff; any other error, or ctx ending, ends it with fn's last error.
+// backoff; any other error, a registry known to be failing
+// (*KnownDownError), a backoff past ctx's fallback budget (WithFallback,
+// counted from the call), or ctx ending, ends it with fn's last error.
 func (c *Client) Retry(ctx context.Context, fn func() error) error {
+	fb := fallbackOf(ctx)
 	var err error
 	for attempt := 1; attempt <= c.retry.attempts; attempt++ {
 		if err = fn(); err == nil {
 			return nil
 		}
 		var re *RemoteError
-		if attempt == c.retry.attempts || ctx.Err() != nil || !errors.As(err, &re) || re.Status != 0 {
+		var kd *KnownDownError
+		if attempt == c.retry.attempts || ctx.Err() != nil || !errors.As(err, &re) || re.Status != 0 ||
+			errors.As(err, &kd) || !fb.allows(c.retry.backoff) {
 			break
 		}
 		if c.retry.sleep(ctx, c.retry.backoff) != nil {

@@ -14,7 +14,8 @@ import (
 
 // A 429 or 5xx is tried again after what its Retry-After says (within
 // the longest wait), else after the backoff, doubling; a Retry-After
-// beyond the longest wait is not waited for.
+// beyond the longest wait is not waited for, a 5xx's no more than a
+// 429's.
 func TestRetryWaits(t *testing.T) {
 	for _, tt := range []struct {
 		name       string
@@ -26,6 +27,9 @@ func TestRetryWaits(t *testing.T) {
 		{"429 with Retry-After", http.StatusTooManyRequests, "1", []time.Duration{time.Second, time.Second}, 0},
 		{"503 without", http.StatusServiceUnavailable, "", []time.Duration{time.Millisecond, 2 * time.Millisecond}, 0},
 		{"Retry-After beyond the longest wait", http.StatusTooManyRequests, "3600", nil, http.StatusTooManyRequests},
+		// A 5xx's Retry-After is the registry's word as much as a 429's
+		// (issue 19, item 3: a 503 with Retry-After 60 cost 30 s a request).
+		{"503 with Retry-After beyond the longest wait", http.StatusServiceUnavailable, "60", nil, http.StatusServiceUnavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var calls atomic.Int32

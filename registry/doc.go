@@ -44,11 +44,30 @@
 // HTTP (loopback registries, and those regclient.WithInsecureRegistries
 // names), retries (429, 5xx and broken connections, honouring
 // Retry-After) and the timeouts that bound a silent registry; see package
-// regclient. A registry that times out is
-// unreachable: a cached image is served Stale once the client's tries are
-// spent, or, if nothing is cached, the call fails with cache.ErrOffline.
-// A context's deadline or cancellation always wins: the call ends with
-// the context's error, and nothing is served Stale.
+// regclient. A registry that times out is unreachable: if nothing is
+// cached, the call fails with cache.ErrOffline once the client's tries
+// are spent. A context's deadline or cancellation always wins: the call
+// ends with the context's error, and nothing is served Stale.
+//
+// # Falling back
+//
+// A cached image is never held hostage by a failing registry: a resolve
+// that has a cached copy waits for the registry at most the stale budget
+// (WithStaleBudget, default 5s) whatever it does — silent, refusing
+// connections, 5xx, 429, a Retry-After longer than the budget — and then
+// serves the cached copy as Stale (regclient.WithFallback). A registry
+// that timed out, or answered a 5xx with a Retry-After, is then known to
+// be failing for a while (10 s; until the Retry-After), and such resolves
+// serve the cached copy without asking it; an uncached image, which has
+// nothing else to serve, keeps the client's retries and timeouts. Each
+// Stale answer says why in ResolvedImage.Why, is counted in Stats
+// (Stale, StaleBudgetSpent, StaleKnownDown) and logged (WithLogger).
+//
+// A registry's 404 for a reference is remembered for a while
+// (WithNotFoundTTL, default 30s; at most 4096 references): resolves of it
+// meanwhile fail with that 404 and no request (Stats'
+// NotFoundRemembered), so a client asking again and again for a tag that
+// does not exist costs the registry one request per TTL.
 //
 // Concurrent identical resolves, and concurrent downloads of one blob,
 // share one request. A pull fetches the platforms' manifests at once and

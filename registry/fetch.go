@@ -77,6 +77,9 @@ func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge ti
 			r.stats.hits.Add(1)
 			return &cache.ResolvedImage{Digest: d, Source: cache.Hit}, nil // immutable: no request
 		}
+		if err := r.rememberedNotFound(refName); err != nil {
+			return nil, err
+		}
 		return r.fetchTop(ctx, ref, nil)
 	}
 	rec, err := r.lookup(ctx, refName)
@@ -89,6 +92,9 @@ func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge ti
 		}
 	}
 	if local == nil {
+		if err := r.rememberedNotFound(refName); err != nil {
+			return nil, err
+		}
 		if err := r.refuseHeld(refName, host); err != nil {
 			return nil, err
 		}
@@ -99,6 +105,10 @@ func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge ti
 		local.Source = cache.Hit
 		return local, nil
 	}
+	if err := r.rememberedNotFound(refName); err != nil {
+		return nil, err
+	}
+	ctx = regclient.WithFallback(ctx, r.o.staleBudget) // the stored top is the fallback
 	head, err := r.head(ctx, ref, func() bool { reason, _ := r.hold(host); return reason == "" })
 	switch {
 	case errors.Is(err, errHeadNoDigest):
@@ -108,7 +118,7 @@ func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge ti
 		reason, until := r.held429(host)
 		return r.reserved(local, why, t, reason+": served the cached copy", until, err)
 	case err != nil:
-		return r.staleOr(ctx, local, why, t, err)
+		return r.staleOr(ctx, refName, local, why, t, err)
 	}
 	if head.Digest == rec.desc.Digest {
 		if err := r.revalidated(ctx, refName, rec); err != nil {
@@ -120,7 +130,7 @@ func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge ti
 	}
 	res, err := r.fetchTop(ctx, ref, head)
 	if err != nil {
-		return r.staleOr(ctx, local, why, t, err)
+		return r.staleOr(ctx, refName, local, why, t, err)
 	}
 	return res, nil
 }
@@ -138,6 +148,9 @@ func (r *Resolver) fetchTop(ctx context.Context, ref name.Reference, known *v1.D
 		id = known.Digest.String()
 	}
 	top, raw, err := r.getManifest(ctx, ref.Context(), id)
+	if known == nil {
+		r.notFound.note(ref.Name(), err)
+	}
 	if err != nil {
 		return nil, regclient.MarkOffline(err)
 	}

@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"time"
 
@@ -17,7 +18,10 @@ type options struct {
 	platforms    []string
 	concurrency  int
 	staleIfError bool
-	reserve      int // rate-limit reserve; -1: off
+	reserve      int           // rate-limit reserve; -1: off
+	staleBudget  time.Duration // 0: none, the client's retries and timeouts
+	notFoundTTL  time.Duration // 0: 404s are not remembered
+	logger       *slog.Logger  // nil: none
 	progress     func(Progress)
 	now          func() time.Time
 }
@@ -28,6 +32,8 @@ func defaultOptions() options {
 		concurrency:  4,
 		staleIfError: true,
 		reserve:      -1,
+		staleBudget:  DefaultStaleBudget,
+		notFoundTTL:  DefaultNotFoundTTL,
 		now:          time.Now,
 	}
 }
@@ -97,6 +103,70 @@ func WithStaleIfError(on bool) Option {
 	}
 }
 
+// DefaultStaleBudget is how long, by default, a resolve of a cached image
+// waits for a failing registry before it serves the cached copy
+// (WithStaleBudget).
+const DefaultStaleBudget = 5 * time.Second
+
+// WithStaleBudget bounds how long a resolve that has a cached copy to
+// serve waits for a registry that fails (default DefaultStaleBudget, 5s):
+// silent, refusing connections, answering 5xx or 429, or asking with
+// Retry-After for a longer wait. Within d the client retries as its
+// policy says; past it, or at once when a Retry-After is longer, the
+// cached copy is served Stale (stale-if-error), and a registry whose
+// last try timed out, or whose 5xx named a Retry-After, is not asked
+// again by such resolves while it is known to be failing
+// (regclient.Client.KnownDown): they serve the cached copy at once. The
+// bound applies to every wait for the registry in such a resolve (the
+// revalidating HEAD, and the pull of a tag that moved), not to a download
+// that keeps moving. An image with no cached copy has nothing else to
+// serve and keeps the client's retries and timeouts. d = 0 turns the
+// budget off: a cached image then waits as an uncached one does.
+// Stale answers are counted in Stats (StaleBudgetSpent, StaleKnownDown),
+// explained in ResolvedImage.Why, and logged (WithLogger).
+func WithStaleBudget(d time.Duration) Option {
+	return durationOption("WithStaleBudget", d, func(o *options) *time.Duration { return &o.staleBudget })
+}
+
+// DefaultNotFoundTTL is how long, by default, a registry's 404 for a
+// reference is remembered (WithNotFoundTTL).
+const DefaultNotFoundTTL = 30 * time.Second
+
+// WithNotFoundTTL remembers for d that the registry answered 404 (manifest
+// unknown) for a reference (default DefaultNotFoundTTL, 30s): meanwhile
+// Resolve and ResolveTop of it fail with that answer, a *regclient.RemoteError
+// with Status 404, and no request, so that a client pulling a missing tag
+// (a docker pull asks twice) costs the registry one request per d. A tag
+// pushed meanwhile is seen once d has passed; a resolve with
+// cache.WithBypass asks at once. At most 4096 references are remembered,
+// the oldest dropped first. d = 0 remembers none.
+func WithNotFoundTTL(d time.Duration) Option {
+	return durationOption("WithNotFoundTTL", d, func(o *options) *time.Duration { return &o.notFoundTTL })
+}
+
+// durationOption is the Option name(d): it sets the field of options
+// that field points to, refusing a negative d.
+func durationOption(name string, d time.Duration, field func(*options) *time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("registry: %s(%v): need d >= 0", name, d)
+		}
+		*field(o) = d
+		return nil
+	}
+}
+
+// WithLogger logs, on l, each cached copy served because the registry
+// failed: at Warn when the registry was asked (it failed, or did not
+// answer within the stale budget), at Debug when it was not (known to be
+// failing). Default: no logging.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		o.logger = l
+		return nil
+	}
+}
+
 // WithRateLimitReserve keeps the last n pulls of a registry's rate-limit
 // budget (its RateLimit-Remaining, as its last response stated it) for
 // images that are not cached. Default: off, pulls go ahead until the
@@ -143,8 +213,8 @@ func WithProgress(fn func(Progress)) Option {
 	}
 }
 
-// WithClock replaces time.Now, for tests of WithMaxAge, Prune and the
-// rate-limit reserve. A client the resolver makes itself (no WithClient)
+// WithClock replaces time.Now, for tests of WithMaxAge, Prune, the
+// rate-limit reserve and WithNotFoundTTL. A client the resolver makes itself (no WithClient)
 // keeps its rate limits and down registries by this clock too; give a
 // client of your own regclient.WithClock.
 func WithClock(now func() time.Time) Option {

@@ -36,6 +36,9 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 		id = known.Digest.String() // the content HEAD saw, even if the tag moves again
 	}
 	top, topRaw, err := r.getManifest(ctx, repo, id)
+	if known == nil {
+		r.notFound.note(ref.Name(), err)
+	}
 	if err != nil {
 		return nil, err
 	}

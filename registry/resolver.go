@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -35,7 +36,8 @@ type Resolver struct {
 
 	resolves flight.Group[string, *cache.ResolvedImage]
 	blobs    flight.Group[string, struct{}]
-	walks    walkCache // what complete read of stored manifests
+	walks    walkCache      // what complete read of stored manifests
+	notFound *notFoundCache // references the registry answered 404 for: notfound.go
 	stats    resolverCounters
 	durable  durableCounters // stats added to the store's lifetime counters: durable.go
 
@@ -73,18 +75,20 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 		idx = &rootindex.Memory{}
 	}
 	return &Resolver{
-		store:   store,
-		index:   idx,
-		o:       o,
-		checked: map[string]time.Time{},
-		client:  c,
-		durable: durableCounters{to: counterStoreOf(store)},
+		store:    store,
+		index:    idx,
+		o:        o,
+		checked:  map[string]time.Time{},
+		client:   c,
+		notFound: newNotFoundCache(o.notFoundTTL, o.now),
+		durable:  durableCounters{to: counterStoreOf(store)},
 	}, nil
 }
 
 type resolverCounters struct {
 	resolves, hits, revalidated, pulled, stale, reserved, blobs, bytes atomic.Uint64
 	unrecorded                                                         atomic.Uint64 // records.go
+	staleBudgetSpent, staleKnownDown, notFoundRemembered               atomic.Uint64
 }
 
 // Store is the store the resolver keeps images in, as given to
@@ -99,6 +103,9 @@ func (r *Resolver) Stats() cache.ResolverStats {
 		Pulled: c.pulled.Load(), Stale: c.stale.Load(), Reserved: c.reserved.Load(),
 		BlobsFetched: c.blobs.Load(), BytesFetched: c.bytes.Load(),
 		RevalidationsUnrecorded: c.unrecorded.Load(),
+		StaleBudgetSpent:        c.staleBudgetSpent.Load(),
+		StaleKnownDown:          c.staleKnownDown.Load(),
+		NotFoundRemembered:      c.notFoundRemembered.Load(),
 		RateLimits:              r.client.RateLimits(),
 	}
 }
@@ -184,6 +191,9 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 	}
 	// pullMissing pulls an image the cache lacks, or has only in part.
 	pullMissing := func() (*cache.ResolvedImage, error) {
+		if err := r.rememberedNotFound(refName); err != nil {
+			return nil, err
+		}
 		if err := r.refuseHeld(refName, host); err != nil {
 			return nil, err
 		}
@@ -221,6 +231,13 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 	if local == nil {
 		return pullMissing()
 	}
+	if err := r.rememberedNotFound(refName); err != nil {
+		return nil, err
+	}
+	// The cached copy is the fallback: a failing registry is waited for
+	// at most the stale budget, for the HEAD and for a pull if the tag
+	// moved.
+	ctx = regclient.WithFallback(ctx, r.o.staleBudget)
 	// The HEAD's own answer states the budget: decide after it.
 	head, err := r.head(ctx, ref, func() bool { reason, _ := r.hold(host); return reason == "" })
 	holdReason, until := r.hold(host)
@@ -231,7 +248,7 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		reason, until := r.held429(host)
 		return r.reserved(local, why, t, reason+": served the cached copy", until, err)
 	case err != nil:
-		return r.staleOr(ctx, local, why, t, err)
+		return r.staleOr(ctx, refName, local, why, t, err)
 	}
 	why.RemoteDigest = head.Digest
 	if head.Digest == rec.desc.Digest {
@@ -251,7 +268,7 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 			reason, until := r.held429(host)
 			return r.reserved(local, why, t, fmt.Sprintf("%s: the tag moved to %s, but the cached %s is served", reason, short(head.Digest), short(rec.desc.Digest)), until, err)
 		}
-		return r.staleOr(ctx, local, why, t, err)
+		return r.staleOr(ctx, refName, local, why, t, err)
 	}
 	return explain(res, nil, why, t, fmt.Sprintf("the tag moved from %s to %s: pulled what the cache lacked", short(rec.desc.Digest), short(head.Digest)))
 }
@@ -268,7 +285,7 @@ func (r *Resolver) offlineIfUnreachable(res *cache.ResolvedImage, err error) (*c
 
 // staleOr serves local as Stale when err is the registry's failure and
 // stale-if-error is on; otherwise it returns err.
-func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, why cache.Explanation, t *tally, err error) (*cache.ResolvedImage, error) {
+func (r *Resolver) staleOr(ctx context.Context, refName string, local *cache.ResolvedImage, why cache.Explanation, t *tally, err error) (*cache.ResolvedImage, error) {
 	var re *regclient.RemoteError
 	if !r.o.staleIfError || ctx.Err() != nil || !errors.As(err, &re) || !re.Temporary() {
 		return nil, err
@@ -277,7 +294,35 @@ func (r *Resolver) staleOr(ctx context.Context, local *cache.ResolvedImage, why 
 	local.Source = cache.Stale
 	local.RemoteErr = err
 	why.UpstreamError = err.Error()
-	return explain(local, nil, why, t, "the registry failed: served the cached copy (stale-if-error)")
+	reason, level := r.staleReason(re, err)
+	if l := r.o.logger; l != nil {
+		l.Log(ctx, level, "registry failed: serving the cached copy", "ref", refName, "digest", local.Digest.String(), "reason", reason, "err", err.Error())
+	}
+	return explain(local, nil, why, t, reason)
+}
+
+// staleReason says why a cached copy is served Stale after err, and at
+// which level to log it, counting the failures that the stale budget
+// turned into a Stale answer.
+func (r *Resolver) staleReason(re *regclient.RemoteError, err error) (string, slog.Level) {
+	what := "did not answer"
+	if re.Status != 0 {
+		what = fmt.Sprintf("answered %d %s", re.Status, http.StatusText(re.Status))
+	}
+	var kd *regclient.KnownDownError
+	switch {
+	case errors.As(err, &kd):
+		r.stats.staleKnownDown.Add(1)
+		return fmt.Sprintf("%s is known to be failing until %s (it %s): served the cached copy without asking it (stale-if-error)",
+			kd.Host, kd.Until.UTC().Format(time.RFC3339), what), slog.LevelDebug
+	case errors.Is(err, regclient.ErrFallbackBudget) && re.Status == 0:
+		r.stats.staleBudgetSpent.Add(1)
+		return fmt.Sprintf("the registry did not answer within the stale budget of %s: served the cached copy (stale-if-error)", r.o.staleBudget), slog.LevelWarn
+	case errors.Is(err, regclient.ErrFallbackBudget):
+		r.stats.staleBudgetSpent.Add(1)
+		return fmt.Sprintf("the registry %s, and asking again would take longer than the stale budget of %s: served the cached copy (stale-if-error)", what, r.o.staleBudget), slog.LevelWarn
+	}
+	return "the registry failed: served the cached copy (stale-if-error)", slog.LevelWarn
 }
 
 // errHeadNoDigest is a HEAD that gave no digest when a GET to find it
@@ -288,6 +333,7 @@ var errHeadNoDigest = errors.New("registry: HEAD gave no digest")
 // and a GET if the HEAD gives no digest and mayGet, asked then, allows it.
 func (r *Resolver) head(ctx context.Context, ref name.Reference, mayGet func() bool) (*v1.Descriptor, error) {
 	resp, err := r.client.Do(ctx, regclient.Request{Method: http.MethodHead, Repo: ref.Context(), Kind: "manifests", Ref: ref.Identifier(), Accept: regclient.ManifestAccept})
+	r.notFound.note(ref.Name(), err)
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +346,7 @@ func (r *Resolver) head(ctx context.Context, ref name.Reference, mayGet func() b
 			return nil, errHeadNoDigest
 		}
 		desc, _, err := r.getManifest(ctx, ref.Context(), ref.Identifier())
+		r.notFound.note(ref.Name(), err)
 		if err != nil {
 			return nil, err
 		}

@@ -190,10 +190,15 @@ const timeoutsHelp = `Timeouts:
   --timeout D bounds each wait for a registry: connecting, the TLS
   handshake, the answer's headers, the next bytes of a body (default 30s,
   the handshake 10s). A registry silent for longer counts as unreachable:
-  the try is retried, then a cached image is served stale (exit 0 with a
-  warning) and an uncached one exits 3. It is not a deadline for the whole
-  command, as a download that keeps moving may take longer: use timeout(1)
-  for that.`
+  the try is retried, then an uncached image exits 3. It is not a deadline
+  for the whole command, as a download that keeps moving may take longer:
+  use timeout(1) for that. A cached image waits for a failing registry at
+  most --stale-budget (warm, resolve, serve; default 5s), whatever it does
+  (silent, refusing, 5xx, 429, a longer Retry-After), and is then served
+  stale (exit 0 with a warning).`
+
+// staleBudgetHelp says what --stale-budget bounds.
+const staleBudgetHelp = "serve a cached image stale once a failing registry (silent, refusing, 5xx, 429) has been waited for `D`, or at once when its Retry-After is longer or it is known to be failing; 0: wait as for an uncached image"
 
 // newClient is the registry client the flags describe, speaking plain
 // HTTP to the --insecure-registry hosts and to insecure.

@@ -7,7 +7,7 @@
 //
 //	buildcache [--cache DIR|URL] [--json] [--insecure-registry HOST:PORT]... [--timeout D] COMMAND
 //
-//	warm IMAGE... [--platform P,P] [--policy always|if-not-present|never]
+//	warm IMAGE... [--platform P,P] [--policy always|if-not-present|never] [--stale-budget D]
 //	    Make sure each image's requested platforms are stored, pulling what
 //	    is missing, with progress bars on a terminal and log lines otherwise.
 //	    Prints per image its digest, where it came from (hit, revalidated,
@@ -30,6 +30,7 @@
 //	serve --upstream NS=URL... [--listen 127.0.0.1:5000] [--default-upstream NS]
 //	      [--max-age D] [--tls-cert F --tls-key F] [--htpasswd F] [--token-file F]
 //	      [--log-format text|json] [--metrics-listen ADDR] [--shutdown-timeout D]
+//	      [--stale-budget D] [--not-found-ttl D]
 //	    Serve the cache as a pull-through registry mirror for Docker,
 //	    containerd, the kubelet and buildkitd, until SIGTERM or SIGINT;
 //	    loopback only unless --allow-remote. `buildcache serve --help` says more.
@@ -79,9 +80,13 @@
 // addresses get HTTPS). --timeout D bounds each wait for a registry: to
 // connect, for the TLS handshake, for an answer's headers and for the next
 // bytes of a body (default: 30s, the handshake 10s); each try waits anew,
-// and a registry silent for longer counts as unreachable, so a cached image
-// is served stale. It is not a deadline for the whole command (a download
-// that keeps moving may take longer; use timeout(1) for that). --policy always revalidates a cached
+// and a registry silent for longer counts as unreachable. It is not a
+// deadline for the whole command (a download that keeps moving may take
+// longer; use timeout(1) for that). A cached image waits for a failing
+// registry (silent, refusing, 5xx, 429, a longer Retry-After) at most
+// --stale-budget D (warm, resolve, serve; default 5s), and is then served
+// stale; serve's --not-found-ttl D (default 30s) answers a tag the
+// upstream answered 404 for with that 404 for D, without asking again. --policy always revalidates a cached
 // image with one HEAD and pulls only when the tag moved; if-not-present
 // makes no request for a cached image; never makes none at all. Sizes take
 // units (500MB = 500*10^6 bytes, 10GiB = 10*2^30); durations take Go's

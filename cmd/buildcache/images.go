@@ -25,6 +25,7 @@ type resolveFlags struct {
 	maxAge    time.Duration
 	reserve   int
 	explain   bool
+	stale     time.Duration // --stale-budget
 }
 
 func (f *resolveFlags) add(cmd *cobra.Command) {
@@ -33,15 +34,18 @@ func (f *resolveFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.policy, "policy", "always", "pull policy: always (revalidate with one HEAD, pull what changed), if-not-present (no request when cached) or never (offline)")
 	fl.Var(durationValue{&f.maxAge}, "max-age", "with --policy always, serve a cached image checked less than this long ago with no request (default 0: always revalidate)")
 	fl.BoolVar(&f.explain, "explain", false, "say under each image (and with --json, in \"why\") why it was served from where it was")
+	f.stale = registry.DefaultStaleBudget
+	fl.Var(durationValue{&f.stale}, "stale-budget", staleBudgetHelp)
 	fl.IntVar(&f.reserve, "rate-limit-reserve", -1, "keep the last `N` pulls of a registry's rate limit (RateLimit-Remaining) for uncached images: a moved tag with a cached copy is served from the cache (source reserved); -1 is off")
 }
 
 // resolverOptions are the Resolver's options the flags ask for.
 func (f *resolveFlags) resolverOptions() []registry.Option {
-	if f.reserve < 0 {
-		return nil
+	opts := []registry.Option{registry.WithStaleBudget(f.stale)}
+	if f.reserve >= 0 {
+		opts = append(opts, registry.WithRateLimitReserve(f.reserve))
 	}
-	return []registry.Option{registry.WithRateLimitReserve(f.reserve)}
+	return opts
 }
 
 // options checks the flags and the references before anything runs, so a

@@ -38,6 +38,8 @@ type serveFlags struct {
 	tokenFile       string
 	logFormat       string
 	shutdownTimeout time.Duration
+	staleBudget     time.Duration
+	notFoundTTL     time.Duration
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -97,6 +99,9 @@ kept; a second signal cuts the wait short.
 	fl.StringVar(&f.logFormat, "log-format", "text", "access log format on stderr: text or json")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on `ADDR` instead of the mirror's listener, without authentication; off for none")
 	fl.Var(durationValue{&f.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, let requests in progress finish for `D` (default 30s)")
+	f.staleBudget, f.notFoundTTL = registry.DefaultStaleBudget, registry.DefaultNotFoundTTL
+	fl.Var(durationValue{&f.staleBudget}, "stale-budget", staleBudgetHelp)
+	fl.Var(durationValue{&f.notFoundTTL}, "not-found-ttl", "answer a tag the upstream answered 404 for with that 404, without asking again, for `D`; 0: ask every time")
 	return cmd
 }
 
@@ -271,7 +276,8 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	res, err := registry.NewResolver(store, registry.WithClient(client))
+	res, err := registry.NewResolver(store, registry.WithClient(client), registry.WithLogger(cfg.logger),
+		registry.WithStaleBudget(f.staleBudget), registry.WithNotFoundTTL(f.notFoundTTL))
 	if err != nil {
 		return err
 	}

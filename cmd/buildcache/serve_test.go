@@ -136,11 +136,13 @@ func (s *server) shutdown(t *testing.T) int {
 }
 
 // countingUpstream is an in-process registry counting the requests it
-// serves, with an image pushed as team/app:v1.
+// serves, with an image pushed as team/app:v1. While failing is set, it
+// answers every manifest request 503 with Retry-After: 60.
 type countingUpstream struct {
 	host     string
 	top      v1.Hash
 	requests atomic.Int64
+	failing  atomic.Bool
 }
 
 func newCountingUpstream(t *testing.T) *countingUpstream {
@@ -149,6 +151,11 @@ func newCountingUpstream(t *testing.T) *countingUpstream {
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.requests.Add(1)
+		if u.failing.Load() && strings.Contains(r.URL.Path, "/manifests/") {
+			w.Header().Set("Retry-After", "60")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
 		reg.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)

@@ -33,25 +33,33 @@ func cliBounded(t *testing.T, args ...string) (stdout, stderr string, code int) 
 	}
 }
 
+// warmedThenSilent warms a cache with an image of a registry that then
+// goes silent (accepts connections, never answers), and returns the
+// cache's directory and the image.
+func warmedThenSilent(t *testing.T) (dir, ref string) {
+	t.Helper()
+	reg := testserver.StartSilentRegistry(t)
+	ref = reg.Host + "/app:v1"
+	testimage.ForTest(t).Push(ref, testimage.ForTest(t).RandomIndex([]string{"linux/amd64"}, 256, 1))
+	dir = t.TempDir()
+	if _, stderr, code := cli(t, "--cache", dir, "warm", "--platform=linux/amd64", ref); code != 0 {
+		t.Fatalf("warm: exit %d\n%s", code, stderr)
+	}
+	reg.Silence()
+	return dir, ref
+}
+
 // With --timeout, a registry that accepts connections and never answers
 // is unreachable: a cached image is served stale (exit 0), an uncached one
 // exits 3, and the command returns.
 func TestTimeoutFlagServesStaleFromASilentRegistry(t *testing.T) {
 	t.Parallel()
-	reg := testserver.StartSilentRegistry(t)
-	ref := reg.Host + "/app:v1"
-	testimage.ForTest(t).Push(ref, testimage.ForTest(t).RandomIndex([]string{"linux/amd64"}, 256, 1))
-	dir := t.TempDir()
-	if _, stderr, code := cli(t, "--cache", dir, "warm", "--platform=linux/amd64", ref); code != 0 {
-		t.Fatalf("warm: exit %d\n%s", code, stderr)
-	}
-	reg.Silence()
-
+	dir, ref := warmedThenSilent(t)
 	stdout, stderr, code := cliBounded(t, "--cache", dir, "--timeout", "200ms", "--json", "resolve", "--platform=linux/amd64", ref)
 	if code != exitOK || !strings.Contains(stdout, `"stale"`) || !strings.Contains(stderr, "stale") {
 		t.Errorf("resolve of a cached image, silent registry: exit %d, want 0 and stale\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	if _, stderr, code := cliBounded(t, "--cache", dir, "--timeout", "200ms", "warm", reg.Host+"/other:v1"); code != exitNotCached {
+	if _, stderr, code := cliBounded(t, "--cache", dir, "--timeout", "200ms", "warm", strings.TrimSuffix(ref, "/app:v1")+"/other:v1"); code != exitNotCached {
 		t.Errorf("warm of an uncached image, silent registry: exit %d, want 3\n%s", code, stderr)
 	}
 }
