@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -59,9 +60,7 @@ type resource[T, L any] struct {
 
 // key identifies an entry of a resource's cache: an object by namespace
 // and name, or a List by namespace, canonical selectors and generation.
-// It has few fields because hashing it is a good part of a hit's cost,
-// in this order because Go hashes adjacent non-string fields (gen, list)
-// in one call: a quarter cheaper than with list first.
+// It is hashed by key.hash.
 type key struct {
 	ns   string
 	name string // a List's: its label selector, "\x00", its field selector
@@ -106,7 +105,9 @@ type backend[T, L any] struct {
 }
 
 func newResource[T, L any](desc string, o *options, ttl, neg time.Duration, be backend[T, L]) (*resource[T, L], error) {
+	seed := rand.Uint64() // unpredictable: names cannot be chosen to collide
 	mopts := []memory.Option{
+		memory.WithHash(func(k key) uint64 { return k.hash(seed) }),
 		memory.WithTTL(ttl),
 		memory.WithMaxCost(o.maxCost),
 		memory.WithCost(func(e entry[T, L]) int64 { return e.cost }),
