@@ -140,10 +140,18 @@ func WithNegativeTTL(d time.Duration) Option {
 // WithMaxCost bounds the memory each resource type's cache holds, in
 // bytes, as estimated from the objects cached (the heap their maps,
 // slices and strings take; within a few percent of the real figure for
-// decoded Jobs). When the bound is reached, entries are evicted by
+// decoded Jobs) plus about 300 bytes per entry for the cache's own
+// bookkeeping. When the bound is reached, entries are evicted by
 // ristretto's TinyLFU policy, and an entry bigger than the bound is not
 // cached at all. A client using n resource types holds at most n times
 // this. The default is 64 MiB (DefaultMaxCost).
+//
+// The bound is not paid up front: a resource type costs what it holds
+// and about 4 KiB more (one Job read: 11 KiB in all). Once a type holds 1 MiB
+// (or half the bound, if less) its cache adds ristretto's admission
+// policy, about 300 KiB, whose counters then grow with the entries held,
+// to about 3.4 MiB at the default bound once the type holds 16,400
+// objects; see memory.WithMaxCost.
 func WithMaxCost(bytes int64) Option {
 	return func(o *options) error {
 		if bytes <= 0 {
