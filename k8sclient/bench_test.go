@@ -269,14 +269,14 @@ func BenchmarkExistsVsListFilter(b *testing.B) {
 	defer c.Close()
 	b.Run("exists/fresh", func(b *testing.B) { // one GET every call
 		for b.Loop() {
-			if ok, err := c.JobExists(ctx, target, "scheduler", k8sclient.Fresh()); !ok || err != nil {
+			if ok, err := c.JobExists(ctx, "scheduler", target, k8sclient.Fresh()); !ok || err != nil {
 				b.Fatal(ok, err)
 			}
 		}
 	})
 	b.Run("exists/cached", func(b *testing.B) {
 		for b.Loop() {
-			if ok, err := c.JobExists(ctx, target, "scheduler"); !ok || err != nil {
+			if ok, err := c.JobExists(ctx, "scheduler", target); !ok || err != nil {
 				b.Fatal(ok, err)
 			}
 		}

@@ -194,7 +194,7 @@ func (c *Client) Exists(ctx context.Context, gvr schema.GroupVersionResource, na
 	return r.exists(ctx, namespace, name, readOpts(opts))
 }
 
-// JobExists reports whether the batch/v1 Job jobName exists in namespace,
+// JobExists reports whether the batch/v1 Job name exists in namespace,
 // keeping the contract of DolphinScheduler's K8sUtils.jobExist(jobName,
 // namespace): true if it exists, false if it does not, and any other
 // failure reported (jobExist throws ApiException; JobExists returns the
@@ -202,8 +202,13 @@ func (c *Client) Exists(ctx context.Context, gvr schema.GroupVersionResource, na
 // filtered them by name, it is Exists: one GET by name, remembered for the
 // TTL (a 404 for the negative TTL); pass Fresh for a check that must not
 // be stale.
-func (c *Client) JobExists(ctx context.Context, jobName, namespace string, opts ...ReadOption) (bool, error) {
-	return c.Exists(ctx, jobsGVR, namespace, jobName, opts...)
+//
+// Its arguments come in Exists's order, namespace then name. Before
+// issue 18 they were (jobName, namespace), jobExist's order: two strings
+// that swap without a compile error, so callers of the old order must
+// swap them (a breaking change).
+func (c *Client) JobExists(ctx context.Context, namespace, name string, opts ...ReadOption) (bool, error) {
+	return c.Exists(ctx, jobsGVR, namespace, name, opts...)
 }
 
 // Invalidate drops the cached object name of resource type gvr in

@@ -48,7 +48,7 @@ func TestRealGetListExists(t *testing.T) {
 
 	e.job(t, "pi", map[string]string{"app": "pi"})
 	for range 5 {
-		if ok, err := c.JobExists(ctx, "pi", e.ns); !ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "pi"); !ok || err != nil {
 			t.Fatalf("JobExists pi = %v, %v", ok, err)
 		}
 	}
@@ -73,7 +73,7 @@ func TestRealGetListExists(t *testing.T) {
 
 	t.Run("negative caching", func(t *testing.T) {
 		for range 5 {
-			if ok, err := c.JobExists(ctx, "later", e.ns); ok || err != nil {
+			if ok, err := c.JobExists(ctx, e.ns, "later"); ok || err != nil {
 				t.Fatalf("JobExists later = %v, %v; want false, nil", ok, err)
 			}
 		}
@@ -83,13 +83,13 @@ func TestRealGetListExists(t *testing.T) {
 			t.Fatalf("Get later = %v; want a 404 that is cache.ErrNotFound", err)
 		}
 		e.job(t, "later", nil) // behind the cache's back: the 404 is still remembered
-		if ok, err := c.JobExists(ctx, "later", e.ns); ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "later"); ok || err != nil {
 			t.Fatalf("JobExists later within the negative TTL = %v, %v; want the remembered false", ok, err)
 		}
 		if s := c.Stats()[jobs]; s.Requests != before.Requests || s.NegativeHits < 5 {
 			t.Fatalf("jobs: %d requests (want %d), %d negative hits", s.Requests, before.Requests, s.NegativeHits)
 		}
-		if ok, err := c.JobExists(ctx, "later", e.ns, k8sclient.Fresh()); !ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "later", k8sclient.Fresh()); !ok || err != nil {
 			t.Fatalf("JobExists later, Fresh = %v, %v", ok, err)
 		}
 	})
@@ -261,7 +261,7 @@ func TestRealErrorsAlike(t *testing.T) {
 	if !errors.Is(notFound, cache.ErrNotFound) || errors.Is(forbidden, cache.ErrNotFound) {
 		t.Fatalf("cache.ErrNotFound: 404 %v, 403 %v", errors.Is(notFound, cache.ErrNotFound), errors.Is(forbidden, cache.ErrNotFound))
 	}
-	if ok, err := nobody.JobExists(ctx, "missing", e.ns); ok || !apierrors.IsForbidden(err) {
+	if ok, err := nobody.JobExists(ctx, e.ns, "missing"); ok || !apierrors.IsForbidden(err) {
 		t.Fatalf("JobExists without the right to get = %v, %v; want the 403", ok, err)
 	}
 }
@@ -276,10 +276,10 @@ func TestRealRBACGetListOnly(t *testing.T) {
 	e.job(t, "a", map[string]string{"app": "x"})
 	c := e.client(t, testserver.KubeLimited, k8sclient.WithTTL(time.Hour))
 	for range 3 {
-		if ok, err := c.JobExists(ctx, "a", e.ns); !ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "a"); !ok || err != nil {
 			t.Fatalf("JobExists a = %v, %v", ok, err)
 		}
-		if ok, err := c.JobExists(ctx, "b", e.ns); ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "b"); ok || err != nil {
 			t.Fatalf("JobExists b = %v, %v", ok, err)
 		}
 		if l, err := c.List(ctx, jobs, e.ns, metav1.ListOptions{LabelSelector: "app=x"}); err != nil || len(l.Items) != 1 {
@@ -320,7 +320,7 @@ func TestRealForbiddenWatch(t *testing.T) {
 		t.Fatalf("stats = %+v; want not watching, one try", s)
 	}
 	// The cache works meanwhile, bounded by its TTL.
-	if ok, err := c.JobExists(ctx, "a", e.ns); !ok || err != nil {
+	if ok, err := c.JobExists(ctx, e.ns, "a"); !ok || err != nil {
 		t.Fatalf("JobExists = %v, %v", ok, err)
 	}
 	// Ten first backoffs later the watch has not been tried again: it

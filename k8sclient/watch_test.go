@@ -200,7 +200,7 @@ func TestRBACGetAndListOnly(t *testing.T) {
 	if _, err := c.List(ctx, jobs, "a", metav1.ListOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := c.JobExists(ctx, "x", "a"); err != nil || !ok {
+	if ok, err := c.JobExists(ctx, "a", "x"); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
 	e.wantRequests(t, k8stest.VerbWatch, "", 0)
