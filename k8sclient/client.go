@@ -39,6 +39,7 @@ type Client struct {
 
 	stopWatches context.CancelFunc
 	watchers    sync.WaitGroup
+	up          beacon // wakes watches when a request is answered
 }
 
 type dynResource = resource[*unstructured.Unstructured, *unstructured.UnstructuredList]
@@ -114,6 +115,7 @@ func (c *Client) resource(gvr schema.GroupVersionResource) (*dynResource, error)
 		list: func(ctx context.Context, ns string, opts metav1.ListOptions) (*unstructured.UnstructuredList, error) {
 			return ri.Namespace(ns).List(ctx, opts)
 		},
+		answered: c.answered,
 		copyObj:  (*unstructured.Unstructured).DeepCopy,
 		copyList: (*unstructured.UnstructuredList).DeepCopy,
 		prepObj: func(u *unstructured.Unstructured) int64 {
@@ -283,6 +285,7 @@ func (c *Client) Create(ctx context.Context, gvr schema.GroupVersionResource, na
 		return nil, err
 	}
 	out, err := c.dyn.Resource(gvr).Namespace(namespace).Create(ctx, obj, opts, subresources...)
+	c.answered(err)
 	created := ""
 	if out != nil {
 		created = out.GetName() // differs from obj's with generateName
@@ -301,6 +304,7 @@ func (c *Client) Update(ctx context.Context, gvr schema.GroupVersionResource, na
 		return nil, err
 	}
 	out, err := c.dyn.Resource(gvr).Namespace(namespace).Update(ctx, obj, opts, subresources...)
+	c.answered(err)
 	c.written(gvr, namespace, obj.GetName())
 	return out, err
 }
@@ -314,6 +318,7 @@ func (c *Client) Patch(ctx context.Context, gvr schema.GroupVersionResource, nam
 		return nil, err
 	}
 	out, err := c.dyn.Resource(gvr).Namespace(namespace).Patch(ctx, name, pt, data, opts, subresources...)
+	c.answered(err)
 	c.written(gvr, namespace, name)
 	return out, err
 }
@@ -326,6 +331,7 @@ func (c *Client) Delete(ctx context.Context, gvr schema.GroupVersionResource, na
 		return err
 	}
 	err := c.dyn.Resource(gvr).Namespace(namespace).Delete(ctx, name, opts, subresources...)
+	c.answered(err)
 	c.written(gvr, namespace, name)
 	return err
 }

@@ -683,6 +683,7 @@ func TestOptionsAndClose(t *testing.T) {
 		{k8sclient.WithMaxCost(0)},
 		{k8sclient.WithTransform(nil)},
 		{k8sclient.WithWatchBackoff(time.Second, time.Millisecond)},
+		{k8sclient.WithWatchProbe(0)},
 		{k8sclient.WithClock(nil)},
 		{k8sclient.WithLogger(nil)},
 		{nil},

@@ -41,9 +41,12 @@
 //
 // WithWatch(gvr) opens one watch per resource type and drops an object and
 // its Lists as soon as the watch reports a change, so that staleness is
-// the watch's delay. If the watch fails it is retried with backoff, and
-// the TTL bounds staleness until it is back; a 410 Gone empties the
-// type's cache at once. A watch RBAC refuses leaves the client working as
+// the watch's delay. If the watch fails the TTL bounds staleness until
+// it is back: it is retried every second while the API server does not
+// answer at all (down or restarting; WithWatchProbe), so it is back
+// within about a second of the server, and with backoff after errors the
+// server answered, a backoff that any request through the client the
+// server answers cuts short. A 410 Gone empties the type's cache at once. A watch RBAC refuses leaves the client working as
 // without WithWatch, with the 403 in Stats (WatchError) and the log.
 //
 // A read that must not be stale (before an update that must not conflict,

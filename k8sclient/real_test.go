@@ -414,3 +414,58 @@ func TestRealAPIServerRestart(t *testing.T) {
 		}
 	})
 }
+
+// After an outage long enough for the watch's backoff to reach its
+// longest wait (30s), with etcd compacted past the watch's
+// resourceVersion meanwhile, a client with default options serves a
+// change made at the API server's readiness within seconds, not a
+// backoff later. Not parallel: it stops the shared API server.
+func TestRealRecoveryAfterOutage(t *testing.T) {
+	e := newRealEnv(t)
+	ctx := t.Context()
+	e.job(t, "x", map[string]string{"v": "1"})
+	var logs logBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("client log:\n%s", logs.String())
+		}
+	})
+	c := e.client(t, testserver.KubeAdmin, k8sclient.WithWatch(jobs), k8sclient.WithLogger(logs.logger()))
+	waitWatching(t, c, jobs)
+	get := func() string {
+		j, err := c.Get(ctx, jobs, e.ns, "x")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return label(j, "v")
+	}
+	if v := get(); v != "1" {
+		t.Fatalf("v = %s", v)
+	}
+
+	// The outage lasts until the watch has ended and failed 7 more tries:
+	// with the backoff alone (250ms, doubling, up to 30s) that is at least
+	// 31.75s, and the next try is 30s away.
+	restarts := c.Stats()[jobs].WatchRestarts
+	down := time.Now()
+	e.k.StopAPIServer()
+	if err := e.k.CompactEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 2*time.Minute, "8 tries of the watch", func() bool { return c.Stats()[jobs].WatchRestarts >= restarts+8 })
+	if err := e.k.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	ready := time.Now()
+	outage := ready.Sub(down)
+	// At readiness: a read (a miss if the TTL ran out during the outage,
+	// which caches x again) and the change.
+	get()
+	e.relabel(t, jobs, e.ns, "x", "v", "2")
+	changed := time.Now()
+	pollUntil(t, 5*time.Second, "the change made at readiness to be served", func() bool { return get() == "2" })
+	t.Logf("outage %v; the change made at readiness (%v after it) served %v after it was made, %v after readiness",
+		outage.Round(time.Second), changed.Sub(ready).Round(time.Millisecond),
+		time.Since(changed).Round(time.Millisecond), time.Since(ready).Round(time.Millisecond))
+	waitWatching(t, c, jobs)
+}

@@ -102,6 +102,7 @@ type backend[T, L any] struct {
 	copyList func(L) L
 	prepObj  func(T) int64 // transforms in place, returns the estimated size
 	prepList func(L) int64
+	answered func(error) // if not nil, told the outcome of every request
 }
 
 func newResource[T, L any](desc string, o *options, ttl, neg time.Duration, be backend[T, L]) (*resource[T, L], error) {
@@ -179,6 +180,7 @@ func (r *resource[T, L]) get(ctx context.Context, ns, name string, ro readOption
 	load := func(ctx context.Context) (entry[T, L], error) {
 		r.requests.Add(1)
 		obj, err := r.be.get(ctx, ns, name)
+		r.answered(err)
 		if err != nil {
 			return entry[T, L]{}, wrapRequestError(err)
 		}
@@ -207,6 +209,7 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 		r.uncached.Add(1)
 		r.requests.Add(1)
 		l, err := r.be.list(ctx, ns, opts)
+		r.answered(err)
 		if err != nil {
 			return l, wrapRequestError(err)
 		}
@@ -224,6 +227,7 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 			FieldSelector:  opts.FieldSelector,
 			TimeoutSeconds: opts.TimeoutSeconds,
 		})
+		r.answered(err)
 		if err != nil {
 			return entry[T, L]{}, wrapRequestError(err)
 		}
@@ -231,6 +235,12 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 	}
 	e, err := r.fetch(ctx, k, ro, load)
 	return r.listOut(e, ro, err)
+}
+
+func (r *resource[T, L]) answered(err error) {
+	if r.be.answered != nil {
+		r.be.answered(err)
+	}
 }
 
 // peek answers k from the cache alone, unless ro asks for a fresh read.
