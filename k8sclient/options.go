@@ -151,7 +151,7 @@ func WithNegativeTTL(d time.Duration) Option {
 //
 // The bound is not paid up front: a resource type costs what it holds
 // and about 4 KiB more (one Job read: 11 KiB in all). Once a type holds 1 MiB
-// (or half the bound, if less) its cache adds ristretto's admission
+// (or an eighth of the bound, if less) its cache adds ristretto's admission
 // policy, about 300 KiB, whose counters then grow with the entries held,
 // to about 3.4 MiB at the default bound once the type holds 16,400
 // objects; see memory.WithMaxCost.

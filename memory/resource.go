@@ -26,9 +26,11 @@ const (
 	meanEntryCost = 1 << 10
 )
 
-// smallHeld is how much a cache holds, at most (and at most half its
-// bound), before it makes its ristretto policy: below that, every entry
-// fits and none needs to be chosen.
+// smallHeld is how much a cache holds, at most (and at most an eighth of
+// its bound), before it makes its ristretto policy: below that, every
+// entry fits and none needs to be chosen, and the policy has the other
+// seven eighths or more of the bound to learn which keys are read often
+// before it must choose.
 const smallHeld = 1 << 20
 
 // Per-entry costs beyond the entry itself, counted in its fixed size:
@@ -41,7 +43,7 @@ const (
 // Cache is a read-through cache.ResourceCache: each entry lives for a TTL,
 // the entries together stay under a cost bound, and identical concurrent
 // misses cause a single load. Create it with New and release it with
-// Close. All methods are safe for concurrent use, except Close: see there.
+// Close. All methods are safe for concurrent use, Close included.
 //
 // # Loads
 //
@@ -76,15 +78,15 @@ const (
 // the clock.
 //
 // The bound is kept by ristretto, which the cache makes only once it
-// holds 1 MiB (or half its bound, if that is less): until then every
+// holds 1 MiB (or an eighth of its bound, if less): until then every
 // entry fits and none has to be chosen, and the cache costs nothing but
 // its entries. From then on ristretto decides which entries to admit and
 // evict (TinyLFU admission, sampled LFU eviction), counting how often
-// keys are read from one hit in 64. Its counters are sized from the
-// entries held (ten per entry), and when the entries outgrow them the
-// cache makes a ristretto four times bigger and moves its entries there,
-// so an empty or small cache does not pay for counters sized for the
-// whole bound.
+// keys are read from every miss and one hit in 64. Its counters are
+// sized from the entries held (ten per entry), and when the entries
+// outgrow them the cache makes a ristretto four times bigger and moves
+// its entries there, so an empty or small cache does not pay for
+// counters sized for the whole bound.
 //
 // # Invalidation
 //
@@ -179,7 +181,7 @@ func New[K comparable, V any](opts ...Option) (*Cache[K, V], error) {
 		isNegative: o.isNegative,
 		overhead:   int64(unsafe.Sizeof(entry[K, V]{})) + slotsSize,
 		maxCost:    o.maxCost,
-		small:      min(o.maxCost/2, smallHeld),
+		small:      min(o.maxCost/8, smallHeld),
 		counters:   min(max(10*o.maxCost/meanEntryCost, minCounters), maxCounters),
 	}
 	if c.realClock {
@@ -307,6 +309,7 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K, load func(context.Context)
 		return v, err
 	}
 	c.stats.misses.Add(1)
+	c.touch(c.hash(key)) // a miss is a read too, for the admission policy
 	return c.do(ctx, key, load, false)
 }
 
@@ -391,9 +394,8 @@ func (c *Cache[K, V]) Purge() {
 // Close drops every entry and stops ristretto's goroutines. Loads already
 // running finish for their callers but store nothing. After Close, Get
 // calls load every time (still one load for concurrent misses) and caches
-// nothing. Calling Close twice is harmless, but Close must not run
-// concurrently with other methods; Gets that are only waiting for a load
-// are fine.
+// nothing. Calling Close twice is harmless, and so are calls made while
+// or after it runs: they see a closed cache.
 func (c *Cache[K, V]) Close() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

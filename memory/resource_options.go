@@ -45,14 +45,14 @@ func WithTTL(d time.Duration) Option {
 // The bound costs nothing up front. Each entry's cost includes its fixed
 // size (the entry, its index slots and, with the real clock, its timer:
 // about 250 bytes beyond the key and value). Once the entries' cost
-// reaches 1 MiB (or half the bound, if less), the cache makes a ristretto
-// cache to choose what to admit and evict: about 300 KiB of heap, most of
-// it ristretto's fixed write buffer, and 4 to 5 bytes per admission
-// counter. It gets ten counters per entry for four times the entries it
-// holds, and four times more when the entries reach a tenth of them, up
-// to ten per KiB of the bound: 655,360 counters at the default bound,
-// about 3.4 MiB in all, reached once the cache holds 16,400 entries.
-// Purge drops it.
+// reaches 1 MiB (or an eighth of the bound, if less), the cache makes a
+// ristretto cache to choose what to admit and evict: about 300 KiB of
+// heap, most of it ristretto's fixed write buffer, and 4 to 5 bytes per
+// admission counter. It gets ten counters per entry for four times the
+// entries it holds, and four times more when the entries reach a tenth
+// of them, up to ten per KiB of the bound: 655,360 counters at the
+// default bound, about 3.4 MiB in all, reached once the cache holds
+// 16,400 entries. Purge drops it.
 func WithMaxCost(bytes int64) Option {
 	return func(o *options) error {
 		if bytes <= 0 {

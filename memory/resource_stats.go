@@ -13,7 +13,7 @@ type ResourceStats struct {
 	Loads         uint64 // load functions called, by Get and Refresh
 	LoadErrors    uint64 // loads that returned an error (negative ones included) or panicked
 	Coalesced     uint64 // Gets that waited for a load another caller started
-	Evictions     uint64 // entries ristretto evicted for room or expiry, or refused to admit
+	Evictions     uint64 // entries evicted for room or at expiry, or refused (bigger than the bound, or not worth a place)
 	Invalidations uint64 // calls of Invalidate
 }
 
