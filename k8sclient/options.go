@@ -228,8 +228,8 @@ func WithWatch(gvrs ...schema.GroupVersionResource) Option {
 // up to 50% jitter but never beyond longest, after each failure, and
 // starts again at first once a watch has opened). It applies to failures
 // the API server answered (5xx, 429, a stream it ended); a request
-// through the Client that the server answers ends the wait early. The
-// defaults are 250ms and 30s.
+// through the Client that the server answers ends the wait early, once
+// until a watch opens again. The defaults are 250ms and 30s.
 func WithWatchBackoff(first, longest time.Duration) Option {
 	return func(o *options) error {
 		if first < minWatchBackoff || longest < minWatchBackoff || first > maxTTL || longest > maxTTL {

@@ -36,7 +36,9 @@ var errWatchClosed = errors.New("the server closed the watch")
 //     after a backoff that doubles up to its longest wait
 //     (WithWatchBackoff), so as not to add load to a struggling server;
 //     any request through the Client that the server answers (a miss, a
-//     write, a fresh read) ends that wait at once;
+//     write, a fresh read) ends that wait at once, but only once until a
+//     watch opens (a server that answers reads but fails watches is not
+//     asked once per read);
 //   - after a 410 Gone, at once (r is emptied as the 410 comes), the
 //     second in a row waiting as above;
 //   - after a 401 or 403 (the watch's RBAC), the longest backoff, woken
@@ -50,6 +52,8 @@ func (c *Client) watch(ctx context.Context, gvr schema.GroupVersionResource, r *
 	rv := ""          // where to resume; "" to start from now
 	relisted := false // the last retry was an immediate one after a 410
 	down := 0         // tries in a row that found nothing answering
+	wakeable := true  // an answered request may end the next wait
+	woken := false    // the last wait was ended by an answered request
 	for {
 		opened, err := c.watchOnce(ctx, ri, r, &rv)
 		r.watching.Store(false)
@@ -60,7 +64,11 @@ func (c *Client) watch(ctx context.Context, gvr schema.GroupVersionResource, r *
 		r.watchRestarts.Add(1)
 		if !opened.IsZero() {
 			b.reset() // the server is back: the next failure is a new one
+			wakeable = true
+		} else if woken {
+			wakeable = false // the wake was wrong: wait the backoff out
 		}
+		woken = false
 		if isGone(err) && !relisted {
 			// watchOnce has emptied r already: what changed since rv is
 			// unknown. Relist now; waiting would only serve stale objects
@@ -95,7 +103,7 @@ func (c *Client) watch(ctx context.Context, gvr schema.GroupVersionResource, r *
 				log.Debug("k8sclient: the API server still does not answer", "error", err, "tries", down+1, "retry_in", d)
 			}
 			down++
-			if !c.pause(ctx, d) {
+			if !sleep(ctx, d, nil) {
 				return
 			}
 			continue
@@ -103,18 +111,33 @@ func (c *Client) watch(ctx context.Context, gvr schema.GroupVersionResource, r *
 		down = 0
 		d := b.next()
 		log.Warn("k8sclient: watch ended; the TTL bounds staleness until it is back", "error", err, "retry_in", d)
-		if !c.pause(ctx, d) {
+		var ok bool
+		if wakeable {
+			ok, woken = c.pause(ctx, d)
+		} else {
+			ok = sleep(ctx, d, nil)
+		}
+		if !ok {
 			return
 		}
 	}
 }
 
 // pause waits d, or less if a request through the client is answered
-// meanwhile (see answered); it reports false if ctx is done first.
-func (c *Client) pause(ctx context.Context, d time.Duration) bool {
-	woken, done := c.up.wait()
+// meanwhile (see answered), which it reports in woken; ok is false if
+// ctx is done first.
+func (c *Client) pause(ctx context.Context, d time.Duration) (ok, woken bool) {
+	ch, done := c.up.wait()
 	defer done()
-	return sleep(ctx, d, woken)
+	if !sleep(ctx, d, ch) {
+		return false, false
+	}
+	select {
+	case <-ch:
+		return true, true
+	default:
+		return true, false
+	}
 }
 
 // sleep waits d, or less if woken is closed; it reports false if ctx is

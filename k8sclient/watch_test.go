@@ -2,6 +2,7 @@ package k8sclient_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -306,6 +307,35 @@ func TestWatchWokenByAnsweredRequest(t *testing.T) {
 	waitWatching(t, c, jobs)
 	if n := e.srv.Count(k8stest.VerbWatch, "jobs"); n != watches+1 {
 		t.Fatalf("%d watch requests after the answered miss, want 1", n-watches)
+	}
+}
+
+// A server that answers reads but fails every watch is not asked for a
+// watch on every read: an answered request ends a backoff once, and then
+// the backoff is waited out until a watch opens.
+func TestWatchWokenOnce(t *testing.T) {
+	e := newEnv(t)
+	e.job(t, "a", "x", nil)
+	c := e.client(t, k8sclient.WithTTL(time.Hour), k8sclient.WithWatch(jobs), k8sclient.WithWatchBackoff(time.Hour, time.Hour))
+	waitWatching(t, c, jobs)
+	ctx := t.Context()
+	exists := func(name string) {
+		t.Helper()
+		if ok, err := c.Exists(ctx, jobs, "a", name); ok || err != nil { // a miss, answered 404
+			t.Fatal(ok, err)
+		}
+	}
+	watches, restarts := e.srv.Count(k8stest.VerbWatch, "jobs"), c.Stats()[jobs].WatchRestarts
+	defer e.srv.Inject(k8stest.Fault{Verb: k8stest.VerbWatch, Code: http.StatusInternalServerError})()
+	e.srv.CloseWatches()
+	waitFor(t, "the watch to end", func() bool { return c.Stats()[jobs].WatchRestarts == restarts+1 })
+	exists("nope")
+	waitFor(t, "the woken watch to fail", func() bool { return c.Stats()[jobs].WatchRestarts == restarts+2 })
+	for i := range 20 {
+		exists(fmt.Sprint("nope-", i))
+	}
+	if n := e.srv.Count(k8stest.VerbWatch, "jobs"); n != watches+1 {
+		t.Fatalf("%d watch requests after 21 answered misses, want 1", n-watches)
 	}
 }
 
