@@ -1,8 +1,17 @@
 package k8sclient
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"syscall"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Every wait, jitter included, is within WithWatchBackoff's bounds; the
@@ -26,6 +35,41 @@ func TestBackoffWithinBounds(t *testing.T) {
 			if d := b.next(); d < tt.first || d > tt.longest {
 				t.Fatalf("%v..%v: wait %d = %v, outside the bounds", tt.first, tt.longest, i, d)
 			}
+		}
+	}
+}
+
+// Which outcomes of a request say the API server is back (and wake the
+// watches waiting out a backoff), and which failures of a watch mean that
+// nothing answers (retried on the probe period).
+func TestServerAnsweredAndUnreachable(t *testing.T) {
+	gr := schema.GroupResource{Group: "batch", Resource: "jobs"}
+	refused := fmt.Errorf("watch: %w", &url.Error{Op: "Get", URL: "https://127.0.0.1:6443/apis", Err: &net.OpError{
+		Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}})
+	for _, tt := range []struct {
+		name        string
+		err         error
+		answered    bool
+		unreachable bool
+	}{
+		{"success", nil, true, false},
+		{"404", apierrors.NewNotFound(gr, "x"), true, false},
+		{"404, wrapped", wrapRequestError(apierrors.NewNotFound(gr, "x")), true, false},
+		{"409", apierrors.NewConflict(gr, "x", errors.New("changed")), true, false},
+		{"429", apierrors.NewTooManyRequests("slow down", 1), false, false},
+		{"500", apierrors.NewInternalError(errors.New("etcd")), false, false},
+		{"503", apierrors.NewServiceUnavailable("starting"), false, false},
+		{"504", apierrors.NewTimeoutError("slow", 1), false, false},
+		{"connection refused", refused, false, true},
+		{"no route", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, false, true},
+		{"i/o timeout", &net.OpError{Op: "dial", Err: os.ErrDeadlineExceeded}, false, false},
+		{"stream closed", errWatchClosed, false, false},
+	} {
+		if got := serverAnswered(tt.err); got != tt.answered {
+			t.Errorf("%s: serverAnswered = %v", tt.name, got)
+		}
+		if got := unreachable(tt.err); got != tt.unreachable {
+			t.Errorf("%s: unreachable = %v", tt.name, got)
 		}
 	}
 }

@@ -5,6 +5,10 @@ package k8sclient_test
 //	go test -run '^$' -bench . -benchtime 1x ./k8sclient/   # (a), slow: ~40 s uncached
 //	go test -run '^$' -bench 'ExistsVsList|Hit' ./k8sclient/
 //
+// and for the heap a Client holds (issue 24):
+//
+//	go test -run '^$' -bench Held -benchtime 1x ./k8sclient/
+//
 // The API-server double runs in a child process (this test binary, started
 // again with K8SCLIENT_BENCH_SERVER set), so that B/op and allocs/op count
 // the client's allocations only, not the server's.
@@ -25,6 +29,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
@@ -66,6 +71,10 @@ func serveForBenchmark(seed string) {
 				_, err = srv.Create(repos, k8stest.NewPackageRepository(fmt.Sprintf("repo-%d", i), "https://example.com"))
 			case "jobs":
 				_, err = srv.Create(jobs, k8stest.NewJob("scheduler", fmt.Sprintf("task-%05d", i), nil))
+			case "types": // one Job in each of count more resource types
+				gvr := benchType(i)
+				srv.Register(k8stest.Resource{GVR: gvr, Kind: "Job", Namespaced: true})
+				_, err = srv.Create(gvr, k8stest.NewJob("scheduler", "task-00000", nil))
 			}
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
@@ -88,6 +97,11 @@ func serveForBenchmark(seed string) {
 	fmt.Printf("%s http://%s\n", srv.URL, l.Addr())
 	io.Copy(io.Discard, os.Stdin)
 	ctl.Close()
+}
+
+// benchType is the i-th resource type "types=N" seeds.
+func benchType(i int) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: "bench.test", Version: "v1", Resource: fmt.Sprintf("jobs%d", i)}
 }
 
 // remote is a double in a child process.
@@ -255,14 +269,14 @@ func BenchmarkExistsVsListFilter(b *testing.B) {
 	defer c.Close()
 	b.Run("exists/fresh", func(b *testing.B) { // one GET every call
 		for b.Loop() {
-			if ok, err := c.JobExists(ctx, target, "scheduler", k8sclient.Fresh()); !ok || err != nil {
+			if ok, err := c.JobExists(ctx, "scheduler", target, k8sclient.Fresh()); !ok || err != nil {
 				b.Fatal(ok, err)
 			}
 		}
 	})
 	b.Run("exists/cached", func(b *testing.B) {
 		for b.Loop() {
-			if ok, err := c.JobExists(ctx, target, "scheduler"); !ok || err != nil {
+			if ok, err := c.JobExists(ctx, "scheduler", target); !ok || err != nil {
 				b.Fatal(ok, err)
 			}
 		}
@@ -326,6 +340,7 @@ func BenchmarkHit(b *testing.B) {
 		b.ReportMetric(float64(objects), "held-objects")
 	}
 	b.Run("cache/copy", func(b *testing.B) {
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := c.Get(ctx, jobs, "scheduler", target); err != nil {
 				b.Fatal(err)
@@ -334,6 +349,7 @@ func BenchmarkHit(b *testing.B) {
 		report(b, cacheHeld, 1)
 	})
 	b.Run("cache/shared", func(b *testing.B) {
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := c.Get(ctx, jobs, "scheduler", target, k8sclient.Shared()); err != nil {
 				b.Fatal(err)
@@ -342,6 +358,7 @@ func BenchmarkHit(b *testing.B) {
 		report(b, cacheHeld, 1)
 	})
 	b.Run("informer-lister", func(b *testing.B) {
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := lister.Get(target); err != nil {
 				b.Fatal(err)
@@ -363,6 +380,7 @@ func BenchmarkHit(b *testing.B) {
 	load := func(context.Context) (*unstructured.Unstructured, error) { return obj, nil }
 	floor.Get(ctx, "scheduler/"+target, load)
 	b.Run("memory.Cache-floor", func(b *testing.B) {
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := floor.Get(ctx, "scheduler/"+target, load); err != nil {
 				b.Fatal(err)
@@ -370,6 +388,7 @@ func BenchmarkHit(b *testing.B) {
 		}
 	})
 	b.Run("cache/shared-parallel", func(b *testing.B) {
+		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if _, err := c.Get(ctx, jobs, "scheduler", target, k8sclient.Shared()); err != nil {
@@ -380,6 +399,7 @@ func BenchmarkHit(b *testing.B) {
 		})
 	})
 	b.Run("informer-lister-parallel", func(b *testing.B) {
+		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if _, err := lister.Get(target); err != nil {
@@ -389,4 +409,58 @@ func BenchmarkHit(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkHeld reports the heap a Client holds (heap-bytes: live heap
+// after a GC, from before New to after the reads) once it has read
+// objects of one type (Jobs, one GET each, default options), or one
+// object of each of 10 types. Run it with -benchtime 1x: each iteration
+// reads everything again through a new Client.
+func BenchmarkHeld(b *testing.B) {
+	r := startRemote(b, "jobs=10000,types=10")
+	ctx := context.Background()
+	dyn := dynamic.NewForConfigOrDie(unthrottled(r.url))
+	var types []schema.GroupVersionResource
+	for i := range 10 {
+		types = append(types, benchType(i))
+	}
+	// Warm client-go up (connections, decoders) on every type first, so
+	// that its one-off allocations are not counted as the cache's.
+	for _, gvr := range append(types, jobs) {
+		if _, err := dyn.Resource(gvr).Namespace("scheduler").Get(ctx, "task-00000", metav1.GetOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		types   []schema.GroupVersionResource
+		objects int // per type
+	}{
+		{"1-object", []schema.GroupVersionResource{jobs}, 1},
+		{"100-objects", []schema.GroupVersionResource{jobs}, 100},
+		{"10000-objects", []schema.GroupVersionResource{jobs}, 10000},
+		{"10-types", types, 1},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var held uint64
+			for b.Loop() {
+				h0 := heapAlloc()
+				c, err := k8sclient.New(dyn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, gvr := range tc.types {
+					for i := range tc.objects {
+						if _, err := c.Get(ctx, gvr, "scheduler", fmt.Sprintf("task-%05d", i), k8sclient.Shared()); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				held = heapAlloc() - h0
+				c.Close()
+			}
+			b.ReportMetric(float64(held), "heap-bytes")
+			b.ReportMetric(float64(held)/float64(len(tc.types)*tc.objects), "heap-bytes/object")
+		})
+	}
 }

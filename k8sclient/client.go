@@ -39,6 +39,7 @@ type Client struct {
 
 	stopWatches context.CancelFunc
 	watchers    sync.WaitGroup
+	up          beacon // wakes watches when a request is answered
 }
 
 type dynResource = resource[*unstructured.Unstructured, *unstructured.UnstructuredList]
@@ -114,6 +115,7 @@ func (c *Client) resource(gvr schema.GroupVersionResource) (*dynResource, error)
 		list: func(ctx context.Context, ns string, opts metav1.ListOptions) (*unstructured.UnstructuredList, error) {
 			return ri.Namespace(ns).List(ctx, opts)
 		},
+		answered: c.answered,
 		copyObj:  (*unstructured.Unstructured).DeepCopy,
 		copyList: (*unstructured.UnstructuredList).DeepCopy,
 		prepObj: func(u *unstructured.Unstructured) int64 {
@@ -194,7 +196,7 @@ func (c *Client) Exists(ctx context.Context, gvr schema.GroupVersionResource, na
 	return r.exists(ctx, namespace, name, readOpts(opts))
 }
 
-// JobExists reports whether the batch/v1 Job jobName exists in namespace,
+// JobExists reports whether the batch/v1 Job name exists in namespace,
 // keeping the contract of DolphinScheduler's K8sUtils.jobExist(jobName,
 // namespace): true if it exists, false if it does not, and any other
 // failure reported (jobExist throws ApiException; JobExists returns the
@@ -202,8 +204,13 @@ func (c *Client) Exists(ctx context.Context, gvr schema.GroupVersionResource, na
 // filtered them by name, it is Exists: one GET by name, remembered for the
 // TTL (a 404 for the negative TTL); pass Fresh for a check that must not
 // be stale.
-func (c *Client) JobExists(ctx context.Context, jobName, namespace string, opts ...ReadOption) (bool, error) {
-	return c.Exists(ctx, jobsGVR, namespace, jobName, opts...)
+//
+// Its arguments come in Exists's order, namespace then name. Before
+// issue 18 they were (jobName, namespace), jobExist's order: two strings
+// that swap without a compile error, so callers of the old order must
+// swap them (a breaking change).
+func (c *Client) JobExists(ctx context.Context, namespace, name string, opts ...ReadOption) (bool, error) {
+	return c.Exists(ctx, jobsGVR, namespace, name, opts...)
 }
 
 // Invalidate drops the cached object name of resource type gvr in
@@ -278,6 +285,7 @@ func (c *Client) Create(ctx context.Context, gvr schema.GroupVersionResource, na
 		return nil, err
 	}
 	out, err := c.dyn.Resource(gvr).Namespace(namespace).Create(ctx, obj, opts, subresources...)
+	c.answered(err)
 	created := ""
 	if out != nil {
 		created = out.GetName() // differs from obj's with generateName
@@ -296,6 +304,7 @@ func (c *Client) Update(ctx context.Context, gvr schema.GroupVersionResource, na
 		return nil, err
 	}
 	out, err := c.dyn.Resource(gvr).Namespace(namespace).Update(ctx, obj, opts, subresources...)
+	c.answered(err)
 	c.written(gvr, namespace, obj.GetName())
 	return out, err
 }
@@ -309,6 +318,7 @@ func (c *Client) Patch(ctx context.Context, gvr schema.GroupVersionResource, nam
 		return nil, err
 	}
 	out, err := c.dyn.Resource(gvr).Namespace(namespace).Patch(ctx, name, pt, data, opts, subresources...)
+	c.answered(err)
 	c.written(gvr, namespace, name)
 	return out, err
 }
@@ -321,6 +331,7 @@ func (c *Client) Delete(ctx context.Context, gvr schema.GroupVersionResource, na
 		return err
 	}
 	err := c.dyn.Resource(gvr).Namespace(namespace).Delete(ctx, name, opts, subresources...)
+	c.answered(err)
 	c.written(gvr, namespace, name)
 	return err
 }

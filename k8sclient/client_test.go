@@ -172,17 +172,17 @@ func TestJobExistsKeepsTheContract(t *testing.T) {
 	ctx := t.Context()
 
 	// jobExist(jobName, namespace): true if it exists…
-	if ok, err := c.JobExists(ctx, "flink-42", "scheduler"); !ok || err != nil {
+	if ok, err := c.JobExists(ctx, "scheduler", "flink-42"); !ok || err != nil {
 		t.Fatalf("JobExists(existing) = %v, %v", ok, err)
 	}
 	// …false if the API server says 404…
-	if ok, err := c.JobExists(ctx, "flink-43", "scheduler"); ok || err != nil {
+	if ok, err := c.JobExists(ctx, "scheduler", "flink-43"); ok || err != nil {
 		t.Fatalf("JobExists(missing) = %v, %v", ok, err)
 	}
 	// …and any other failure is reported, never read as "does not exist".
 	for _, code := range []int{http.StatusForbidden, http.StatusInternalServerError, http.StatusServiceUnavailable} {
 		remove := e.srv.Inject(k8stest.Fault{Verb: k8stest.VerbGet, Name: "flink-44", Code: code})
-		ok, err := c.JobExists(ctx, "flink-44", "scheduler")
+		ok, err := c.JobExists(ctx, "scheduler", "flink-44")
 		remove()
 		var status apierrors.APIStatus
 		if ok || !errors.As(err, &status) || int(status.Status().Code) != code {
@@ -683,6 +683,7 @@ func TestOptionsAndClose(t *testing.T) {
 		{k8sclient.WithMaxCost(0)},
 		{k8sclient.WithTransform(nil)},
 		{k8sclient.WithWatchBackoff(time.Second, time.Millisecond)},
+		{k8sclient.WithWatchProbe(0)},
 		{k8sclient.WithClock(nil)},
 		{k8sclient.WithLogger(nil)},
 		{nil},

@@ -10,7 +10,7 @@
 //	c, err := k8sclient.New(dynamic.NewForConfigOrDie(cfg),
 //		k8sclient.WithTTLFor(repoGVR, 5*time.Minute))
 //	repo, err := c.Get(ctx, repoGVR, "", "glasskube")        // one GET, then memory
-//	ok, err := c.JobExists(ctx, "flink-job-42", "scheduler") // one GET by name, never a LIST
+//	ok, err := c.JobExists(ctx, "scheduler", "flink-job-42") // one GET by name, never a LIST
 //
 // # What is cached, and for how long
 //
@@ -18,7 +18,8 @@
 // resource type, namespace, label selector and field selector) are kept
 // in memory for a TTL per resource type (WithTTL, WithTTLFor; 30s by
 // default), within a memory bound per resource type (WithMaxCost, 64 MiB
-// by default, estimated from the objects' sizes). A 404 is remembered for
+// by default, estimated from the objects' sizes, and not paid up front: a
+// type costs what it holds). A 404 is remembered for
 // a shorter TTL (WithNegativeTTL, 5s by default), so that a loop asking
 // whether something exists does not reach the API server either. Only
 // what is asked for is held: unlike an informer, the cache never holds
@@ -40,9 +41,12 @@
 //
 // WithWatch(gvr) opens one watch per resource type and drops an object and
 // its Lists as soon as the watch reports a change, so that staleness is
-// the watch's delay. If the watch fails it is retried with backoff, and
-// the TTL bounds staleness until it is back; a 410 Gone empties the
-// type's cache at once. A watch RBAC refuses leaves the client working as
+// the watch's delay. If the watch fails the TTL bounds staleness until
+// it is back: it is retried every second while the API server does not
+// answer at all (down or restarting; WithWatchProbe), so it is back
+// within about a second of the server, and with backoff after errors the
+// server answered, a backoff that any request through the client the
+// server answers cuts short. A 410 Gone empties the type's cache at once. A watch RBAC refuses leaves the client working as
 // without WithWatch, with the 403 in Stats (WatchError) and the log.
 //
 // A read that must not be stale (before an update that must not conflict,
@@ -96,4 +100,12 @@
 //
 // Every method is safe for concurrent use, except Close, which must be
 // called once the client is no longer in use.
+//
+// # Breaking changes
+//
+// JobExists takes the namespace before the name, as Exists, Get and every
+// other method do: JobExists(ctx, namespace, name). It used to take
+// (jobName, namespace), the order of DolphinScheduler's jobExist; both are
+// strings, so a call in the old order still compiles and asks for the
+// wrong Job: swap its arguments.
 package k8sclient

@@ -78,7 +78,7 @@ func ExampleClient_JobExists() {
 
 	ctx := context.Background()
 	for _, name := range []string{"task-42", "task-4242"} {
-		ok, err := c.JobExists(ctx, name, "scheduler")
+		ok, err := c.JobExists(ctx, "scheduler", name)
 		if err != nil {
 			log.Fatal(err)
 		}

@@ -18,6 +18,7 @@ const (
 	DefaultMaxCost     = 64 << 20               // WithMaxCost: 64 MiB per resource type
 	DefaultWatchRetry  = 250 * time.Millisecond // WithWatchBackoff: the first wait
 	DefaultWatchMaxGap = 30 * time.Second       // WithWatchBackoff: the longest wait
+	DefaultWatchProbe  = time.Second            // WithWatchProbe
 )
 
 // Bounds the options check.
@@ -40,6 +41,7 @@ type options struct {
 	watch        []schema.GroupVersionResource
 	watchRetry   time.Duration
 	watchMaxGap  time.Duration
+	watchProbe   time.Duration
 	now          func() time.Time // nil: time.Now
 	logger       *slog.Logger
 	typedOnlyErr error // set by options NewTyped must reject
@@ -52,6 +54,7 @@ func defaultOptions() options {
 		maxCost:     DefaultMaxCost,
 		watchRetry:  DefaultWatchRetry,
 		watchMaxGap: DefaultWatchMaxGap,
+		watchProbe:  DefaultWatchProbe,
 		logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
@@ -140,10 +143,18 @@ func WithNegativeTTL(d time.Duration) Option {
 // WithMaxCost bounds the memory each resource type's cache holds, in
 // bytes, as estimated from the objects cached (the heap their maps,
 // slices and strings take; within a few percent of the real figure for
-// decoded Jobs). When the bound is reached, entries are evicted by
+// decoded Jobs) plus about 300 bytes per entry for the cache's own
+// bookkeeping. When the bound is reached, entries are evicted by
 // ristretto's TinyLFU policy, and an entry bigger than the bound is not
 // cached at all. A client using n resource types holds at most n times
 // this. The default is 64 MiB (DefaultMaxCost).
+//
+// The bound is not paid up front: a resource type costs what it holds
+// and about 4 KiB more (one Job read: 11 KiB in all). Once a type holds 1 MiB
+// (or an eighth of the bound, if less) its cache adds ristretto's admission
+// policy, about 300 KiB, whose counters then grow with the entries held,
+// to about 3.4 MiB at the default bound once the type holds 16,400
+// objects; see memory.WithMaxCost.
 func WithMaxCost(bytes int64) Option {
 	return func(o *options) error {
 		if bytes <= 0 {
@@ -186,7 +197,10 @@ func WithTransform(fn func(obj runtime.Object)) Option {
 // namespaces, and drop a cached object and the Lists that could hold it as
 // soon as a change to it is seen, instead of waiting for its TTL. The TTL
 // still applies: it bounds staleness while a watch is down. A watch that
-// fails is retried with exponential backoff (WithWatchBackoff); it resumes
+// fails is retried every second while the API server does not answer
+// (WithWatchProbe), and with exponential backoff after failures the
+// server answered (WithWatchBackoff), cut short by any request through
+// the Client that the server answers; it resumes
 // from the last resourceVersion it saw, and if the server has forgotten
 // that one (410 Gone) the resource type's cache is emptied as soon as the
 // server says so and the watch starts from now, without waiting. Watching
@@ -212,14 +226,33 @@ func WithWatch(gvrs ...schema.GroupVersionResource) Option {
 // WithWatchBackoff sets how long a failed watch waits before its first
 // retry, and the longest it waits between retries (the wait doubles, with
 // up to 50% jitter but never beyond longest, after each failure, and
-// starts again at first once a watch has opened). The defaults are 250ms
-// and 30s.
+// starts again at first once a watch has opened). It applies to failures
+// the API server answered (5xx, 429, a stream it ended); a request
+// through the Client that the server answers ends the wait early, once
+// until a watch opens again. The defaults are 250ms and 30s.
 func WithWatchBackoff(first, longest time.Duration) Option {
 	return func(o *options) error {
 		if first < minWatchBackoff || longest < minWatchBackoff || first > maxTTL || longest > maxTTL {
 			return fmt.Errorf("k8sclient: WithWatchBackoff(%v, %v): waits must be between %v and a year", first, longest, minWatchBackoff)
 		}
 		o.watchRetry, o.watchMaxGap = first, longest
+		return nil
+	}
+}
+
+// WithWatchProbe sets how often a watch tries again while nothing
+// answers at the API server's address (the connection is refused, or
+// there is no route to it: the server is down or restarting), instead of
+// backing off: such a try costs a refused connection and no server any
+// work, and the watch is back within about d (up to 1.5 d, with jitter)
+// of the server's return, however long the outage. It is capped at
+// WithWatchBackoff's longest wait. The default is 1s (DefaultWatchProbe).
+func WithWatchProbe(d time.Duration) Option {
+	return func(o *options) error {
+		if d < minWatchBackoff || d > maxTTL {
+			return fmt.Errorf("k8sclient: WithWatchProbe(%v): the period must be between %v and a year", d, minWatchBackoff)
+		}
+		o.watchProbe = d
 		return nil
 	}
 }

@@ -255,3 +255,22 @@ func (l *logBuffer) String() string {
 }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// pollUntil polls cond until it holds, failing the test if d passes
+// first. It is for the state of a real
+// server, which no channel reports.
+func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	start := time.Now()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("%v passed waiting for %s", time.Since(start).Round(time.Millisecond), what)
+		case <-tick.C:
+		}
+	}
+}

@@ -48,7 +48,7 @@ func TestRealGetListExists(t *testing.T) {
 
 	e.job(t, "pi", map[string]string{"app": "pi"})
 	for range 5 {
-		if ok, err := c.JobExists(ctx, "pi", e.ns); !ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "pi"); !ok || err != nil {
 			t.Fatalf("JobExists pi = %v, %v", ok, err)
 		}
 	}
@@ -73,7 +73,7 @@ func TestRealGetListExists(t *testing.T) {
 
 	t.Run("negative caching", func(t *testing.T) {
 		for range 5 {
-			if ok, err := c.JobExists(ctx, "later", e.ns); ok || err != nil {
+			if ok, err := c.JobExists(ctx, e.ns, "later"); ok || err != nil {
 				t.Fatalf("JobExists later = %v, %v; want false, nil", ok, err)
 			}
 		}
@@ -83,13 +83,13 @@ func TestRealGetListExists(t *testing.T) {
 			t.Fatalf("Get later = %v; want a 404 that is cache.ErrNotFound", err)
 		}
 		e.job(t, "later", nil) // behind the cache's back: the 404 is still remembered
-		if ok, err := c.JobExists(ctx, "later", e.ns); ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "later"); ok || err != nil {
 			t.Fatalf("JobExists later within the negative TTL = %v, %v; want the remembered false", ok, err)
 		}
 		if s := c.Stats()[jobs]; s.Requests != before.Requests || s.NegativeHits < 5 {
 			t.Fatalf("jobs: %d requests (want %d), %d negative hits", s.Requests, before.Requests, s.NegativeHits)
 		}
-		if ok, err := c.JobExists(ctx, "later", e.ns, k8sclient.Fresh()); !ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "later", k8sclient.Fresh()); !ok || err != nil {
 			t.Fatalf("JobExists later, Fresh = %v, %v", ok, err)
 		}
 	})
@@ -261,7 +261,7 @@ func TestRealErrorsAlike(t *testing.T) {
 	if !errors.Is(notFound, cache.ErrNotFound) || errors.Is(forbidden, cache.ErrNotFound) {
 		t.Fatalf("cache.ErrNotFound: 404 %v, 403 %v", errors.Is(notFound, cache.ErrNotFound), errors.Is(forbidden, cache.ErrNotFound))
 	}
-	if ok, err := nobody.JobExists(ctx, "missing", e.ns); ok || !apierrors.IsForbidden(err) {
+	if ok, err := nobody.JobExists(ctx, e.ns, "missing"); ok || !apierrors.IsForbidden(err) {
 		t.Fatalf("JobExists without the right to get = %v, %v; want the 403", ok, err)
 	}
 }
@@ -276,10 +276,10 @@ func TestRealRBACGetListOnly(t *testing.T) {
 	e.job(t, "a", map[string]string{"app": "x"})
 	c := e.client(t, testserver.KubeLimited, k8sclient.WithTTL(time.Hour))
 	for range 3 {
-		if ok, err := c.JobExists(ctx, "a", e.ns); !ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "a"); !ok || err != nil {
 			t.Fatalf("JobExists a = %v, %v", ok, err)
 		}
-		if ok, err := c.JobExists(ctx, "b", e.ns); ok || err != nil {
+		if ok, err := c.JobExists(ctx, e.ns, "b"); ok || err != nil {
 			t.Fatalf("JobExists b = %v, %v", ok, err)
 		}
 		if l, err := c.List(ctx, jobs, e.ns, metav1.ListOptions{LabelSelector: "app=x"}); err != nil || len(l.Items) != 1 {
@@ -320,7 +320,7 @@ func TestRealForbiddenWatch(t *testing.T) {
 		t.Fatalf("stats = %+v; want not watching, one try", s)
 	}
 	// The cache works meanwhile, bounded by its TTL.
-	if ok, err := c.JobExists(ctx, "a", e.ns); !ok || err != nil {
+	if ok, err := c.JobExists(ctx, e.ns, "a"); !ok || err != nil {
 		t.Fatalf("JobExists = %v, %v", ok, err)
 	}
 	// Ten first backoffs later the watch has not been tried again: it
@@ -413,4 +413,59 @@ func TestRealAPIServerRestart(t *testing.T) {
 			t.Fatalf("watching again, yet WatchError = %v", s.WatchError)
 		}
 	})
+}
+
+// After an outage long enough for the watch's backoff to reach its
+// longest wait (30s), with etcd compacted past the watch's
+// resourceVersion meanwhile, a client with default options serves a
+// change made at the API server's readiness within seconds, not a
+// backoff later. Not parallel: it stops the shared API server.
+func TestRealRecoveryAfterOutage(t *testing.T) {
+	e := newRealEnv(t)
+	ctx := t.Context()
+	e.job(t, "x", map[string]string{"v": "1"})
+	var logs logBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("client log:\n%s", logs.String())
+		}
+	})
+	c := e.client(t, testserver.KubeAdmin, k8sclient.WithWatch(jobs), k8sclient.WithLogger(logs.logger()))
+	waitWatching(t, c, jobs)
+	get := func() string {
+		j, err := c.Get(ctx, jobs, e.ns, "x")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return label(j, "v")
+	}
+	if v := get(); v != "1" {
+		t.Fatalf("v = %s", v)
+	}
+
+	// The outage lasts until the watch has ended and failed 7 more tries:
+	// with the backoff alone (250ms, doubling, up to 30s) that is at least
+	// 31.75s, and the next try is 30s away.
+	restarts := c.Stats()[jobs].WatchRestarts
+	down := time.Now()
+	e.k.StopAPIServer()
+	if err := e.k.CompactEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 2*time.Minute, "8 tries of the watch", func() bool { return c.Stats()[jobs].WatchRestarts >= restarts+8 })
+	if err := e.k.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	ready := time.Now()
+	outage := ready.Sub(down)
+	// At readiness: a read (a miss if the TTL ran out during the outage,
+	// which caches x again) and the change.
+	get()
+	e.relabel(t, jobs, e.ns, "x", "v", "2")
+	changed := time.Now()
+	pollUntil(t, 5*time.Second, "the change made at readiness to be served", func() bool { return get() == "2" })
+	t.Logf("outage %v; the change made at readiness (%v after it) served %v after it was made, %v after readiness",
+		outage.Round(time.Second), changed.Sub(ready).Round(time.Millisecond),
+		time.Since(changed).Round(time.Millisecond), time.Since(ready).Round(time.Millisecond))
+	waitWatching(t, c, jobs)
 }

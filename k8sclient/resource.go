@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -59,9 +60,7 @@ type resource[T, L any] struct {
 
 // key identifies an entry of a resource's cache: an object by namespace
 // and name, or a List by namespace, canonical selectors and generation.
-// It has few fields because hashing it is a good part of a hit's cost,
-// in this order because Go hashes adjacent non-string fields (gen, list)
-// in one call: a quarter cheaper than with list first.
+// It is hashed by key.hash.
 type key struct {
 	ns   string
 	name string // a List's: its label selector, "\x00", its field selector
@@ -103,10 +102,13 @@ type backend[T, L any] struct {
 	copyList func(L) L
 	prepObj  func(T) int64 // transforms in place, returns the estimated size
 	prepList func(L) int64
+	answered func(error) // if not nil, told the outcome of every request
 }
 
 func newResource[T, L any](desc string, o *options, ttl, neg time.Duration, be backend[T, L]) (*resource[T, L], error) {
+	seed := rand.Uint64() // unpredictable: names cannot be chosen to collide
 	mopts := []memory.Option{
+		memory.WithHash(func(k key) uint64 { return k.hash(seed) }),
 		memory.WithTTL(ttl),
 		memory.WithMaxCost(o.maxCost),
 		memory.WithCost(func(e entry[T, L]) int64 { return e.cost }),
@@ -178,6 +180,7 @@ func (r *resource[T, L]) get(ctx context.Context, ns, name string, ro readOption
 	load := func(ctx context.Context) (entry[T, L], error) {
 		r.requests.Add(1)
 		obj, err := r.be.get(ctx, ns, name)
+		r.answered(err)
 		if err != nil {
 			return entry[T, L]{}, wrapRequestError(err)
 		}
@@ -206,6 +209,7 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 		r.uncached.Add(1)
 		r.requests.Add(1)
 		l, err := r.be.list(ctx, ns, opts)
+		r.answered(err)
 		if err != nil {
 			return l, wrapRequestError(err)
 		}
@@ -223,6 +227,7 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 			FieldSelector:  opts.FieldSelector,
 			TimeoutSeconds: opts.TimeoutSeconds,
 		})
+		r.answered(err)
 		if err != nil {
 			return entry[T, L]{}, wrapRequestError(err)
 		}
@@ -230,6 +235,12 @@ func (r *resource[T, L]) list(ctx context.Context, ns string, opts metav1.ListOp
 	}
 	e, err := r.fetch(ctx, k, ro, load)
 	return r.listOut(e, ro, err)
+}
+
+func (r *resource[T, L]) answered(err error) {
+	if r.be.answered != nil {
+		r.be.answered(err)
+	}
 }
 
 // peek answers k from the cache alone, unless ro asks for a fresh read.

@@ -1,13 +1,22 @@
 package k8sclient_test
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/buildcache/buildcache/k8sclient"
 	"github.com/buildcache/buildcache/k8sclient/k8stest"
@@ -200,7 +209,7 @@ func TestRBACGetAndListOnly(t *testing.T) {
 	if _, err := c.List(ctx, jobs, "a", metav1.ListOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := c.JobExists(ctx, "x", "a"); err != nil || !ok {
+	if ok, err := c.JobExists(ctx, "a", "x"); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
 	e.wantRequests(t, k8stest.VerbWatch, "", 0)
@@ -223,4 +232,178 @@ func TestRBACGetAndListOnly(t *testing.T) {
 	if s := w.Stats()[jobs]; s.Watching || s.WatchEvents != 0 {
 		t.Errorf("Stats = %+v; want no watch open and no events", s)
 	}
+}
+
+// While nothing answers at the server's address the watch tries again
+// every probe period instead of backing off (here towards an hour), and
+// it is back, with what changed meanwhile, once the server is.
+func TestWatchProbesWhileServerDown(t *testing.T) {
+	e := newEnv(t)
+	e.job(t, "a", "x", map[string]string{"v": "1"})
+	p := newFlakyProxy(t, e.srv.URL)
+	dyn, err := dynamic.NewForConfig(&rest.Config{Host: p.url, QPS: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := k8sclient.New(dyn, k8sclient.WithClock(e.clock.Now), k8sclient.WithTTL(time.Hour), k8sclient.WithWatch(jobs),
+		k8sclient.WithWatchBackoff(10*time.Millisecond, time.Hour), k8sclient.WithWatchProbe(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	waitWatching(t, c, jobs)
+	ctx := t.Context()
+	v := func() string {
+		j, err := c.Get(ctx, jobs, "a", "x")
+		if err != nil {
+			return err.Error()
+		}
+		return label(j, "v")
+	}
+	if got := v(); got != "1" {
+		t.Fatalf("v=%s", got)
+	}
+
+	restarts := c.Stats()[jobs].WatchRestarts
+	p.down()
+	waitFor(t, "20 tries while nothing answers (with backoff they would take years)", func() bool {
+		return c.Stats()[jobs].WatchRestarts >= restarts+20
+	})
+	if err := c.Stats()[jobs].WatchError; !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("WatchError = %v, want a refused connection", err)
+	}
+	e.setLabel(t, jobs, "a", "x", "v", "2")
+	if got := v(); got != "1" {
+		t.Fatalf("while the server is away v=%s, want the cached 1", got)
+	}
+	p.up()
+	waitFor(t, "the change made during the outage", func() bool { return v() == "2" })
+	waitWatching(t, c, jobs)
+}
+
+// A request through the client that the server answers ends a watch's
+// backoff at once: the server is back. A hit asks the server nothing.
+func TestWatchWokenByAnsweredRequest(t *testing.T) {
+	e := newEnv(t)
+	e.job(t, "a", "x", nil)
+	c := e.client(t, k8sclient.WithTTL(time.Hour), k8sclient.WithWatch(jobs), k8sclient.WithWatchBackoff(time.Hour, time.Hour))
+	waitWatching(t, c, jobs)
+	ctx := t.Context()
+	if _, err := c.Get(ctx, jobs, "a", "x"); err != nil {
+		t.Fatal(err)
+	}
+	watches := e.srv.Count(k8stest.VerbWatch, "jobs")
+	e.srv.CloseWatches() // the watch ends and waits its backoff: an hour
+	waitFor(t, "the watch to end", func() bool { return !c.Stats()[jobs].Watching })
+	if _, err := c.Get(ctx, jobs, "a", "x"); err != nil { // a hit
+		t.Fatal(err)
+	}
+	if n := e.srv.Count(k8stest.VerbWatch, "jobs"); n != watches {
+		t.Fatalf("%d watch requests after a hit, want none", n-watches)
+	}
+	if ok, err := c.Exists(ctx, jobs, "a", "nope"); ok || err != nil { // a miss, answered 404
+		t.Fatal(ok, err)
+	}
+	waitWatching(t, c, jobs)
+	if n := e.srv.Count(k8stest.VerbWatch, "jobs"); n != watches+1 {
+		t.Fatalf("%d watch requests after the answered miss, want 1", n-watches)
+	}
+}
+
+// A server that answers reads but fails every watch is not asked for a
+// watch on every read: an answered request ends a backoff once, and then
+// the backoff is waited out until a watch opens.
+func TestWatchWokenOnce(t *testing.T) {
+	e := newEnv(t)
+	e.job(t, "a", "x", nil)
+	c := e.client(t, k8sclient.WithTTL(time.Hour), k8sclient.WithWatch(jobs), k8sclient.WithWatchBackoff(time.Hour, time.Hour))
+	waitWatching(t, c, jobs)
+	ctx := t.Context()
+	exists := func(name string) {
+		t.Helper()
+		if ok, err := c.Exists(ctx, jobs, "a", name); ok || err != nil { // a miss, answered 404
+			t.Fatal(ok, err)
+		}
+	}
+	watches, restarts := e.srv.Count(k8stest.VerbWatch, "jobs"), c.Stats()[jobs].WatchRestarts
+	defer e.srv.Inject(k8stest.Fault{Verb: k8stest.VerbWatch, Code: http.StatusInternalServerError})()
+	e.srv.CloseWatches()
+	waitFor(t, "the watch to end", func() bool { return c.Stats()[jobs].WatchRestarts == restarts+1 })
+	exists("nope")
+	waitFor(t, "the woken watch to fail", func() bool { return c.Stats()[jobs].WatchRestarts == restarts+2 })
+	for i := range 20 {
+		exists(fmt.Sprint("nope-", i))
+	}
+	if n := e.srv.Count(k8stest.VerbWatch, "jobs"); n != watches+1 {
+		t.Fatalf("%d watch requests after 21 answered misses, want 1", n-watches)
+	}
+}
+
+// flakyProxy forwards TCP connections to an HTTP server until down,
+// which closes its listener and every connection, so that connecting is
+// refused; up listens on the same port again.
+type flakyProxy struct {
+	t      *testing.T
+	url    string
+	addr   string
+	target string
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]bool
+}
+
+func newFlakyProxy(t *testing.T, target string) *flakyProxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &flakyProxy{t: t, target: u.Host, addr: "127.0.0.1:0", conns: map[net.Conn]bool{}}
+	p.up()
+	p.url = "http://" + p.addr
+	t.Cleanup(p.down)
+	return p
+}
+
+func (p *flakyProxy) up() {
+	p.t.Helper()
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.l, p.addr = l, l.Addr().String()
+	p.mu.Unlock()
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", p.target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[in], p.conns[out] = true, true
+			p.mu.Unlock()
+			go func() { io.Copy(out, in); out.Close() }()
+			go func() { io.Copy(in, out); in.Close() }()
+		}
+	}()
+}
+
+func (p *flakyProxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		p.l.Close()
+		p.l = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
 }

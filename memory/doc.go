@@ -8,8 +8,11 @@
 // answered from memory; a miss calls the load function once however many
 // goroutines miss the same key at the same time, and stores its result.
 // Errors the caller marks as negative (for example "not found") can be
-// remembered for a shorter TTL. ristretto may drop a write under pressure;
-// that costs a reload, never a stale answer.
+// remembered for a shorter TTL. A hit reads a lock-free index of the
+// entries, and neither allocates nor takes a lock. The cost bound is kept
+// by ristretto, made only once the cache holds 1 MiB and sized from the
+// entries it holds (see WithMaxCost); it may refuse a write under
+// pressure, which costs a reload, never a stale answer.
 //
 // # LayerCache
 //

@@ -33,7 +33,7 @@ func (c *Cache[K, V]) Stats() cache.ResourceStats {
 // at random (math/rand/v2's per-thread generator, a few ns): two cores
 // share a stripe one time in hitStripes, and no count is lost, as counts
 // live in the stripes. It costs a third of the sync.Pool of per-P tokens
-// it replaced, which took a tenth of a front hit.
+// it replaced, which took a tenth of a hit.
 type counters struct {
 	_             [64]byte
 	hits          [hitStripes]stripe

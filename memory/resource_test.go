@@ -641,8 +641,7 @@ func TestResourceAnyComparableKey(t *testing.T) {
 
 func TestResourceHashCollision(t *testing.T) {
 	ctx := t.Context()
-	c := rcNew[string, string](t)
-	c.hash = func(string) uint64 { return 1 } // every key in one slot
+	c := rcNew[string, string](t, WithHash(func(string) uint64 { return 1 })) // every key in one slot
 	a := &rcLoader[string]{val: "A"}
 	b := &rcLoader[string]{val: "B"}
 	for i, step := range []struct {
@@ -746,6 +745,9 @@ func TestResourceOptions(t *testing.T) {
 		{"zero negative TTL", WithNegativeTTL(0, func(error) bool { return true }), "TTL must be positive"},
 		{"nil isNegative", WithNegativeTTL(time.Second, nil), "isNegative is nil"},
 		{"nil clock", WithClock(nil), "WithClock(nil)"},
+		{"hash", WithHash(func(k int) uint64 { return uint64(k) }), ""},
+		{"hash of another type", WithHash(func(k string) uint64 { return 0 }), "func(string) uint64, but the cache's keys are int"},
+		{"nil hash", WithHash[int](nil), "WithHash(nil)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := New[int, string](tc.opt)

@@ -55,7 +55,7 @@ func allCollectors(t *testing.T) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	t.Cleanup(kc.Close)
-	if _, err := kc.JobExists(t.Context(), "j", "ns"); err != nil {
+	if _, err := kc.JobExists(t.Context(), "ns", "j"); err != nil {
 		t.Fatal(err)
 	}
 

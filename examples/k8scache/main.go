@@ -178,7 +178,7 @@ func dolphinScheduler(ctx context.Context, out io.Writer, srv *k8stest.Server, j
 	defer c.Close()
 	// The first use of a resource type sets its cache up (ristretto's
 	// counters, sized for the 64 MiB default bound): not part of a check.
-	if _, err := c.JobExists(ctx, "warm-up", ns); err != nil {
+	if _, err := c.JobExists(ctx, ns, "warm-up"); err != nil {
 		return err
 	}
 	for _, m := range []struct {
@@ -192,7 +192,7 @@ func dolphinScheduler(ctx context.Context, out io.Writer, srv *k8stest.Server, j
 	} {
 		if err := measure(m.label, func() (ok bool, err error) {
 			for range m.times {
-				if ok, err = c.JobExists(ctx, m.name, ns); err != nil {
+				if ok, err = c.JobExists(ctx, ns, m.name); err != nil {
 					return false, err
 				}
 			}

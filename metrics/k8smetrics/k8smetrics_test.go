@@ -50,7 +50,7 @@ func TestClientCollector(t *testing.T) {
 		}
 	}
 	for range 2 {
-		if ok, err := c.JobExists(ctx, "nope", "scheduler"); err != nil || ok {
+		if ok, err := c.JobExists(ctx, "scheduler", "nope"); err != nil || ok {
 			t.Fatalf("JobExists = %v, %v", ok, err)
 		}
 	}
