@@ -54,6 +54,9 @@
 //	buildcache_resolver_resolutions_total{source}   resolutions by source: hit, revalidated, pulled, stale, reserved
 //	buildcache_resolver_fetched_blobs_total         blobs and manifests downloaded
 //	buildcache_resolver_fetched_bytes_total         bytes downloaded
+//	buildcache_resolver_stale_budget_spent_total    stale answers: the registry took longer than the stale budget
+//	buildcache_resolver_stale_known_down_total      stale answers without asking a registry known to be failing
+//	buildcache_resolver_not_found_remembered_total  a remembered 404 answered without asking again
 //	buildcache_resolver_rate_limit_requests{registry}            gauge: the registry's RateLimit-Limit
 //	buildcache_resolver_rate_limit_remaining_requests{registry}  gauge: its RateLimit-Remaining
 //	buildcache_resolver_rate_limit_window_seconds{registry}      gauge: its window (;w=)
