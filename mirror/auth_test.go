@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -150,5 +152,50 @@ func TestAccessLogAborted(t *testing.T) {
 	}()
 	if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "bytes=7") || !strings.Contains(out, "aborted=true") {
 		t.Errorf("log of an aborted response: %s", out)
+	}
+}
+
+// Guessing passwords costs a bcrypt a guess only up to the limit, then
+// nothing; a client with good credentials meanwhile pays one check, not
+// one a request.
+func TestRequireAuthLimitsFailedLogins(t *testing.T) {
+	h, err := mirror.ParseHtpasswd(strings.NewReader("alice:" + bcryptHash(t, "pw-a") + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var checks atomic.Int64
+	handler := mirror.RequireAuth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		mirror.CheckerFunc(func(r *http.Request) bool {
+			checks.Add(1)
+			return h.Check(r)
+		}))
+	login := func(remote, pass string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		req.RemoteAddr = remote
+		req.SetBasicAuth("alice", pass)
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		return rec
+	}
+	var rec *httptest.ResponseRecorder
+	for i := range 50 {
+		rec = login("198.51.100.7:40000", fmt.Sprint("guess-", i))
+	}
+	// The clock moves during the test: an attempt may come back.
+	if n := checks.Load(); n > mirror.DefaultFailedLogins+1 {
+		t.Errorf("50 guesses from one address ran %d checks, want at most %d", n, mirror.DefaultFailedLogins+1)
+	}
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "TOOMANYREQUESTS") {
+		t.Errorf("the 50th guess: %d Retry-After %q %s, want 429 with Retry-After and TOOMANYREQUESTS",
+			rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	checks.Store(0)
+	for range 100 {
+		if rec := login("198.51.100.8:40000", "pw-a"); rec.Code != http.StatusOK {
+			t.Fatalf("a good login from another address: %d", rec.Code)
+		}
+	}
+	if n := checks.Load(); n != 1 {
+		t.Errorf("100 requests with good credentials ran %d checks, want 1", n)
 	}
 }

@@ -126,16 +126,42 @@
 // for their handlers, and then closes what WithCloseAfter names: the
 // Mirror, whose Close abandons the downloads in flight, so nothing half
 // fetched is stored. Server.Close cuts the grace short (a second
-// signal). Wrap the Mirror in RequireAuth (an Htpasswd of bcrypt entries
-// or a BearerToken) and AccessLog (through log/slog) before handing it
-// over:
+// signal). Wrap the Mirror in an Auth (see Authentication) and AccessLog
+// (through log/slog) before handing it over:
 //
-//	srv, _ := mirror.NewServer(mirror.AccessLog(mirror.RequireAuth(m, checker), logger),
+//	auth, _ := mirror.NewAuth(checker, mirror.WithAuthLogger(logger))
+//	srv, _ := mirror.NewServer(mirror.AccessLog(auth.Wrap(m), logger),
 //		mirror.WithCloseAfter(m), mirror.WithServerLogger(logger))
 //	l, _ := net.Listen("tcp", "127.0.0.1:5000")
 //	err := srv.Serve(ctx, l) // ctx from signal.NotifyContext
 //
 // `buildcache serve` is this with flags; see cmd/buildcache.
+//
+// # Authentication
+//
+// A Checker says whether a request carries valid credentials: an
+// Htpasswd (bcrypt entries, as htpasswd -B writes them), a BearerToken,
+// AnyOf them, or a CheckerFunc. NewAuth(checker, opts...).Wrap(h) (or
+// RequireAuth(h, checker), with the defaults) answers a request without
+// good credentials 401 with a Basic challenge and an UNAUTHORIZED body,
+// and keeps a bcrypt a check from costing the mirror its cores:
+//
+//   - good credentials are remembered for WithVerifiedTTL (a minute) by
+//     an HMAC of them under a per-process key, so a client pulling 100
+//     blobs costs one bcrypt;
+//   - failed logins are limited per client address (IPv6 per /64) by
+//     WithFailedLoginLimit (10 a minute): beyond it a client is answered
+//     429 TOOMANYREQUESTS with Retry-After, no bcrypt run, its
+//     credentials not looked at; at most 10,000 addresses are tracked;
+//   - WithConcurrentChecks (1) checks run at once, so guesses from many
+//     addresses take one core at most; beyond 64 waiting, 503 UNAVAILABLE
+//     with Retry-After.
+//
+// Auth.Stats counts checks, failed logins and both refusals;
+// WithAuthLogger logs each address as it runs out, and AccessLog logs
+// each refused request with its status, never a credential. Behind a
+// reverse proxy every client has the proxy's address: use
+// WithFailedLoginLimit(0, 0) and limit there.
 //
 // # Scaling out
 //

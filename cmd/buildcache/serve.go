@@ -36,6 +36,7 @@ type serveFlags struct {
 	tlsCert, tlsKey string
 	htpasswd        string
 	tokenFile       string
+	failedLogins    int
 	logFormat       string
 	shutdownTimeout time.Duration
 	staleBudget     time.Duration
@@ -68,7 +69,10 @@ refused unless --allow-remote is given (then use --tls-cert/--tls-key and
 --htpasswd or --token-file: a warning says so otherwise). Clients
 authenticate with basic credentials checked against a bcrypt htpasswd file
 (htpasswd -B), or with a static token sent as "Authorization: Bearer TOKEN"
-or as the password of basic credentials; both flags may be given.
+or as the password of basic credentials; both flags may be given. A client
+address (IPv6: its /64) that fails --failed-logins times is answered 429
+until an attempt comes back (one every 60/N seconds), its credentials
+unchecked; good credentials are checked once a minute, one check at a time.
 /metrics serves Prometheus metrics on the same listener (behind the same
 authentication), or on --metrics-listen ADDR without it ("off": none).
 
@@ -96,6 +100,7 @@ kept; a second signal cuts the wait short.
 	fl.StringVar(&f.tlsKey, "tls-key", "", "the private key of --tls-cert, in PEM `FILE`")
 	fl.StringVar(&f.htpasswd, "htpasswd", "", "require basic credentials listed in `FILE` (user:bcrypt-hash lines, as htpasswd -B writes)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "require the token in `FILE`, as a bearer token or a basic password")
+	fl.IntVar(&f.failedLogins, "failed-logins", mirror.DefaultFailedLogins, "refuse a client address's logins after `N` failed ones a minute (0: no limit, as behind a proxy)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "access log format on stderr: text or json")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on `ADDR` instead of the mirror's listener, without authentication; off for none")
 	fl.Var(durationValue{&f.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, let requests in progress finish for `D` (default 30s)")
@@ -163,7 +168,7 @@ type serveConfig struct {
 	insecure    []string
 	names       []string // "ns=scheme://host" for the listening record
 	tls         *tls.Config
-	auth        mirror.Checker // nil: no authentication
+	auth        *mirror.Auth // nil: no authentication
 	logger      *slog.Logger
 }
 
@@ -254,7 +259,12 @@ func (a *app) serveConfig(f *serveFlags) (*serveConfig, error) {
 		checkers = append(checkers, t)
 	}
 	if len(checkers) > 0 {
-		c.auth = mirror.AnyOf(checkers...)
+		auth, err := mirror.NewAuth(mirror.AnyOf(checkers...),
+			mirror.WithFailedLoginLimit(f.failedLogins, time.Minute), mirror.WithAuthLogger(c.logger))
+		if err != nil {
+			return nil, usagef("--failed-logins: %v", err)
+		}
+		c.auth = auth
 	}
 	if f.allowRemote && (c.tls == nil || c.auth == nil) {
 		a.warnf("serve --allow-remote without TLS and authentication: anyone who reaches the port can pull through this mirror with its upstream credentials, in clear text")
@@ -291,7 +301,11 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	}
 	// Closed by the server after its shutdown; again here if it never ran.
 	defer m.Close()
-	metricsHandler := promhttp.HandlerFor(metricsRegistry(res, store), promhttp.HandlerOpts{})
+	reg := metricsRegistry(res, store)
+	if cfg.auth != nil {
+		reg.MustRegister(authCounters(cfg.auth)...)
+	}
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 
 	var main http.Handler = m
 	if f.metricsListen == "" {
@@ -304,7 +318,7 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 		})
 	}
 	if cfg.auth != nil {
-		main = mirror.RequireAuth(main, cfg.auth)
+		main = cfg.auth.Wrap(main)
 	}
 	srvOpts := []mirror.ServerOption{mirror.WithServerLogger(cfg.logger), mirror.WithCloseAfter(m)}
 	if f.shutdownTimeout > 0 {
@@ -384,4 +398,22 @@ func metricsRegistry(res *registry.Resolver, store cache.LayerCache) *prometheus
 		reg.MustRegister(metrics.NewLayerCacheCollector("mirror", sr))
 	}
 	return reg
+}
+
+// authCounters are the buildcache_mirror_auth_* counters of a's Stats.
+func authCounters(a *mirror.Auth) []prometheus.Collector {
+	counter := func(name, help string, v func(mirror.AuthStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "buildcache", Subsystem: "mirror_auth", Name: name, Help: help},
+			func() float64 { return float64(v(a.Stats())) })
+	}
+	return []prometheus.Collector{
+		counter("checks_total", "Credentials checked (a bcrypt each for --htpasswd); remembered ones are not.",
+			func(s mirror.AuthStats) uint64 { return s.Checks }),
+		counter("failed_logins_total", "Credentials refused (401).",
+			func(s mirror.AuthStats) uint64 { return s.FailedLogins }),
+		counter("limited_total", "Requests refused unchecked (429) because their client address had no failed logins left.",
+			func(s mirror.AuthStats) uint64 { return s.Limited }),
+		counter("busy_total", "Requests refused unchecked (503) because too many were waiting for a check.",
+			func(s mirror.AuthStats) uint64 { return s.Busy }),
+	}
 }
