@@ -29,18 +29,19 @@
 // suite's optional parts run where a backend has what they check: a byte
 // budget that fails with cache.ErrNoSpace and loses nothing (RunNoSpace:
 // localfs, memory, a tier; localfs's own tests fill a real tmpfs too),
-// leases (RunLeaser), roots (RunRootIndex) and deferred syncs
-// (RunDeferredSync), each on a store and on the tiers and Open results
-// built from it.
+// leases (RunLeaser), roots (RunRootIndex), deferred syncs
+// (RunDeferredSync) and ingestions (RunIngester), each on a store and on
+// the tiers and Open results built from it.
 //
 // # Capabilities and lifecycle
 //
 // What a store can do beyond cache.LayerCache is an exported interface of
 // package cache (Leaser, RootIndex, RootLookup, RootRecorder,
-// DeferredSyncer, CounterAdder, io.Closer), found with cache.As, which
-// looks through wrappers (cache.Unwrapper): a tier forwards each to its
-// near tier, so a resolver or mirror over tier://near=file://… keeps the
-// leases, the one-lookup roots and the one-sync pulls of the directory.
+// DeferredSyncer, CounterAdder, Ingester, io.Closer), found with
+// cache.As, which looks through wrappers (cache.Unwrapper): a tier
+// forwards each to its near tier, so a resolver or mirror over
+// tier://near=file://… keeps the leases, the one-lookup roots, the
+// one-sync pulls and the write-once cold blobs of the directory.
 // What Open returns is a cache.LayerCacheCloser: close it when done.
 //
 // # Names

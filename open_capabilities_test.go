@@ -38,6 +38,7 @@ func TestOpenKeepsCapabilities(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Run("RootIndex", func(t *testing.T) { cachetest.RunRootIndex(t, open) })
 			t.Run("DeferredSync", func(t *testing.T) { cachetest.RunDeferredSync(t, open) })
+			t.Run("Ingester", func(t *testing.T) { cachetest.RunIngester(t, open) })
 			t.Run("Leaser", func(t *testing.T) {
 				cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness { return captest.LocalLeases(t, open(t)) })
 			})

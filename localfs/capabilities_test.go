@@ -20,6 +20,10 @@ func TestCapabilityDeferredSync(t *testing.T) {
 	cachetest.RunDeferredSync(t, func(t *testing.T) cache.LayerCache { return newStore(t) })
 }
 
+func TestCapabilityIngester(t *testing.T) {
+	cachetest.RunIngester(t, func(t *testing.T) cache.LayerCache { return newStore(t) })
+}
+
 func TestCapabilityLeaser(t *testing.T) {
 	cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness {
 		return captest.LocalLeases(t, newStore(t))

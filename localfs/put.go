@@ -5,18 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/ctxio"
-	"github.com/buildcache/buildcache/internal/verify"
 )
 
 // copyBufSize is large enough that syscalls and hashing setup are noise
@@ -138,12 +135,21 @@ func (s *Store) write(ctx context.Context, slot *writeSlot, d v1.Hash, size int6
 		return 0, err
 	}
 	n, err := s.fill(ctx, f, d, size, r)
-	err = s.finish(ctx, slot, func(tmp string, reserved int64) (string, int64, error) {
+	if err := s.place(ctx, slot, f, d, n, err, syncRename); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// place renames slot's temp file f, holding n bytes of blob d, into
+// place, or drops it if err is not nil (and returns err). A blob whose
+// size was unknown reserves its bytes now that they are known.
+func (s *Store) place(ctx context.Context, slot *writeSlot, f *os.File, d v1.Hash, n int64, err error, syncRename bool) error {
+	return s.finish(ctx, slot, func(tmp string, reserved int64) (string, int64, error) {
 		if err != nil {
 			return tmp, reserved, err
 		}
 		if n > reserved {
-			// A blob of unknown size: reserve its bytes now that they are known.
 			grown, err := s.growReservation(ctx, tmp, reserved, n)
 			if grown != "" {
 				tmp = grown
@@ -155,124 +161,38 @@ func (s *Store) write(ctx context.Context, slot *writeSlot, d v1.Hash, size int6
 		}
 		return tmp, reserved, s.commit(ctx, f, tmp, s.blobPath(d), syncRename, reserved, n)
 	})
-	if err != nil {
-		return 0, err
-	}
-	return n, nil
 }
 
 // fill streams r into the temp file f, checking that it holds d, of
 // size bytes if size is not -1, and syncs it. It returns the bytes
 // written.
 func (s *Store) fill(ctx context.Context, f *os.File, d v1.Hash, size int64, r io.Reader) (int64, error) {
-	// CreateTemp makes 0600 files; blobs are content, readable by every
-	// user and tool sharing the cache (the umask still applies to dirs).
-	if err := f.Chmod(0o644); err != nil {
+	tw, err := s.newTempWriter(f, d, size)
+	if err != nil {
 		return 0, err
 	}
-
-	// The bytes go into the temp file as fast as r yields them, and a
-	// second goroutine hashes them back out of it (from the page cache),
-	// trailing the writes. Hashing then overlaps the writing and, above
-	// all, the fsync, instead of adding to them: for a large blob, Put
-	// takes about as long as writing and syncing the bytes alone. It also
-	// verifies the bytes that were stored rather than the bytes given.
-	var (
-		written atomic.Int64             // bytes in the file, for the hasher
-		more    = make(chan struct{}, 1) // a write landed
-		wrote   = make(chan struct{})    // writing stopped; closed after failed is set
-		failed  bool                     // writing stopped early; the hasher should quit
-		hashed  = make(chan error, 1)    // the hasher's verdict
-	)
-	go func() {
-		bp := copyBufs.Get().(*[]byte)
-		defer copyBufs.Put(bp)
-		buf := *bp
-		// Reads stay below what has been written, so the section never
-		// hits the end of the file until writing is over.
-		vr := verify.NewReader(io.NewSectionReader(f, 0, math.MaxInt64), d, size, cache.ErrDigestMismatch)
-		for {
-			select {
-			case <-more:
-				for vr.N() < written.Load() {
-					if _, err := vr.Read(buf[:min(int64(len(buf)), written.Load()-vr.N())]); err != nil {
-						hashed <- err
-						return
-					}
-				}
-			case <-wrote:
-				if failed {
-					hashed <- nil
-					return
-				}
-				// The file is complete: hash the rest, and let verify
-				// check digest and size at its end.
-				_, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, vr, buf)
-				if err == nil && !vr.Verified() {
-					err = fmt.Errorf("stream ended unverified: %w", cache.ErrDigestMismatch)
-				}
-				hashed <- err
-				return
-			}
-		}
-	}()
-
 	src := ctxio.Reader(ctx, r)
 	if size >= 0 {
-		// One byte past the size shows the stream is too long; the hasher
-		// reports it as a mismatch.
+		// One byte past the size shows the stream is too long.
 		src = io.LimitReader(src, size+1)
 	}
 	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
 	buf := *bp
-	var werr error
-	var flushed int64 // bytes already handed to the disk by startWriteback
-	var checked int64 // bytes written when free space was last checked
-	for werr == nil {
+	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if _, err := f.Write(buf[:n]); err != nil {
-				werr = noSpace(err)
-				break
-			}
-			w := written.Add(int64(n))
-			if w-flushed >= writebackChunk {
-				startWriteback(f, flushed, w-flushed)
-				flushed = w
-			}
-			if w-checked >= spaceCheckInterval {
-				checked = w
-				if werr = s.spaceWhileWriting(w); werr != nil {
-					break
-				}
-			}
-			select {
-			case more <- struct{}{}:
-			default:
+			if _, werr := tw.Write(buf[:n]); werr != nil {
+				return tw.close(werr)
 			}
 		}
 		if err == io.EOF {
-			break
+			return tw.close(nil)
 		}
-		werr = err
+		if err != nil {
+			return tw.close(err)
+		}
 	}
-	copyBufs.Put(bp)
-	failed = werr != nil
-	close(wrote)
-	var serr error
-	if werr == nil {
-		serr = f.Sync() // while the hasher catches up
-	}
-	herr := <-hashed
-	switch {
-	case werr != nil:
-		return 0, werr
-	case herr != nil:
-		return 0, herr
-	case serr != nil:
-		return 0, noSpace(serr)
-	}
-	return written.Load(), nil
 }
 
 // commit renames a complete temp file into blobs/ under the shared GC lock,

@@ -16,11 +16,13 @@
 // goroutine, no lock held across the scrape, no walk of a directory or a
 // bucket. Every series is a counter since the value was created (a
 // process restart starts it again from zero, as Prometheus's rate()
-// expects), except buildcache_k8sclient_watching, a gauge.
+// expects), except the gauges buildcache_k8sclient_watching and
+// buildcache_mirror_upstream_fetches(_waiting).
 //
 // # Collectors
 //
 //   - NewResolverCollector(r): a registry.Resolver.
+//   - NewMirrorCollector(m): a mirror.Mirror's own counters.
 //   - NewLayerCacheCollector(name, c): any cache.StatsReporter —
 //     localfs.Store, memory.LayerCache, s3.Cache, ocirepo.Cache,
 //     tier.Cache as one cache.
@@ -36,7 +38,7 @@
 //
 // Each collector reads a small interface over a stats value type of
 // package cache (cache.ResolverStats, cache.Stats, cache.TierStats,
-// cache.ResourceStats), which the backends return: this package links
+// cache.ResourceStats, cache.MirrorStats), which the backends return: this package links
 // cache and Prometheus, none of the backends it exports (no registry,
 // tier, memory, AWS SDK, Kubernetes or BuildKit; depcheck_test.go keeps it
 // so), and a program registers only the collectors of what it uses.
@@ -64,6 +66,13 @@
 // Concurrent Resolve calls for the same reference share one resolution:
 // each counts in resolves_total, their resolution once in
 // resolutions_total.
+//
+// Registry mirror (no labels but reason):
+//
+//	buildcache_mirror_failed_responses_total{reason}  responses failed or cut short, by reason
+//	buildcache_mirror_digest_mismatches_total         upstream blobs whose bytes did not match
+//	buildcache_mirror_upstream_fetches                gauge: blob downloads in progress
+//	buildcache_mirror_upstream_fetches_waiting        gauge: blob downloads waiting for a slot
 //
 // Layer caches and tiered caches as a whole (label cache):
 //

@@ -31,19 +31,7 @@
 //     known to hold it (# Repositories). A blob not stored
 //     is fetched with one upstream GET for every client asking meanwhile
 //     (and any pull of it: the resolver's flight group), and streamed to
-//     them while it is hashed and stored (registry.Resolver.StreamBlob):
-//     the bytes go to a temp file (WithTempDir) that each client reads at
-//     its own pace, so a slow client costs disk, never the others' speed
-//     or the store's write, and no blob is held in memory. Content-Length
-//     is the blob's size; the last byte waits until the blob is verified
-//     and stored, and the connection is cut otherwise, so a client never
-//     gets a complete response of bad bytes and nothing unverified is
-//     stored. The download runs on the mirror's context: clients leaving
-//     do not stop it, and it stores the blob even if all have left (Close
-//     abandons it). A cold Range is served from the download as its bytes
-//     arrive, its last byte also waiting for the verification. A blob
-//     whose size the upstream's GET does not state is stored whole first
-//     (at most 1 TiB), then served.
+//     them while it is hashed and stored: see "Cold blobs".
 //   - Accept: an OCI manifest or index that a request's Accept header
 //     does not list is MANIFEST_UNKNOWN, as distribution answers; a
 //     Docker manifest list asked for by tag by a client not accepting
@@ -64,6 +52,48 @@
 //     DIGEST_INVALID, MANIFEST_INVALID, PAGINATION_NUMBER_INVALID,
 //     UNSUPPORTED; UNAVAILABLE with 503 when the upstream is down and
 //     nothing is cached).
+//
+// # Cold blobs
+//
+// A blob not stored is downloaded once (registry.Resolver.StreamBlob)
+// into the store's own ingestion of it when the store is a cache.Ingester
+// (localfs, a tier over it): a locked temp file in the store's temp
+// directory, under its byte budget and free-space floor, that every
+// client reads at its own pace while it is written and hashed, and that
+// becomes the stored blob when verified. So a cold blob is written to disk
+// once, in the store; a process killed meanwhile leaves the file for the
+// store's next Open or GC to sweep. A store that cannot ingest gets the
+// bytes through Put while they are copied for the clients to a temp file
+// in WithTempDir. Either way a slow client costs disk, never the others'
+// speed or the store's write, and no blob is held in memory.
+// Content-Length is the blob's size; the last byte waits until the blob
+// is verified and stored, and the connection is cut otherwise, so a
+// client never gets a complete response of bad bytes and nothing
+// unverified is stored. A cold Range is served from the download as its
+// bytes arrive, its last byte also waiting for the verification.
+//
+// Every download is bounded before it starts: by the size an image
+// manifest served under the same name gave the blob (a client pulls the
+// manifest first; the upstream's Content-Length must agree, and a body
+// that does not stop there fails), else by the upstream's Content-Length.
+// Once its size is known the download runs on the mirror's context:
+// clients leaving do not stop it, and it stores the blob even if all have
+// left (Close abandons it). A blob whose size neither states is stored
+// whole first (within the store's budget and free-space floor, and at
+// most 1 TiB), then served, and its download stops when its last client
+// leaves. At most WithMaxUpstreamFetches (32) downloads run at once; the
+// others wait in line, holding only their clients' connections. A
+// response whose client takes no write for WithStallTimeout (1 minute) is
+// closed, freeing its connection, file and lease.
+//
+// A failure known before the first byte gets an OCI error body: 404
+// BLOB_UNKNOWN when the upstream has no such blob, 502 when it served
+// bytes that are not the blob, 507 UNAVAILABLE when the store has no room
+// for it, 503 UNAVAILABLE when the upstream is down; one found later cuts
+// the response. Every failed or cut response is counted by reason (Stats,
+// the Reason constants; metrics.NewMirrorCollector exports them) and
+// AccessLog logs its reason and error; Stats also counts the downloads
+// whose bytes did not match their digest.
 //
 // Names are checked against the distribution spec's grammar, tags and
 // digests (cache.ParseContentDigest: sha256 or sha512, lower-case hex of

@@ -43,10 +43,13 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // upstreamError answers for a failed fetch: unknown is the code for "the
 // upstream does not have it" (MANIFEST_UNKNOWN or BLOB_UNKNOWN). The
 // upstream's own message is not repeated to the client: it may name
-// internal hosts.
+// internal hosts; the access log gets it (noteFailure).
 func upstreamError(w http.ResponseWriter, err error, unknown string) {
+	noteFailure(w, reasonOf(err), err)
 	var re *regclient.RemoteError
 	switch {
+	case errors.Is(err, cache.ErrNoSpace):
+		writeError(w, http.StatusInsufficientStorage, codeUnavailable, "the mirror's cache has no room for this blob")
 	case errors.As(err, &re) && (re.Status == http.StatusNotFound):
 		writeError(w, http.StatusNotFound, unknown, "not found upstream")
 	case errors.Is(err, cache.ErrNotFound):

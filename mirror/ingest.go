@@ -10,40 +10,57 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildcache/buildcache/cache"
 )
 
 // ErrClosed is what a request for a blob not yet stored gets once the
 // mirror is closed.
 var ErrClosed = errors.New("mirror: closed")
 
+// errNoClients ends a download of unknown size that every client left.
+var errNoClients = errors.New("mirror: every client of the download left before its size was known")
+
 // An ingest is one download of a blob not yet stored, shared by every
 // client asking for it meanwhile. registry.Resolver.StreamBlob writes the
-// upstream's bytes, as the store's Put reads and hashes them, to a temp
-// file; each client reads that file at its own pace, waiting for more
-// when it has caught up. The writer never waits for a client: a slow one
-// costs disk, not the others' speed or the store's write. A response's
-// last byte is sent only once the whole blob is verified and stored.
+// upstream's bytes to the store's own ingestion of the blob (a
+// cache.Ingester: localfs, a tier over it), which hashes them and, once
+// they are all there and verified, commits that very file as the stored
+// blob; each client reads the file at its own pace, waiting for more
+// when it has caught up. So a cold blob is written once, in the store,
+// under its budget. A store that cannot ingest gets the bytes through its
+// Put while they are copied to a temp file in WithTempDir for the
+// clients. The writer never waits for a client: a slow one costs disk,
+// not the others' speed or the store's write. A response's last byte is
+// sent only once the whole blob is verified and stored.
 //
-// The download runs on the mirror's context, not a client's: a client
-// leaving does not stop it for the others, and one nobody waits for any
-// more still finishes and stores the blob (the next pull wants it), within
-// the resolver's transport timeouts; Close abandons them all.
+// The download runs on a context of its own under the mirror's: once its
+// size is known (a manifest served under the name listed the blob, or the
+// upstream's answer states it) a client leaving does not stop it for the
+// others, and one nobody waits for any more still finishes and stores the
+// blob (the next pull wants it), bounded by that size. Until the size is
+// known, the last client leaving cancels it. Close abandons them all.
 type ingest struct {
-	d v1.Hash
+	d      v1.Hash
+	key    string
+	cancel context.CancelCauseFunc // the download's context
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced whenever a field below changes
-	size    int64         // set with file when the upstream answered
-	file    *os.File      // the bytes so far; nil until then
-	written int64         // bytes in file
-	done    bool          // StreamBlob returned
-	err     error         // what it returned
-	readers int           // requests holding the ingest
+	started bool          // the upstream answered with the size: src is set
+	size    int64
+	src     io.ReaderAt  // the bytes so far
+	w       io.Writer    // where they are written (src's file)
+	release func() error // frees src (aborting an ingestion not committed)
+	written int64        // bytes in src
+	done    bool         // StreamBlob returned
+	err     error        // what it returned
+	readers int          // requests holding the ingest
 }
 
-// joinIngest returns the ingest of d from repo, starting it if none is in
-// flight. The caller must release it.
-func (m *Mirror) joinIngest(repo string, d v1.Hash) (*ingest, error) {
+// joinIngest returns the ingest of d from repo, of size bytes if known
+// (else -1), starting it if none is in flight. The caller must leave it.
+func (m *Mirror) joinIngest(repo string, d v1.Hash, size int64) (*ingest, error) {
 	key := repo + "@" + d.String()
 	m.ingestMu.Lock()
 	defer m.ingestMu.Unlock()
@@ -56,38 +73,82 @@ func (m *Mirror) joinIngest(repo string, d v1.Hash) (*ingest, error) {
 	if m.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	in := &ingest{d: d, changed: make(chan struct{}), readers: 1}
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	in := &ingest{d: d, key: key, cancel: cancel, changed: make(chan struct{}), readers: 1}
 	m.ingests[key] = in
 	m.running.Add(1)
-	go func() {
-		defer m.running.Done()
-		err := m.up.StreamBlob(m.ctx, repo, d, func(size int64) (io.Writer, error) {
-			return in.start(m.o.tempDir, size)
-		})
-		m.ingestMu.Lock()
-		delete(m.ingests, key) // later requests find the blob stored, or start anew
-		m.ingestMu.Unlock()
-		in.finish(err)
-	}()
+	go m.download(ctx, in, repo, size)
 	return in, nil
 }
 
-// start creates the temp file once the blob's size is known.
-func (in *ingest) start(dir string, size int64) (io.Writer, error) {
-	f, err := os.CreateTemp(dir, "buildcache-mirror-ingest-*")
+// download runs the ingest's download, once a fetch slot is free.
+func (m *Mirror) download(ctx context.Context, in *ingest, repo string, size int64) {
+	defer m.running.Done()
+	defer in.cancel(nil)
+	err := m.fetches.acquire(ctx)
+	if err == nil {
+		err = m.up.StreamBlob(ctx, repo, in.d, size, func(size int64) (io.Writer, error) {
+			return m.startIngest(ctx, in, size)
+		})
+		m.fetches.release()
+	}
+	if err != nil && ctx.Err() != nil {
+		err = context.Cause(ctx) // ErrClosed, errNoClients: say why it stopped
+	}
+	if errors.Is(err, cache.ErrDigestMismatch) {
+		m.stats.digestMismatches.Add(1)
+	}
+	m.ingestMu.Lock()
+	if m.ingests[in.key] == in {
+		delete(m.ingests, in.key) // later requests find the blob stored, or start anew
+	}
+	m.ingestMu.Unlock()
+	in.finish(err)
+}
+
+// startIngest is StreamBlob's sink: once the blob's size is known, it
+// opens where its bytes go.
+func (m *Mirror) startIngest(ctx context.Context, in *ingest, size int64) (io.Writer, error) {
+	if ing, ok := cache.As[cache.Ingester](m.store); ok {
+		x, err := ing.Ingest(ctx, in.d, size)
+		if err == nil {
+			in.start(size, x, x, x.Close)
+			return committer{in, x}, nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return nil, err
+		}
+	}
+	f, err := os.CreateTemp(m.o.tempDir, "buildcache-mirror-ingest-*")
 	if err != nil {
 		return nil, fmt.Errorf("mirror: temp file for %s: %w", in.d, err)
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.file, in.size = f, size
-	in.broadcastLocked()
+	in.start(size, f, f, func() error {
+		f.Close()
+		return os.Remove(f.Name())
+	})
 	return in, nil
 }
 
-// Write appends the upstream's bytes to the temp file.
+// committer is the writer StreamBlob gets for a store's ingestion: its
+// Commit makes StreamBlob write the bytes there alone and commit them.
+type committer struct {
+	*ingest
+	x cache.Ingestion
+}
+
+func (c committer) Commit(ctx context.Context) error { return c.x.Commit(ctx) }
+
+func (in *ingest) start(size int64, src io.ReaderAt, w io.Writer, release func() error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.started, in.size, in.src, in.w, in.release = true, size, src, w, release
+	in.broadcastLocked()
+}
+
+// Write appends the upstream's bytes to where the clients read them.
 func (in *ingest) Write(p []byte) (int, error) {
-	n, err := in.file.Write(p)
+	n, err := in.w.Write(p)
 	in.mu.Lock()
 	in.written += int64(n)
 	in.broadcastLocked()
@@ -100,38 +161,44 @@ func (in *ingest) broadcastLocked() {
 	in.changed = make(chan struct{})
 }
 
-// finish records the download's end. A failed one's temp file goes at
-// once, so that nothing unverified outlives it; readers still holding the
-// file see the error before they read again.
+// finish records the download's end. A failed one's bytes go at once, so
+// that nothing unverified outlives it; readers still holding them see the
+// error before they read again.
 func (in *ingest) finish(err error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.done, in.err = true, err
-	if in.file != nil && err != nil {
-		_ = os.Remove(in.file.Name())
-	}
-	if in.readers == 0 {
-		in.closeLocked()
+	if err != nil || in.readers == 0 {
+		in.releaseLocked()
 	}
 	in.broadcastLocked()
 }
 
-// release ends a request's hold; the last one out after the download's end
-// closes and removes the temp file.
-func (in *ingest) release() {
+// leave ends a request's hold on in. The last one out after the
+// download's end frees its bytes; the last one out before the size is
+// known cancels the download, which nothing bounds yet.
+func (m *Mirror) leave(in *ingest) {
+	m.ingestMu.Lock()
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	in.readers--
+	abandon := in.readers == 0 && !in.started && !in.done
+	if abandon && m.ingests[in.key] == in {
+		delete(m.ingests, in.key) // a newcomer starts anew
+	}
 	if in.readers == 0 && in.done {
-		in.closeLocked()
+		in.releaseLocked()
+	}
+	in.mu.Unlock()
+	m.ingestMu.Unlock()
+	if abandon {
+		in.cancel(errNoClients)
 	}
 }
 
-func (in *ingest) closeLocked() {
-	if in.file != nil {
-		_ = in.file.Close()
-		_ = os.Remove(in.file.Name())
-		in.file = nil
+func (in *ingest) releaseLocked() {
+	if in.release != nil {
+		_ = in.release()
+		in.release = nil
 	}
 }
 
@@ -143,7 +210,7 @@ func (in *ingest) closeLocked() {
 func (in *ingest) waitSize(ctx context.Context) (size int64, streamed bool, err error) {
 	for {
 		in.mu.Lock()
-		size, started, done, err, changed := in.size, in.file != nil, in.done, in.err, in.changed
+		size, started, done, err, changed := in.size, in.started, in.done, in.err, in.changed
 		in.mu.Unlock()
 		switch {
 		case done && err != nil:
@@ -188,7 +255,7 @@ func (in *ingest) next(ctx context.Context, pos, end int64) (int64, error) {
 
 // copyRange writes bytes [start, start+n) of the blob to w as they arrive.
 // An error means the response must be cut: the blob failed, the client
-// left, or the temp file could not be read.
+// left or stalled, or the bytes could not be read.
 func (in *ingest) copyRange(ctx context.Context, w io.Writer, start, n int64) error {
 	buf := make([]byte, 32<<10)
 	flusher, _ := w.(http.Flusher)
@@ -198,9 +265,9 @@ func (in *ingest) copyRange(ctx context.Context, w io.Writer, start, n int64) er
 			return err
 		}
 		for pos < hi {
-			k, err := in.file.ReadAt(buf[:min(int64(len(buf)), hi-pos)], pos)
+			k, err := in.src.ReadAt(buf[:min(int64(len(buf)), hi-pos)], pos)
 			if k == 0 && err != nil {
-				return err // the file holds at least hi bytes: io.EOF is an error too
+				return err // src holds at least hi bytes: io.EOF is an error too
 			}
 			if _, err := w.Write(buf[:k]); err != nil {
 				return err

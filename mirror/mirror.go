@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/buildcache/buildcache/cache"
@@ -27,9 +28,16 @@ type Mirror struct {
 	running  sync.WaitGroup
 	ingestMu sync.Mutex
 	ingests  map[string]*ingest // "repo@digest" -> the download in flight
+	fetches  *fetchLimit
 
-	tags  tagView // the store's tags, for when the upstream cannot answer: tagview.go
-	scope scope   // which digests each repository may be served: scope.go
+	tags  tagView   // the store's tags, for when the upstream cannot answer: tagview.go
+	scope scope     // which digests each repository may be served: scope.go
+	sizes blobSizes // of the blobs the manifests served list
+
+	stats struct {
+		failures         failureCounts
+		digestMismatches atomic.Uint64
+	}
 }
 
 type options struct {
@@ -37,6 +45,8 @@ type options struct {
 	upstreams       map[string]string // ?ns= value -> host[:port]
 	maxAge          time.Duration
 	tempDir         string
+	maxFetches      int
+	stallTimeout    time.Duration
 }
 
 // Option configures a Mirror.
@@ -93,15 +103,52 @@ func WithMaxAge(d time.Duration) Option {
 }
 
 // WithTempDir sets where a blob being downloaded is kept while its
-// clients read it: one file per blob in flight, as large as the blob,
-// removed when the download is over and its last client is done. Put it
-// on the store's file system when it is local. Default: os.TempDir().
+// clients read it when the store cannot take it in itself (it is no
+// cache.Ingester: localfs and a tier over it are, and keep it in their
+// own temp directory, written once): one file per blob in flight, as
+// large as the blob, removed when the download is over and its last
+// client is done. Default: os.TempDir().
 func WithTempDir(dir string) Option {
 	return func(o *options) error {
 		if dir == "" {
 			return errors.New("mirror: WithTempDir: empty directory")
 		}
 		o.tempDir = dir
+		return nil
+	}
+}
+
+// WithMaxUpstreamFetches bounds the blob downloads from upstreams in
+// progress at once; the downloads of further blobs wait in line for one
+// to end, their clients waiting too (a client leaving takes its place in
+// line with it). Each download holds an upstream connection and two
+// descriptors of its file. Default DefaultMaxUpstreamFetches (32).
+func WithMaxUpstreamFetches(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("mirror: WithMaxUpstreamFetches(%d): must be at least 1", n)
+		}
+		o.maxFetches = n
+		return nil
+	}
+}
+
+// DefaultStallTimeout is how long a response may make no progress unless
+// WithStallTimeout says otherwise.
+const DefaultStallTimeout = time.Minute
+
+// WithStallTimeout closes a response whose client takes longer than d to
+// take a write (up to 256 KiB; the connection's buffers full): a client
+// that asks for a blob and stops reading would otherwise hold its
+// connection, a file and the blob's lease for good. A response waiting
+// for the upstream is not stalled. 0 never closes one. Default
+// DefaultStallTimeout (1 minute).
+func WithStallTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("mirror: negative stall timeout %v", d)
+		}
+		o.stallTimeout = d
 		return nil
 	}
 }
@@ -125,7 +172,7 @@ func New(up Upstream, opts ...Option) (*Mirror, error) {
 	if store == nil {
 		return nil, errors.New("mirror: New: the upstream has no store")
 	}
-	o := options{upstreams: map[string]string{}}
+	o := options{upstreams: map[string]string{}, maxFetches: DefaultMaxUpstreamFetches, stallTimeout: DefaultStallTimeout}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -133,7 +180,19 @@ func New(up Upstream, opts ...Option) (*Mirror, error) {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &Mirror{up: up, store: store, o: o, ctx: ctx, cancel: cancel, ingests: map[string]*ingest{},
-		tags: tagView{now: time.Now}}, nil
+		fetches: newFetchLimit(o.maxFetches), tags: tagView{now: time.Now}}, nil
+}
+
+// Stats returns what the mirror counted: its failed responses by reason,
+// the blob downloads that did not match their digest, and the downloads
+// in progress and waiting (metrics.NewMirrorCollector exports them).
+func (m *Mirror) Stats() cache.MirrorStats {
+	return cache.MirrorStats{
+		FailedResponses:        m.stats.failures.snapshot(),
+		DigestMismatches:       m.stats.digestMismatches.Load(),
+		UpstreamFetches:        m.fetches.running.Load(),
+		UpstreamFetchesWaiting: m.fetches.waiting.Load(),
+	}
 }
 
 // Close abandons the blob downloads in flight, whose clients' responses
@@ -149,7 +208,21 @@ func (m *Mirror) Close() error {
 }
 
 // ServeHTTP answers the distribution API's read requests.
-func (m *Mirror) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+func (m *Mirror) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
+	w := m.newRespWriter(rw)
+	completed := false
+	defer func() {
+		if completed {
+			w.end()
+		} else {
+			w.cut(req.Context())
+		}
+	}()
+	m.serve(w, req)
+	completed = true
+}
+
+func (m *Mirror) serve(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:

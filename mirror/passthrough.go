@@ -53,7 +53,7 @@ func (m *Mirror) passBlob(ctx context.Context, w http.ResponseWriter, req *http.
 	defer rc.Close()
 	passHeaders(w, d, size)
 	if err := copyHoldingLast(w, rc); err != nil {
-		panic(http.ErrAbortHandler) // bad bytes or a broken download: no complete response
+		abort(ctx, w, err) // bad bytes or a broken download: no complete response
 	}
 }
 

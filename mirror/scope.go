@@ -112,7 +112,11 @@ func (m *Mirror) inScope(ctx context.Context, repo string, d v1.Hash, manifest b
 		if manifest {
 			_, err = m.up.HeadManifest(ctx, repo, d)
 		} else {
-			_, err = m.up.HeadBlob(ctx, repo, d)
+			var desc v1.Descriptor
+			desc, err = m.up.HeadBlob(ctx, repo, d)
+			if err == nil {
+				m.sizes.add(repo, d, desc.Size) // bounds its download
+			}
 		}
 		switch {
 		case err == nil:
@@ -132,39 +136,57 @@ func (m *Mirror) inScope(ctx context.Context, repo string, d v1.Hash, manifest b
 
 // noteManifest records that manifest d, served under repo as raw, and
 // what it references (an image's config and layers, an index's
-// manifests) belong to repo.
+// manifests) belong to repo, and the sizes it gives its blobs (blobSizes).
 func (m *Mirror) noteManifest(repo string, d v1.Hash, raw []byte) {
-	m.scope.add(repo, append(references(raw), d)...)
+	refs := references(raw)
+	ds := make([]v1.Hash, 0, len(refs)+1)
+	for _, r := range refs {
+		ds = append(ds, r.Digest)
+		if !r.manifest {
+			m.sizes.add(repo, r.Digest, r.Size)
+		}
+	}
+	m.scope.add(repo, append(ds, d)...)
+}
+
+// reference is a digest a manifest names, with the size it gives it.
+type reference struct {
+	v1.Descriptor
+	manifest bool // an index's entry, not a blob
 }
 
 // references are the digests a manifest or index names: an index's
 // manifests, an image's config and layers. A digest that is not well
 // formed is left out.
-func references(raw []byte) []v1.Hash {
+func references(raw []byte) []reference {
+	type desc struct {
+		Digest string
+		Size   int64
+	}
 	var mf struct {
-		Config    *struct{ Digest string }  `json:"config"`
-		Layers    []struct{ Digest string } `json:"layers"`
-		Manifests []struct{ Digest string } `json:"manifests"`
+		Config    *desc  `json:"config"`
+		Layers    []desc `json:"layers"`
+		Manifests []desc `json:"manifests"`
 	}
 	if json.Unmarshal(raw, &mf) != nil {
 		return nil
 	}
-	var ds []v1.Hash
-	add := func(s string) {
-		if h, err := cache.ParseContentDigest(s); err == nil {
-			ds = append(ds, h)
+	var rs []reference
+	add := func(d desc, manifest bool) {
+		if h, err := cache.ParseContentDigest(d.Digest); err == nil {
+			rs = append(rs, reference{Descriptor: v1.Descriptor{Digest: h, Size: d.Size}, manifest: manifest})
 		}
 	}
 	if mf.Config != nil {
-		add(mf.Config.Digest)
+		add(*mf.Config, false)
 	}
 	for _, l := range mf.Layers {
-		add(l.Digest)
+		add(l, false)
 	}
 	for _, c := range mf.Manifests {
-		add(c.Digest)
+		add(c, true)
 	}
-	return ds
+	return rs
 }
 
 // walkRoots learns what the store's roots of repo's tags reach: their top
@@ -192,7 +214,8 @@ func (m *Mirror) walkRoots(ctx context.Context, repo string) {
 			if !mediaTypeOf(raw).IsIndex() {
 				continue
 			}
-			for _, child := range references(raw) {
+			for _, r := range references(raw) {
+				child := r.Digest
 				if budget <= 0 {
 					break
 				}

@@ -155,12 +155,12 @@ func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http
 		m.serveStoredBlob(ctx, w, req, d, size)
 		return
 	}
-	in, err := m.joinIngest(repo, d)
+	in, err := m.joinIngest(repo, d, m.sizes.size(repo, d))
 	if err != nil {
 		upstreamError(w, err, codeBlobUnknown)
 		return
 	}
-	defer in.release()
+	defer m.leave(in)
 	size, streamed, err := in.waitSize(ctx)
 	if err == nil && !streamed {
 		size, err = m.store.Stat(ctx, d)
@@ -179,8 +179,8 @@ func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http
 	}
 	if err := in.copyRange(ctx, w, start, n); err != nil {
 		// The blob failed verification or its download broke, or this
-		// client left: cut the response short of its last byte.
-		panic(http.ErrAbortHandler)
+		// client left or stalled: cut the response short of its last byte.
+		abort(ctx, w, err)
 	}
 }
 

@@ -23,7 +23,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
-	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
 )
 
@@ -102,15 +101,19 @@ type streamFixture struct {
 	handlerDone chan struct{}
 }
 
-func newStreamFixture(t *testing.T, up *blobUpstream) *streamFixture {
+func newStreamFixture(t *testing.T, up *blobUpstream, opts ...mirror.Option) *streamFixture {
 	t.Helper()
-	store, err := localfs.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	return newStreamFixtureOn(t, up, newLocal(t), opts...)
+}
+
+// newStreamFixtureOn is newStreamFixture over store, with opts.
+func newStreamFixtureOn(t *testing.T, up *blobUpstream, store cache.LayerCache, opts ...mirror.Option) *streamFixture {
+	t.Helper()
 	res := newResolver(t, store)
 	f := &streamFixture{up: up, store: store, tempDir: t.TempDir(), handlerDone: make(chan struct{}, 64)}
-	f.mirror, err = mirror.New(res, mirror.WithUpstream(strings.TrimPrefix(up.srv.URL, "http://")), mirror.WithTempDir(f.tempDir))
+	opts = append([]mirror.Option{mirror.WithUpstream(strings.TrimPrefix(up.srv.URL, "http://")), mirror.WithTempDir(f.tempDir)}, opts...)
+	var err error
+	f.mirror, err = mirror.New(res, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,6 +350,10 @@ func TestCorruptUpstreamCutsEveryClient(t *testing.T) {
 	}
 	if left := tempFiles(t, f.tempDir); len(left) != 0 {
 		t.Errorf("temp files left: %v", left)
+	}
+	st := f.mirror.Stats()
+	if st.DigestMismatches != 1 || st.FailedResponses[mirror.ReasonDigestMismatch] != clients {
+		t.Errorf("Stats: %d digest mismatches, %d responses failed for one, want 1 and %d", st.DigestMismatches, st.FailedResponses[mirror.ReasonDigestMismatch], clients)
 	}
 }
 

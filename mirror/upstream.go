@@ -26,10 +26,11 @@ type Upstream interface {
 	// FetchManifest makes sure manifest d of repo ("host/name") is
 	// stored, and describes it (registry.Resolver.FetchManifest).
 	FetchManifest(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, error)
-	// StreamBlob makes sure blob d of repo is stored, handing its bytes to
-	// sink's writer as they are hashed and stored
+	// StreamBlob makes sure blob d of repo, of size bytes if known (else
+	// -1), is stored, handing its bytes to sink's writer as they are
+	// hashed and stored, or to the store's ingestion the writer is
 	// (registry.Resolver.StreamBlob).
-	StreamBlob(ctx context.Context, repo string, d v1.Hash, sink func(size int64) (io.Writer, error)) error
+	StreamBlob(ctx context.Context, repo string, d v1.Hash, size int64, sink func(size int64) (io.Writer, error)) error
 	// HeadBlob and HeadManifest ask the upstream, with one HEAD under
 	// repo's name, whether repo holds d (registry.Resolver.HeadBlob): how
 	// the mirror learns that a stored digest may be served under a name.

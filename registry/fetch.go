@@ -211,22 +211,29 @@ func (r *Resolver) FetchManifest(ctx context.Context, repo string, d v1.Hash) (v
 
 // StreamBlob makes sure blob d of repo ("registry:5000/team/app") is in
 // the store, for a mirror that serves the blob while it is downloaded.
-// Once the upstream's GET answers with the blob's size, and before any
-// byte is read, sink is called with that size; the writer it
-// returns gets every byte as the store's Put reads it, so the bytes are
-// hashed and stored while the sink serves them. StreamBlob returns nil
-// only when the store holds d, synced, and the bytes written to the sink
-// were exactly size bytes hashing to d; on any error nothing is stored.
-// A sink that fails a write fails the fetch.
+// size is the blob's size when the caller knows it (from a manifest it
+// served; -1 if not): the upstream's answer must agree, a body without a
+// Content-Length is read to that size and no further, and the sink is
+// called with it. Once the upstream's GET answers with the blob's size,
+// and before any byte is read, sink is called with that size; the writer
+// it returns gets every byte as the store's Put reads it, so the bytes
+// are hashed and stored while the sink serves them. A writer that also
+// has Commit(ctx) error is the store's own ingestion of d (a
+// cache.Ingestion, or one wrapping it): the bytes are written to it
+// alone, once, and its Commit verifies and stores them. StreamBlob
+// returns nil only when the store holds d, synced, and the bytes written
+// to the sink were exactly size bytes hashing to d; on any error nothing
+// is stored. A sink that fails a write fails the fetch.
 //
 // sink is not called, and StreamBlob returns nil once d is stored, when d
 // is stored already, when the call joined another fetch of d in flight (a
-// pull's, or another StreamBlob's: one download per digest), or when the
-// upstream's answer gives no Content-Length: such a blob is stored whole
-// first, at most 1 TiB like any blob, and is then the store's to serve.
-// A download that breaks is not retried: its first bytes may have been
-// served already. It costs one GET, no HEAD.
-func (r *Resolver) StreamBlob(ctx context.Context, repo string, d v1.Hash, sink func(size int64) (io.Writer, error)) error {
+// pull's, or another StreamBlob's: one download per digest), or when
+// neither the caller nor the upstream's answer gives a size: such a blob
+// is stored whole first, at most 1 TiB and within the store's budget and
+// free-space floor, and is then the store's to serve; cancel ctx to stop
+// it. A download that breaks is not retried: its first bytes may have
+// been served already. It costs one GET, no HEAD.
+func (r *Resolver) StreamBlob(ctx context.Context, repo string, d v1.Hash, size int64, sink func(size int64) (io.Writer, error)) error {
 	if err := cache.ValidateDigest(d); err != nil {
 		return err
 	}
@@ -246,7 +253,7 @@ func (r *Resolver) StreamBlob(ctx context.Context, repo string, d v1.Hash, sink 
 			return struct{}{}, err
 		}
 		defer release()
-		if err := r.streamBlob(ctx, rp, d, sink); err != nil {
+		if err := r.streamBlob(ctx, rp, d, size, sink); err != nil {
 			return struct{}{}, err
 		}
 		return struct{}{}, r.syncBlobs(ctx)
@@ -254,7 +261,7 @@ func (r *Resolver) StreamBlob(ctx context.Context, repo string, d v1.Hash, sink 
 	return err
 }
 
-func (r *Resolver) streamBlob(ctx context.Context, repo name.Repository, d v1.Hash, sink func(int64) (io.Writer, error)) error {
+func (r *Resolver) streamBlob(ctx context.Context, repo name.Repository, d v1.Hash, size int64, sink func(int64) (io.Writer, error)) error {
 	resp, err := r.client.Do(ctx, regclient.Request{Method: http.MethodGet, Repo: repo, Kind: "blobs", Ref: d.String()})
 	if err != nil {
 		return err
@@ -262,12 +269,16 @@ func (r *Resolver) streamBlob(ctx context.Context, repo name.Repository, d v1.Ha
 	defer resp.Body.Close()
 	body := &countingBody{r: resp.Body, total: &r.stats.bytes, tally: tallyOf(ctx)}
 	desc := v1.Descriptor{Digest: d, Size: resp.ContentLength}
-	if desc.Size < 0 {
+	switch {
+	case size >= 0 && desc.Size >= 0 && desc.Size != size:
+		return fmt.Errorf("registry: %s: blob %s is %d bytes, the upstream says %d: %w", repo, d, size, desc.Size, cache.ErrDigestMismatch)
+	case desc.Size < 0 && size < 0:
 		// Size unknown: no response can be promised its Content-Length,
 		// so store it first; a longer body fails the store's hash check.
 		err = r.put(ctx, d, -1, io.LimitReader(body, maxBlobBytes))
 		return r.blobFetched(ctx, repo, d, body, err)
 	}
+	desc.Size = max(desc.Size, size)
 	if err := checkBlobSize("blob", desc, maxBlobBytes); err != nil {
 		return fmt.Errorf("registry: %s: %w", repo, err)
 	}
@@ -275,12 +286,20 @@ func (r *Resolver) streamBlob(ctx context.Context, repo name.Repository, d v1.Ha
 	if err != nil {
 		return err
 	}
+	if c, ok := w.(interface{ Commit(context.Context) error }); ok {
+		// The store's own ingestion: it checks size and digest itself.
+		buf := make([]byte, 256<<10)
+		if _, err = io.CopyBuffer(w, io.LimitReader(body, desc.Size+1), buf); err == nil {
+			err = c.Commit(ctx)
+		}
+		return r.blobFetched(ctx, repo, d, body, err)
+	}
 	h, err := v1.Hasher(d.Algorithm)
 	if err != nil {
 		return err
 	}
 	tee := &hashingWriter{w: w, h: h}
-	err = r.put(ctx, d, desc.Size, io.TeeReader(body, tee))
+	err = r.put(ctx, d, desc.Size, io.TeeReader(io.LimitReader(body, desc.Size+1), tee))
 	if err == nil && tee.n < desc.Size {
 		// The store had d already and did not read all of it: the sink
 		// still gets the rest, hashed below.

@@ -24,6 +24,8 @@ import (
 //   - cache.DeferredSyncer: PutDeferred is the near tier's (or its Put)
 //     followed by the far write every Put makes; SyncBlobs syncs the near
 //     tier. The far tier's writes are complete-or-nothing on their own.
+//   - cache.Ingester: the near tier's ingestion, whose Commit also makes
+//     the far write a Put makes (ingest.go).
 //   - io.Closer: Close waits for the background far writes and closes both
 //     tiers.
 //   - Everything else that is the machine's own (lifetime counters, a

@@ -221,3 +221,32 @@ func TestAsyncFarWritesLand(t *testing.T) {
 		}
 	}
 }
+
+// An ingestion through the tier is written once, into the near tier, and
+// reaches the far tier at Commit, as a Put would.
+func TestIngestReachesFar(t *testing.T) {
+	far := mem(t)
+	c, err := tier.New(disk(t), far)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := cachetest.NewBlob(701, 100<<10)
+	in, err := c.Ingest(t.Context(), b.Digest, int64(len(b.Data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, err := in.Write(b.Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := far.Stat(t.Context(), b.Digest); err != nil {
+		t.Errorf("far tier after Commit: %v", err)
+	}
+	if _, err := c.Near().Stat(t.Context(), b.Digest); err != nil {
+		t.Errorf("near tier after Commit: %v", err)
+	}
+}

@@ -341,12 +341,7 @@ func RunLeaser(t *testing.T, newHarness func(t *testing.T) LeaseHarness) {
 // verifies as Put does (wrong bytes, a malformed digest store nothing).
 func RunDeferredSync(t *testing.T, newCache func(t *testing.T) cache.LayerCache) {
 	open := func(t *testing.T) (cache.LayerCache, cache.DeferredSyncer) {
-		c := newCache(t)
-		ds, ok := cache.As[cache.DeferredSyncer](c)
-		if !ok {
-			t.Fatalf("%T: cache.As finds no cache.DeferredSyncer", c)
-		}
-		return c, ds
+		return openAs[cache.DeferredSyncer](t, newCache)
 	}
 	t.Run("RoundTrip", func(t *testing.T) {
 		c, ds := open(t)
@@ -399,7 +394,8 @@ func RunDeferredSync(t *testing.T, newCache func(t *testing.T) cache.LayerCache)
 // RunNoSpace checks a store's byte budget: newCache returns a new, empty
 // store that holds at most budget bytes of blobs. A blob that cannot fit
 // even in an empty store fails with ErrNoSpace and is not stored; the
-// blobs already stored stay readable; a blob that fits is stored.
+// blobs already stored stay readable; a blob that fits is stored. The
+// same holds for an ingestion when the store is a cache.Ingester.
 func RunNoSpace(t *testing.T, newCache func(t *testing.T, budget int64) cache.LayerCache) {
 	const budget = 64 << 10
 	c := newCache(t, budget)
@@ -420,6 +416,37 @@ func RunNoSpace(t *testing.T, newCache func(t *testing.T, budget int64) cache.La
 		t.Fatalf("Put of %d bytes of unstated size into a %d-byte budget = %v, want ErrNoSpace", len(big.Data), budget, err)
 	}
 	expectAbsent(t, c, big.Digest)
+	if ing, ok := cache.As[cache.Ingester](c); ok {
+		if in, err := ing.Ingest(ctxT(t), big.Digest, int64(len(big.Data))); !errors.Is(err, cache.ErrNoSpace) {
+			if err == nil {
+				in.Close()
+			}
+			t.Fatalf("Ingest of %d bytes into a %d-byte budget = %v, want ErrNoSpace", len(big.Data), budget, err)
+		}
+		in, err := ing.Ingest(ctxT(t), big.Digest, -1)
+		if err != nil {
+			t.Fatalf("Ingest of unstated size: %v", err)
+		}
+		_, werr := in.Write(big.Data)
+		cerr := in.Commit(ctxT(t))
+		in.Close()
+		if !errors.Is(werr, cache.ErrNoSpace) && !errors.Is(cerr, cache.ErrNoSpace) {
+			t.Fatalf("Ingest of %d bytes of unstated size into a %d-byte budget: Write = %v, Commit = %v; want ErrNoSpace", len(big.Data), budget, werr, cerr)
+		}
+		expectAbsent(t, c, big.Digest)
+	}
 	other := NewBlob(403, 16<<10)
 	put(t, c, other)
+}
+
+// openAs returns a new store of newCache and the capability T that
+// cache.As finds in it, failing the test if it finds none.
+func openAs[T any](t *testing.T, newCache func(t *testing.T) cache.LayerCache) (cache.LayerCache, T) {
+	t.Helper()
+	c := newCache(t)
+	capability, ok := cache.As[T](c)
+	if !ok {
+		t.Fatalf("%T: cache.As finds no %T", c, (*T)(nil))
+	}
+	return c, capability
 }

@@ -41,6 +41,8 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	staleBudget     time.Duration
 	notFoundTTL     time.Duration
+	maxFetches      int
+	stallTimeout    time.Duration
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -107,6 +109,9 @@ kept; a second signal cuts the wait short.
 	f.staleBudget, f.notFoundTTL = registry.DefaultStaleBudget, registry.DefaultNotFoundTTL
 	fl.Var(durationValue{&f.staleBudget}, "stale-budget", staleBudgetHelp)
 	fl.Var(durationValue{&f.notFoundTTL}, "not-found-ttl", "answer a tag the upstream answered 404 for with that 404, without asking again, for `D`; 0: ask every time")
+	fl.IntVar(&f.maxFetches, "max-upstream-fetches", mirror.DefaultMaxUpstreamFetches, "download at most `N` blobs from upstreams at once; more wait in line")
+	f.stallTimeout = mirror.DefaultStallTimeout
+	fl.Var(durationValue{&f.stallTimeout}, "stall-timeout", "close a response whose client takes no bytes for `D` (0: never)")
 	return cmd
 }
 
@@ -216,6 +221,9 @@ func (a *app) serveConfig(f *serveFlags) (*serveConfig, error) {
 	default:
 		c.defaultHost = c.upstreams["docker.io"]
 	}
+	if f.maxFetches < 1 {
+		return nil, usagef("--max-upstream-fetches %d: want at least 1", f.maxFetches)
+	}
 	if err := checkLoopback("listen", f.listen, f.allowRemote); err != nil {
 		return nil, err
 	}
@@ -291,7 +299,8 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	opts := []mirror.Option{mirror.WithUpstreams(cfg.upstreams), mirror.WithMaxAge(f.maxAge)}
+	opts := []mirror.Option{mirror.WithUpstreams(cfg.upstreams), mirror.WithMaxAge(f.maxAge),
+		mirror.WithMaxUpstreamFetches(f.maxFetches), mirror.WithStallTimeout(f.stallTimeout)}
 	if cfg.defaultHost != "" {
 		opts = append(opts, mirror.WithUpstream(cfg.defaultHost))
 	}
@@ -301,7 +310,7 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	}
 	// Closed by the server after its shutdown; again here if it never ran.
 	defer m.Close()
-	reg := metricsRegistry(res, store)
+	reg := metricsRegistry(res, store, m)
 	if cfg.auth != nil {
 		reg.MustRegister(authCounters(cfg.auth)...)
 	}
@@ -385,12 +394,12 @@ func closeOnSecondSignal(ctx context.Context, srv *mirror.Server, logger *slog.L
 	return func() { close(done) }
 }
 
-// metricsRegistry is a fresh registry with the resolver's and the
-// cache's collectors (a tier's per-tier series when it is one), and the
-// process's.
-func metricsRegistry(res *registry.Resolver, store cache.LayerCache) *prometheus.Registry {
+// metricsRegistry is a fresh registry with the mirror's, the resolver's
+// and the cache's collectors (a tier's per-tier series when it is one),
+// and the process's.
+func metricsRegistry(res *registry.Resolver, store cache.LayerCache, m *mirror.Mirror) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.NewResolverCollector(res),
+	reg.MustRegister(metrics.NewResolverCollector(res), metrics.NewMirrorCollector(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if t, ok := cache.As[metrics.TierStatsReporter](store); ok {
 		reg.MustRegister(metrics.NewTierCollector("mirror", t))

@@ -244,7 +244,8 @@ func TestServePullThrough(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
-	for _, family := range []string{"buildcache_resolver_resolves_total", "buildcache_resolver_fetched_bytes_total", "buildcache_layer_cache_hits_total"} {
+	for _, family := range []string{"buildcache_resolver_resolves_total", "buildcache_resolver_fetched_bytes_total", "buildcache_layer_cache_hits_total",
+		"buildcache_mirror_digest_mismatches_total", "buildcache_mirror_upstream_fetches"} {
 		if !strings.Contains(string(body), family) {
 			t.Errorf("/metrics lacks %s", family)
 		}
@@ -626,6 +627,8 @@ func TestServeBadFlags(t *testing.T) {
 		{"empty token", []string{up, "--token-file", empty}, "empty bearer token"},
 		{"log format", []string{up, "--log-format", "xml"}, "text or json"},
 		{"duration", []string{up, "--shutdown-timeout", "soon"}, "shutdown-timeout"},
+		{"fetch bound", []string{up, "--max-upstream-fetches", "0"}, "--max-upstream-fetches 0"},
+		{"stall timeout", []string{up, "--stall-timeout", "-1s"}, "stall-timeout"},
 		{"unknown flag", []string{up, "--listen-on", "x"}, "unknown flag"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

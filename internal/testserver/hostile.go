@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -40,9 +41,13 @@ type Hostile struct {
 	manifests map[string]hostileContent // "repo:tag" or "repo@digest"
 	blobs     map[v1.Hash]hostileContent
 	endless   map[v1.Hash]bool
+	holds     map[v1.Hash]int64 // endless blobs that go silent after this many bytes
 	claims    map[v1.Hash]int64
 	requests  map[v1.Hash]int
 	served    map[v1.Hash]*atomic.Int64
+	active    map[v1.Hash]int // requests in progress
+	held      map[v1.Hash]int // requests gone silent (EndlessHold)
+	changed   chan struct{}   // closed and replaced when active or held change
 }
 
 type hostileContent struct {
@@ -62,6 +67,10 @@ func StartHostile(t testing.TB) *Hostile {
 		claims:    map[v1.Hash]int64{},
 		requests:  map[v1.Hash]int{},
 		served:    map[v1.Hash]*atomic.Int64{},
+		holds:     map[v1.Hash]int64{},
+		active:    map[v1.Hash]int{},
+		held:      map[v1.Hash]int{},
+		changed:   make(chan struct{}),
 	}
 	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(h.srv.Close)
@@ -112,6 +121,51 @@ func (h *Hostile) Manifest(repo, tag string, mediaType types.MediaType, raw []by
 func (h *Hostile) Endless(d v1.Hash) {
 	h.mu.Lock()
 	h.endless[d] = true
+	h.mu.Unlock()
+}
+
+// EndlessHold is Endless, except that after n bytes the answer goes
+// silent, its connection open, until the client hangs up (Close waits for
+// that): a download nothing bounds, which only its client can end.
+func (h *Hostile) EndlessHold(d v1.Hash, n int64) {
+	h.mu.Lock()
+	h.endless[d] = true
+	h.holds[d] = n
+	h.mu.Unlock()
+}
+
+// Active returns how many requests for d are in progress, and Held how
+// many of them went silent (EndlessHold).
+func (h *Hostile) Active(d v1.Hash) (active, held int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.active[d], h.held[d]
+}
+
+// Await waits until cond, which may call Active, holds; it is checked
+// again whenever a request starts, ends or goes silent.
+func (h *Hostile) Await(ctx context.Context, cond func() bool) error {
+	for {
+		h.mu.Lock()
+		ch := h.changed
+		h.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// count adds delta to m[d] and wakes Await.
+func (h *Hostile) count(m map[v1.Hash]int, d v1.Hash, delta int) {
+	h.mu.Lock()
+	m[d] += delta
+	close(h.changed)
+	h.changed = make(chan struct{})
 	h.mu.Unlock()
 }
 
@@ -172,6 +226,7 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h.requests[c.digest]++
 	endless := h.endless[c.digest]
+	hold, holds := h.holds[c.digest]
 	claim, claimed := h.claims[c.digest]
 	served := h.served[c.digest]
 	if served == nil {
@@ -179,6 +234,8 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 		h.served[c.digest] = served
 	}
 	h.mu.Unlock()
+	h.count(h.active, c.digest, 1)
+	defer h.count(h.active, c.digest, -1)
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", string(c.mediaType))
@@ -205,6 +262,13 @@ func (h *Hostile) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	zeros := make([]byte, 32<<10)
 	for sent := int64(n); sent < EndlessCap; sent += int64(n) {
+		if holds && sent >= hold {
+			w.(http.Flusher).Flush()
+			h.count(h.held, c.digest, 1)
+			defer h.count(h.held, c.digest, -1)
+			<-r.Context().Done() // the client hung up
+			return
+		}
 		n, err = w.Write(zeros)
 		served.Add(int64(n))
 		if err != nil {
