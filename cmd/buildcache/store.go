@@ -23,11 +23,11 @@ import (
 // checkIsStore accepts a cache (one that another process is creating
 // too), an empty directory and a missing one.
 func checkIsStore(dir string) error {
-	if localfs.IsStore(dir) {
-		return nil
-	}
+	// The directory is read before IsStore looks, not after: Open makes
+	// .buildcache before any other entry, so an entry seen here that an
+	// Open in progress made means IsStore sees that Open below.
 	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(entries) == 0) {
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(entries) == 0) || localfs.IsStore(dir) {
 		return nil
 	}
 	if err != nil {
