@@ -155,6 +155,9 @@ func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http
 		m.serveStoredBlob(ctx, w, req, d, size)
 		return
 	}
+	if req.Method == http.MethodHead && m.headColdBlob(ctx, w, req, repo, d) {
+		return
+	}
 	in, err := m.joinIngest(repo, d, m.sizes.size(repo, d))
 	if err != nil {
 		upstreamError(w, err, codeBlobUnknown)
@@ -182,6 +185,30 @@ func (m *Mirror) serveBlob(ctx context.Context, w http.ResponseWriter, req *http
 		// client left or stalled: cut the response short of its last byte.
 		abort(ctx, w, err)
 	}
+}
+
+// headColdBlob answers a HEAD of a blob not stored from what the mirror
+// knows of its size (a manifest served under repo listed it, or the
+// scope check asked the upstream), else from one upstream HEAD: a HEAD
+// does not download the blob. It reports false, having written nothing,
+// when the upstream's HEAD stated no length (then the blob's download
+// answers it, as a GET would).
+func (m *Mirror) headColdBlob(ctx context.Context, w http.ResponseWriter, req *http.Request, repo string, d v1.Hash) bool {
+	size := m.sizes.size(repo, d)
+	if size < 0 {
+		desc, err := m.up.HeadBlob(ctx, repo, d)
+		if err != nil {
+			upstreamError(w, err, codeBlobUnknown)
+			return true
+		}
+		if desc.Size < 0 {
+			return false
+		}
+		size = desc.Size
+		m.sizes.add(repo, d, size)
+	}
+	blobHeaders(w, req, d, size)
+	return true
 }
 
 // blobHeaders answers a blob request's headers, with the status of its
