@@ -24,6 +24,8 @@ import (
 //   - cache.DeferredSyncer: PutDeferred is the near tier's (or its Put)
 //     followed by the far write every Put makes; SyncBlobs syncs the near
 //     tier. The far tier's writes are complete-or-nothing on their own.
+//   - cache.FileOpener: the near tier's files (blobfile.go); a blob only
+//     the far tier holds is ErrNotFound there, for Get to serve and fill.
 //   - io.Closer: Close waits for the background far writes and closes both
 //     tiers.
 //   - Everything else that is the machine's own (lifetime counters, a
