@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -71,6 +72,18 @@ func (w *loggingWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom hands a copy on to the underlying writer's ReadFrom, if it has
+// one: net/http's sends a file (a stored blob) with sendfile(2), where
+// Write would copy it through a buffer.
+func (w *loggingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := io.Copy(w.ResponseWriter, r)
+	w.bytes += n
 	return n, err
 }
 
