@@ -27,27 +27,31 @@ var errChanged = errors.New("the blob's file changed while it was sent")
 // the same file or by a hash alongside the send. Like Get, it counts a
 // hit or a miss and touches the blob.
 func (s *Store) OpenFile(ctx context.Context, d v1.Hash) (cache.BlobFile, error) {
-	f, info, err := s.openBlob(ctx, "open", d)
+	o, err := s.openBlob(ctx, "open", d)
 	if err != nil {
 		return nil, err
 	}
-	w, gen, _, err := s.watchOpened(d, f)
-	if err != nil {
-		f.Close()
-		return nil, s.pathErr("open", d, err)
-	}
-	return &blobFile{s: s, d: d, f: f, size: info.Size(), w: w, gen: gen}, nil
+	return &blobFile{s: s, d: d, f: o.f, size: o.size, w: o.w, gen: o.gen}, nil
 }
 
-// openBlob opens blob d's file, under ctx's lease, for Get and OpenFile,
-// and counts the hit or the miss; an entry that is not a regular file is
-// removed.
-func (s *Store) openBlob(ctx context.Context, op string, d v1.Hash) (*os.File, os.FileInfo, error) {
+// openedBlob is a blob file just opened, watched (verified.go).
+type openedBlob struct {
+	f    *os.File
+	size int64
+	w    *fileWatch // held: the caller releases it
+	gen  uint64     // the file's generation
+	id   fileID     // and its identity
+}
+
+// openBlob opens blob d's file, under ctx's lease, for Get and OpenFile:
+// it counts the hit or the miss, removes an entry that is not a regular
+// file, and watches the file, touching it if due (watchOpened).
+func (s *Store) openBlob(ctx context.Context, op string, d v1.Hash) (*openedBlob, error) {
 	if err := cache.ValidateDigest(d); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("localfs: %s %s: %w", op, d, err)
+		return nil, fmt.Errorf("localfs: %s %s: %w", op, d, err)
 	}
 	var f *os.File
 	var info os.FileInfo
@@ -58,16 +62,21 @@ func (s *Store) openBlob(ctx context.Context, op string, d v1.Hash) (*os.File, o
 	if errors.Is(err, errNotRegular) {
 		s.stats.Misses.Add(1)
 		_, err = s.dropIrregular(op, d, err)
-		return nil, nil, err
+		return nil, err
 	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			s.stats.Misses.Add(1)
 		}
-		return nil, nil, s.pathErr(op, d, err)
+		return nil, s.pathErr(op, d, err)
 	}
 	s.stats.Hits.Add(1)
-	return f, info, nil
+	w, gen, id, err := s.watchOpened(d, f)
+	if err != nil {
+		f.Close()
+		return nil, s.pathErr(op, d, err)
+	}
+	return &openedBlob{f: f, size: info.Size(), w: w, gen: gen, id: id}, nil
 }
 
 // blobFile is a cache.BlobFile of the store.

@@ -19,17 +19,12 @@ import (
 // A stream read to its verified end records the file as verified, for
 // OpenFile's sends.
 func (s *Store) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
-	f, info, err := s.openBlob(ctx, "get", d)
+	o, err := s.openBlob(ctx, "get", d)
 	if err != nil {
 		return nil, err
 	}
-	w, _, id, err := s.watchOpened(d, f)
-	if err != nil {
-		f.Close()
-		return nil, s.pathErr("get", d, err)
-	}
-	s.watches.release(w) // a reader hashes all it reads: it needs no generation
-	return &blobReader{s: s, d: d, f: f, id: id, v: verify.NewReader(f, d, info.Size(), cache.ErrCorrupt)}, nil
+	s.watches.release(o.w) // a reader hashes all it reads: it needs no generation
+	return &blobReader{s: s, d: d, f: o.f, id: o.id, v: verify.NewReader(o.f, d, o.size, cache.ErrCorrupt)}, nil
 }
 
 // blobReader serves one blob, verifying it, and removes it if it is bad.

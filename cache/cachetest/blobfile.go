@@ -22,11 +22,7 @@ import (
 func RunFileOpener(t *testing.T, newCache func(t *testing.T) cache.LayerCache, corrupt Corrupter) {
 	open := func(t *testing.T) (cache.LayerCache, cache.FileOpener) {
 		c := newCache(t)
-		fo, ok := cache.As[cache.FileOpener](c)
-		if !ok {
-			t.Fatalf("%T: cache.As finds no cache.FileOpener", c)
-		}
-		return c, fo
+		return c, mustFind[cache.FileOpener](t, c)
 	}
 	const size = 300000
 	ranges := []struct{ off, n int64 }{{0, size}, {0, 1}, {size - 1, 1}, {1000, 5000}, {size / 2, size / 2}, {7, 0}}
@@ -105,4 +101,15 @@ func sendRange(t *testing.T, fo cache.FileOpener, d v1.Hash, off, n int64) ([]by
 		t.Fatalf("SendRange failed (%v) after sending the whole range of %d bytes", err, n)
 	}
 	return out.Bytes(), err
+}
+
+// mustFind is what cache.As finds in c as a T, or the test's end.
+func mustFind[T any](t *testing.T, c cache.LayerCache) T {
+	t.Helper()
+	v, ok := cache.As[T](c)
+	if !ok {
+		var zero T
+		t.Fatalf("%T: cache.As finds no %T", c, &zero)
+	}
+	return v
 }
