@@ -143,12 +143,12 @@ func (b *blobFile) SendRange(ctx context.Context, w io.Writer, off, n int64) (in
 // unchanged checks that the file's identity shows no change since it was
 // opened but the store's own touches.
 func (b *blobFile) unchanged() error {
+	b.w.mu.Lock() // before the fstat: a touch in between would look foreign
+	defer b.w.mu.Unlock()
 	cur, err := fileIDOf(b.f)
 	if err != nil {
 		return b.s.pathErr("send", b.d, err)
 	}
-	b.w.mu.Lock()
-	defer b.w.mu.Unlock()
 	b.w.observeLocked(cur)
 	if b.w.gen != b.gen {
 		return fmt.Errorf("localfs: send %s: %w", b.d, errChanged)
@@ -221,8 +221,8 @@ func (s *Store) hashFile(d v1.Hash, f *os.File, size int64, w *fileWatch, run *h
 	} else if err != nil {
 		err = fmt.Errorf("localfs: verifying %s: %w", d, err)
 	}
-	cur, serr := fileIDOf(f)
 	w.mu.Lock()
+	cur, serr := fileIDOf(f)
 	if serr == nil {
 		w.observeLocked(cur)
 	}

@@ -193,3 +193,27 @@ func TestSendAcrossTouches(t *testing.T) {
 		t.Errorf("the next send hashed %d bytes, want the blob's %d", got-hashed, size)
 	}
 }
+
+// Sends and touches at once, every open touching the file: no send is
+// ever cut, as none of the changes is anyone else's.
+func TestConcurrentSendsAndTouches(t *testing.T) {
+	const size = 256 << 10
+	clock := newClock()
+	s := newStore(t, localfs.WithClock(clock.Now))
+	b := cachetest.NewBlob(5, size)
+	putBlob(t, s, b)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				clock.Advance(2 * time.Second) // the next open's touch is due
+				var out bytes.Buffer
+				if err := send(t, s, b.Digest, &out, 0, size); err != nil || !bytes.Equal(out.Bytes(), b.Data) {
+					t.Errorf("a send among touches: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -180,13 +180,18 @@ func fileIDOf(f *os.File) (fileID, error) {
 // held, and the file's generation and identity; the caller releases the
 // watch.
 func (s *Store) watchOpened(d v1.Hash, f *os.File) (w *fileWatch, gen uint64, id fileID, err error) {
-	pre, err := fileIDOf(f)
+	first, err := fileIDOf(f)
 	if err != nil {
 		return nil, 0, fileID{}, err
 	}
-	w = s.watches.acquire(pre.key())
+	w = s.watches.acquire(first.key())
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	pre, err := fileIDOf(f) // again, under the lock: a touch since would look foreign
+	if err != nil {
+		s.watches.release(w)
+		return nil, 0, fileID{}, err
+	}
 	w.observeLocked(pre)
 	if _, due := s.touchDue(time.Unix(0, pre.mtime)); due {
 		s.touchOpen(f, time.Unix(0, pre.mtime))
@@ -202,14 +207,18 @@ func (s *Store) touchStored(d v1.Hash, path string, last time.Time) {
 	if _, due := s.touchDue(last); !due {
 		return
 	}
-	pre, err := statID(path)
-	if err != nil || pre == (fileID{}) {
+	first, err := statID(path)
+	if err != nil || first == (fileID{}) {
 		return
 	}
-	w := s.watches.acquire(pre.key())
+	w := s.watches.acquire(first.key())
 	defer s.watches.release(w)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	pre, err := statID(path) // again, under the lock: a touch since would look foreign
+	if err != nil || pre.key() != first.key() {
+		return // replaced meanwhile: a new file needs no touch
+	}
 	w.observeLocked(pre)
 	s.touch(path, last)
 	s.touchedLocked(d, w, pre, func() (fileID, error) { return statID(path) })
