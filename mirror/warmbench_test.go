@@ -372,6 +372,10 @@ func startServe(tb testing.TB, upstream string) servedProcess {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		logFile.Close()
+		if tb.Failed() {
+			log, _ := os.ReadFile(logFile.Name())
+			tb.Logf("buildcache serve's log ends:\n%s", tailLines(filterLines(log, "level=INFO"), 30))
+		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -386,6 +390,17 @@ func startServe(tb testing.TB, upstream string) servedProcess {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// filterLines drops the lines containing drop.
+func filterLines(b []byte, drop string) []byte {
+	var out []byte
+	for line := range strings.Lines(string(b)) {
+		if !strings.Contains(line, drop) {
+			out = append(out, line...)
+		}
+	}
+	return out
 }
 
 func tailLines(b []byte, n int) string {
