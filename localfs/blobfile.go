@@ -23,7 +23,7 @@ var _ cache.FileOpener = (*Store)(nil)
 var errChanged = errors.New("the blob's file changed while it was sent")
 
 // OpenFile implements cache.FileOpener: blob d's file, which SendRange
-// sends with sendfile, verified by the store's record of a recent hash of
+// sends (with sendfile to a connection), verified by the store's record of a recent hash of
 // the same file or by a hash alongside the send. Like Get, it counts a
 // hit or a miss and touches the blob.
 func (s *Store) OpenFile(ctx context.Context, d v1.Hash) (cache.BlobFile, error) {
@@ -96,9 +96,8 @@ func (b *blobFile) Close() error {
 	return b.f.Close()
 }
 
-// SendRange implements cache.BlobFile. All but the last byte go out with
-// io.Copy from the file (sendfile, when w leads to a socket) while the
-// file is verified: by the record, or by a hash of the whole file on
+// SendRange implements cache.BlobFile. All but the last byte go out
+// from the file (copyTo) while the file is verified: by the record, or by a hash of the whole file on
 // another goroutine, shared with every send of the same file meanwhile.
 // The last byte goes once the hash matched and the file's identity shows
 // no change since it was opened.
@@ -109,11 +108,8 @@ func (b *blobFile) SendRange(ctx context.Context, w io.Writer, off, n int64) (in
 	wait := b.verify(ctx)
 	var sent int64
 	if n > 1 {
-		if _, err := b.f.Seek(off, io.SeekStart); err != nil {
-			return 0, b.s.pathErr("send", b.d, err)
-		}
 		var err error
-		sent, err = io.Copy(w, &io.LimitedReader{R: b.f, N: n - 1})
+		sent, err = b.copyTo(w, off, n-1)
 		b.s.stats.BytesOut.Add(uint64(sent))
 		if err == nil && sent < n-1 {
 			err = io.ErrUnexpectedEOF // truncated under us: the check below would fail too
@@ -138,6 +134,22 @@ func (b *blobFile) SendRange(ctx context.Context, w io.Writer, off, n int64) (in
 	k, err := w.Write(last)
 	b.s.stats.BytesOut.Add(uint64(k))
 	return sent + int64(k), err
+}
+
+// copyTo writes n bytes of the file from off to w: through w's ReadFrom
+// given the file itself, which a TCP connection (and an
+// http.ResponseWriter over one) sends with sendfile(2), or else through
+// a pooled 1 MiB buffer.
+func (b *blobFile) copyTo(w io.Writer, off, n int64) (int64, error) {
+	if rf, ok := w.(io.ReaderFrom); ok {
+		if _, err := b.f.Seek(off, io.SeekStart); err != nil {
+			return 0, err
+		}
+		return rf.ReadFrom(&io.LimitedReader{R: b.f, N: n})
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(w, io.NewSectionReader(b.f, off, n), *bp)
 }
 
 // unchanged checks that the file's identity shows no change since it was

@@ -62,11 +62,11 @@
 //     verified end, the file unchanged meanwhile, is recorded (below).
 //   - Verify hashes every blob.
 //   - OpenFile (cache.FileOpener) sends a blob from its file: SendRange
-//     writes all but the range's last byte with io.Copy from the file
-//     (sendfile(2) to a socket, so the bytes never enter the process),
-//     and the last byte only once the whole blob, not only the range, is
-//     known to match and the file shows no change since it was opened.
-//     It is known to match when the store's record says that this same
+//     writes all but the range's last byte from the file (with
+//     sendfile(2) when the writer is a connection's ReadFrom, else
+//     through a buffer), and the last byte only once the whole blob, not
+//     only the range, is known to match and the file shows no change
+//     since it was opened. It is known to match when the store's record says that this same
 //     file was hashed and matched less than a minute ago
 //     (WithVerifiedRecord) and the file has not changed since; otherwise
 //     the whole file is hashed on another goroutine, through the page
@@ -105,7 +105,7 @@
 //     pages.
 //
 // WithVerifiedRecord(0, 0) turns the record off: every send then hashes
-// its blob, still alongside the sendfile.
+// its blob, still alongside the send.
 //
 // # Concurrency
 //

@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -13,7 +12,9 @@ import (
 // header is logged, so credentials never reach the log. Answers below 500
 // are logged at Info, others at Warn, and a response cut short (the
 // handler aborted it: bytes that failed verification) at Error with
-// aborted=true.
+// aborted=true. A response that failed or was cut short gets the reason
+// the mirror gave (reason=, one of the Reason constants) and the error
+// behind it (error=; errors never hold credentials).
 func AccessLog(h http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		start := time.Now()
@@ -45,6 +46,12 @@ func AccessLog(h http.Handler, logger *slog.Logger) http.Handler {
 				level = slog.LevelError
 				attrs = append(attrs, slog.Bool("aborted", true))
 			}
+			if lw.reason != "" {
+				attrs = append(attrs, slog.String("reason", lw.reason))
+			}
+			if lw.err != nil {
+				attrs = append(attrs, slog.String("error", lw.err.Error()))
+			}
 			logger.LogAttrs(req.Context(), level, "request", attrs...)
 		}()
 		h.ServeHTTP(lw, req)
@@ -57,6 +64,14 @@ type loggingWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	reason string // why the response failed, if the handler said (noteFailure)
+	err    error
+}
+
+func (w *loggingWriter) noteFailure(reason string, err error) {
+	if w.reason == "" {
+		w.reason, w.err = reason, err
+	}
 }
 
 func (w *loggingWriter) WriteHeader(code int) {
@@ -72,18 +87,6 @@ func (w *loggingWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
-	return n, err
-}
-
-// ReadFrom hands a copy on to the underlying writer's ReadFrom, if it has
-// one: net/http's sends a file (a stored blob) with sendfile(2), where
-// Write would copy it through a buffer.
-func (w *loggingWriter) ReadFrom(r io.Reader) (int64, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := io.Copy(w.ResponseWriter, r)
-	w.bytes += n
 	return n, err
 }
 

@@ -26,8 +26,8 @@
 //   - HEAD and GET /v2/<name>/blobs/<digest>, with one byte range
 //     (bytes=a-b, a-, -n; 206 with Content-Range, 416 when it cannot be
 //     satisfied; several ranges get the whole blob). A stored blob is
-//     sent from the store's file with sendfile, or read through the
-//     store's verifying Get (see Verification). A blob not stored
+//     copied from the store's file, or read through the store's
+//     verifying Get (see Verification). A blob not stored
 //     is fetched with one upstream GET for every client asking meanwhile
 //     (and any pull of it: the resolver's flight group), and streamed to
 //     them while it is hashed and stored (registry.Resolver.StreamBlob):
@@ -65,12 +65,12 @@
 //     store's Put); each response's last byte waits for the verdict.
 //   - A stored blob, from a store that keeps files (cache.FileOpener:
 //     localfs, a tier over one, which also covers buildcache serve): the
-//     response's bytes go from the file to the connection with sendfile,
-//     never through the process, and its last byte only once the store
-//     has found the whole blob good — by its record of a hash of the
-//     same, unchanged file less than a minute old, or by hashing the file
-//     alongside the send — and the file unchanged since the response
-//     began. A range is held to the whole blob's verification the same
+//     response's bytes are copied from the file to the connection
+//     through a buffer (not with sendfile: stored.go says why), and its
+//     last byte only once the store has found the whole blob good — by
+//     its record of a hash of the same, unchanged file less than a
+//     minute old, or else by hashing the file alongside the copy — and
+//     the file unchanged since the response began. A range is held to the whole blob's verification the same
 //     way, so a tail range of a blob verified moments ago costs a few
 //     bytes, not a read of the blob. localfs's doc ("Verification") says
 //     what "unchanged" rests on and what a tampering that keeps a file's

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -263,29 +262,4 @@ func readBytes(t *testing.T) uint64 {
 	}
 	t.Fatalf("no rchar in /proc/self/io: %q", raw)
 	return 0
-}
-
-// readerFromRecorder is a ResponseWriter whose ReadFrom (net/http's sends
-// files with sendfile) records that it was used.
-type readerFromRecorder struct {
-	*httptest.ResponseRecorder
-	used bool
-}
-
-func (w *readerFromRecorder) ReadFrom(r io.Reader) (int64, error) {
-	w.used = true
-	return io.Copy(w.ResponseRecorder, r)
-}
-
-// The access log keeps the connection's ReadFrom within reach, so that a
-// stored blob is still sent with sendfile, and counts what it sends.
-func TestAccessLogKeepsReadFrom(t *testing.T) {
-	h := mirror.AccessLog(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.Copy(w, &io.LimitedReader{R: strings.NewReader("blob bytes"), N: 4})
-	}), slog.New(slog.DiscardHandler))
-	w := &readerFromRecorder{ResponseRecorder: httptest.NewRecorder()}
-	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v2/", nil))
-	if !w.used || w.Body.String() != "blob" {
-		t.Fatalf("ReadFrom used %v, body %q", w.used, w.Body.String())
-	}
 }

@@ -60,6 +60,7 @@ func BenchmarkWarmVersusDistribution(b *testing.B) {
 	if testing.Short() {
 		b.Skip("hundreds of MB and three servers: not in -short")
 	}
+	load := loadAverage()
 	up := testserver.StartRegistry(b)
 	counter := testserver.StartCountingProxy(b, up.Host)
 	dist := testserver.StartProxyRegistry(b, "http://"+counter.Host)
@@ -123,7 +124,7 @@ func BenchmarkWarmVersusDistribution(b *testing.B) {
 	}
 
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n`%s` (load average before: %s)\n\n", warmBenchCommand, loadAverage())
+	fmt.Fprintf(&sb, "\n`%s` (load average before: %s)\n\n", warmBenchCommand, load)
 	fmt.Fprintf(&sb, "| warm %d MiB blob, median of %d | %s |\n|---|---|---|---|\n", *warmBenchMB, *warmBenchRounds,
 		strings.Join([]string{targets[0].name, targets[1].name, targets[2].name}, " | "))
 	for _, c := range cases {
