@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -216,4 +217,48 @@ func TestConcurrentSendsAndTouches(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// A damaged blob sent with sendfile to a TCP connection (its ReadFrom)
+// stops short of its last byte, wherever the damage is.
+func TestSendfileOfDamagedBlobStopsShort(t *testing.T) {
+	const size = 4 << 20
+	for _, how := range []cachetest.Corruption{cachetest.FlipByte, cachetest.Truncate} {
+		t.Run(how.String(), func(t *testing.T) {
+			s := newStore(t)
+			b := cachetest.NewBlob(6, size)
+			putBlob(t, s, b)
+			corrupt(t, s, b.Digest, how)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			received := make(chan int, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					received <- -1
+					return
+				}
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				received <- int(n)
+			}()
+			conn, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			bf, err := s.OpenFile(t.Context(), b.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = bf.SendRange(t.Context(), conn, 0, bf.Size())
+			bf.Close()
+			conn.Close()
+			if got := <-received; !errors.Is(err, cache.ErrCorrupt) || int64(got) >= bf.Size() {
+				t.Fatalf("sent %d of %d bytes, %v; want fewer and ErrCorrupt", got, bf.Size(), err)
+			}
+		})
+	}
 }
