@@ -15,6 +15,7 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/cache/cachetest"
+	"github.com/buildcache/buildcache/internal/testclock"
 	"github.com/buildcache/buildcache/localfs"
 )
 
@@ -32,6 +33,16 @@ func send(t *testing.T, s *localfs.Store, d v1.Hash, w io.Writer, off, n int64) 
 	defer bf.Close()
 	_, err = bf.SendRange(t.Context(), w, off, n)
 	return err
+}
+
+// clockedBlob is a store on a manual clock holding a random blob.
+func clockedBlob(t *testing.T, seed uint64, size int, opts ...localfs.Option) (*testclock.Clock, *localfs.Store, cachetest.Blob) {
+	t.Helper()
+	clock := newClock()
+	s := newStore(t, append([]localfs.Option{localfs.WithClock(clock.Now)}, opts...)...)
+	b := cachetest.NewBlob(seed, size)
+	putBlob(t, s, b)
+	return clock, s, b
 }
 
 // fileReaderFrom records what a copy into it reads from.
@@ -71,10 +82,7 @@ func TestSendRangeHandsOverTheFile(t *testing.T) {
 // every send hashes.
 func TestVerifiedRecord(t *testing.T) {
 	const size = 1 << 20
-	clock := newClock()
-	s := newStore(t, localfs.WithClock(clock.Now), localfs.WithVerifiedRecord(16, time.Minute))
-	b := cachetest.NewBlob(2, size)
-	putBlob(t, s, b)
+	clock, s, b := clockedBlob(t, 2, size, localfs.WithVerifiedRecord(16, time.Minute))
 	tail := func() {
 		t.Helper()
 		var out bytes.Buffer
@@ -135,10 +143,7 @@ func TestGetRecordsVerification(t *testing.T) {
 // send verifies the file anew.
 func TestSendAcrossTouches(t *testing.T) {
 	const size = 1 << 20
-	clock := newClock()
-	s := newStore(t, localfs.WithClock(clock.Now))
-	b := cachetest.NewBlob(4, size)
-	putBlob(t, s, b)
+	clock, s, b := clockedBlob(t, 4, size)
 	if err := send(t, s, b.Digest, io.Discard, 0, size); err != nil {
 		t.Fatal(err)
 	}
@@ -199,10 +204,7 @@ func TestSendAcrossTouches(t *testing.T) {
 // ever cut, as none of the changes is anyone else's.
 func TestConcurrentSendsAndTouches(t *testing.T) {
 	const size = 256 << 10
-	clock := newClock()
-	s := newStore(t, localfs.WithClock(clock.Now))
-	b := cachetest.NewBlob(5, size)
-	putBlob(t, s, b)
+	clock, s, b := clockedBlob(t, 5, size)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
