@@ -42,6 +42,7 @@ func TestOpenKeepsCapabilities(t *testing.T) {
 			t.Run("Leaser", func(t *testing.T) {
 				cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness { return captest.LocalLeases(t, open(t)) })
 			})
+			t.Run("FileOpener", func(t *testing.T) { cachetest.RunFileOpener(t, open, captest.CorruptLocal) })
 		})
 	}
 }

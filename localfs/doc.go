@@ -51,6 +51,62 @@
 // every process sees: Put stamps it, and Get and a Put of a blob already
 // stored touch it (at most once a second per blob).
 //
+// # Verification
+//
+// What is hashed, and when:
+//
+//   - Put hashes the bytes as it writes them, and commits them only if
+//     digest and size match (cache.ErrDigestMismatch otherwise).
+//   - Get hashes every byte it returns; at the end a mismatch fails the
+//     read with cache.ErrCorrupt and removes the entry. A Get read to its
+//     verified end, the file unchanged meanwhile, is recorded (below).
+//   - Verify hashes every blob.
+//   - OpenFile (cache.FileOpener) sends a blob from its file: SendRange
+//     writes all but the range's last byte from the file (with
+//     sendfile(2) when the writer is a connection's ReadFrom, else
+//     through a buffer), and the last byte only once the whole blob, not
+//     only the range, is known to match and the file shows no change
+//     since it was opened. It is known to match when the store's record says that this same
+//     file was hashed and matched less than a minute ago
+//     (WithVerifiedRecord) and the file has not changed since; otherwise
+//     the whole file is hashed on another goroutine, through the page
+//     cache, alongside the send (one hash for every send of the file in
+//     progress), and recorded if it matched. A mismatch is
+//     cache.ErrCorrupt and removes the entry, as Get's. So a tail range
+//     (bytes=-1) of a blob verified moments ago reads one byte, and a
+//     hundred clients pulling a blob within the minute cost one hash.
+//
+// The record is in memory, per process: at most 4096 blobs (the most
+// recently verified) for at most a minute each, by default. It keys a
+// blob by its file's identity: device, inode, size, mtime and ctime.
+// Every change to a file (a write, a truncation, a change of its times)
+// sets its ctime to the kernel's current time, so a file whose identity
+// is unchanged has not been changed since, with the exceptions below.
+// The store's own touches (mtime is the LRU clock) change the identity
+// too: the store carries the record over its own touch (an fstat before
+// and after it), and a send in progress goes on. Any other change of the
+// identity — another process's touch or write, a truncation — voids the
+// record and cuts the sends in progress short of their last byte (the
+// clients retry; the entry stays, and the next send hashes the file).
+//
+// A tampering that keeps size, mtime and ctime goes unseen until the
+// record's minute is over, when the blob is hashed again. It needs one
+// of:
+//
+//   - a write to the file in place that lands within the same tick of
+//     the file system's clock (1 to 10 ms) as the file's previous change,
+//     and puts mtime back (which is itself a change, in the same tick);
+//   - a write in the instant between the store's fstat of the file and
+//     its own touch (microseconds, at most once a second per blob);
+//   - setting the system clock back to forge ctime (CAP_SYS_TIME);
+//   - writing under the file system: the block device, debugfs (root);
+//   - damage the kernel does not see: the disk, its controller or memory
+//     returning other bytes once the page cache has dropped the file's
+//     pages.
+//
+// WithVerifiedRecord(0, 0) turns the record off: every send then hashes
+// its blob, still alongside the send.
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use, and so is the directory, by every

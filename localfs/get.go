@@ -16,50 +16,46 @@ import (
 // Get implements cache.Getter. The returned stream is verified as it is
 // read; on a mismatch the read fails with ErrCorrupt and the blob is
 // removed, so the next Get is a clean miss instead of the same bad bytes.
+// A stream read to its verified end records the file as verified, for
+// OpenFile's sends.
 func (s *Store) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
-	if err := cache.ValidateDigest(d); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("localfs: get %s: %w", d, err)
-	}
-	var f *os.File
-	var info os.FileInfo
-	err := s.underLease(ctx, d, func() (err error) {
-		f, info, err = openRegular(s.blobPath(d))
-		return err
-	})
-	if errors.Is(err, errNotRegular) {
-		s.stats.Misses.Add(1)
-		_, err = s.dropIrregular("get", d, err)
-		return nil, err
-	}
+	o, err := s.openBlob(ctx, "get", d)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			s.stats.Misses.Add(1)
-		}
-		return nil, s.pathErr("get", d, err)
+		return nil, err
 	}
-	s.stats.Hits.Add(1)
-	s.touchOpen(f, info.ModTime())
-	return &blobReader{s: s, d: d, f: f, v: verify.NewReader(f, d, info.Size(), cache.ErrCorrupt)}, nil
+	s.watches.release(o.w) // a reader hashes all it reads: it needs no generation
+	return &blobReader{s: s, d: d, f: o.f, id: o.id, v: verify.NewReader(o.f, d, o.size, cache.ErrCorrupt)}, nil
 }
 
 // blobReader serves one blob, verifying it, and removes it if it is bad.
 type blobReader struct {
-	s *Store
-	d v1.Hash
-	f *os.File
-	v *verify.Reader
+	s  *Store
+	d  v1.Hash
+	f  *os.File
+	id fileID // the file's identity when opened
+	v  *verify.Reader
+
+	recorded bool
 }
 
 func (r *blobReader) Read(p []byte) (int, error) {
 	n, err := r.v.Read(p)
 	r.s.stats.BytesOut.Add(uint64(n))
-	if err != nil && err != io.EOF {
+	if err == io.EOF && !r.recorded {
+		r.recorded = true
+		r.verified()
+	} else if err != nil {
 		err = r.fail(err)
 	}
 	return n, err
+}
+
+// verified records the file as verified if it is still as it was opened,
+// so that what was hashed is what the file holds.
+func (r *blobReader) verified() {
+	if cur, err := fileIDOf(r.f); err == nil && cur == r.id {
+		r.s.verified.put(r.d.Hex, cur, r.s.opts.now(), r.s.opts.verifiedEntries)
+	}
 }
 
 // WriteTo copies with a large buffer: io.Copy would otherwise use the
@@ -93,6 +89,7 @@ func (s *Store) removeIfSame(d v1.Hash, f *os.File) {
 		return
 	}
 	defer l.Unlock()
+	s.verified.drop(d.Hex)
 	p := s.blobPath(d)
 	opened, err1 := f.Stat()
 	current, err2 := os.Lstat(p)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -53,6 +54,12 @@ type Store struct {
 
 	view  viewState // parsed roots: indexview.go
 	roots rootQueue // journalled roots waiting to be written: journal.go
+
+	// What OpenFile's sends need (blobfile.go, verified.go).
+	verified      verifiedRecord
+	watches       fileWatches
+	verifiedHits  atomic.Uint64 // sends verified by the record alone
+	verifiedBytes atomic.Uint64 // bytes hashed to verify sends
 }
 
 var (

@@ -14,12 +14,16 @@ type options struct {
 	touchInterval time.Duration
 	lowWater      float64
 	now           func() time.Time
+
+	verifiedEntries int
+	verifiedTTL     time.Duration
 }
 
 // defaultOptions are a Store's settings before its options apply; each
 // With option states its default.
 func defaultOptions() options {
-	return options{tempGrace: time.Minute, touchInterval: time.Second, lowWater: defaultLowWater, now: time.Now}
+	return options{tempGrace: time.Minute, touchInterval: time.Second, lowWater: defaultLowWater, now: time.Now,
+		verifiedEntries: defaultVerifiedEntries, verifiedTTL: defaultVerifiedTTL}
 }
 
 // Option configures a Store.
@@ -105,6 +109,31 @@ func WithTempGrace(d time.Duration) Option {
 			return err
 		}
 		o.tempGrace = d
+		return nil
+	}
+}
+
+// Defaults of WithVerifiedRecord.
+const (
+	defaultVerifiedEntries = 4096
+	defaultVerifiedTTL     = time.Minute
+)
+
+// WithVerifiedRecord bounds the store's record of blobs verified
+// recently, which lets OpenFile send a blob hashed less than ttl ago
+// with no hash, if its file has not changed since (the package doc,
+// "Verification"): at most entries blobs, the most recently verified.
+// entries 0 turns the record off: every send hashes its blob. Default
+// 4096 entries, 1 minute.
+func WithVerifiedRecord(entries int, ttl time.Duration) Option {
+	return func(o *options) error {
+		if entries < 0 {
+			return fmt.Errorf("localfs: WithVerifiedRecord(%d, %v): negative entries", entries, ttl)
+		}
+		if err := nonNegative("WithVerifiedRecord", ttl); err != nil {
+			return err
+		}
+		o.verifiedEntries, o.verifiedTTL = entries, ttl
 		return nil
 	}
 }

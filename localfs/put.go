@@ -258,7 +258,7 @@ func (s *Store) keepStored(ctx context.Context, d v1.Hash, size int64) (bool, er
 	if err != nil || (size >= 0 && info.Size() != size) {
 		return false, nil
 	}
-	s.touch(p, info.ModTime())
+	s.touchStored(d, p, info.ModTime())
 	return true, nil
 }
 

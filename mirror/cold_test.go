@@ -154,6 +154,10 @@ func TestEndlessBlobStopsWhenItsClientLeaves(t *testing.T) {
 	if err := h.Await(wait, func() bool { active, _ := h.Active(layer.Digest); return active == 0 }); err != nil {
 		t.Fatalf("the download went on after its only client left (%v)", err)
 	}
+	// The upstream sees its connection closed a moment before the
+	// ingestion it fed has removed its temp file.
+	tmp := filepath.Join(store.Dir(), ".buildcache", "tmp")
+	eventually(t, "the download's temp file removed", func() bool { return len(tempFiles(t, tmp)) == 0 })
 	expectNothingLeft(t, store, layer.Digest.Hex)
 }
 

@@ -27,8 +27,9 @@
 //   - HEAD and GET /v2/<name>/blobs/<digest>, with one byte range
 //     (bytes=a-b, a-, -n; 206 with Content-Range, 416 when it cannot be
 //     satisfied; several ranges get the whole blob). A stored blob is
-//     streamed from the store, whose reader verifies it, under a name
-//     known to hold it (# Repositories). A blob not stored
+//     copied from the store's file, or read through the store's
+//     verifying Get (see Verification), under a name known to hold it
+//     (# Repositories). A blob not stored
 //     is fetched with one upstream GET for every client asking meanwhile
 //     (and any pull of it: the resolver's flight group), and streamed to
 //     them while it is hashed and stored: see "Cold blobs".
@@ -94,6 +95,35 @@
 // the Reason constants; metrics.NewMirrorCollector exports them) and
 // AccessLog logs its reason and error; Stats also counts the downloads
 // whose bytes did not match their digest.
+//
+// # Verification
+//
+// No client ever receives a complete response, whole blob or range, of
+// bytes that do not match the blob's digest, and a blob found not to
+// match is removed from the store (the next request fetches it again).
+// What is checked when:
+//
+//   - A blob not stored: hashed as it is downloaded and stored (the
+//     store's Put); each response's last byte waits for the verdict.
+//   - A stored blob, from a store that keeps files (cache.FileOpener:
+//     localfs, a tier over one, which also covers buildcache serve): the
+//     response's bytes are copied from the file to the connection
+//     through a buffer (not with sendfile: stored.go says why), and its
+//     last byte only once the store has found the whole blob good — by
+//     its record of a hash of the same, unchanged file less than a
+//     minute old, or else by hashing the file alongside the copy — and
+//     the file unchanged since the response began. A range is held to the whole blob's verification the same
+//     way, so a tail range of a blob verified moments ago costs a few
+//     bytes, not a read of the blob. localfs's doc ("Verification") says
+//     what "unchanged" rests on and what a tampering that keeps a file's
+//     size, mtime and ctime would need.
+//   - A stored blob from any other store (a tier's far tier): read whole
+//     through the store's verifying Get; a range's last byte waits until
+//     the rest of the blob has been read and matched.
+//   - A manifest: read whole through Get before it is served.
+//
+// A response that fails a check is cut: the handler aborts and the
+// client sees a short body and a broken connection, never a clean end.
 //
 // Names are checked against the distribution spec's grammar, tags and
 // digests (cache.ParseContentDigest: sha256 or sha512, lower-case hex of

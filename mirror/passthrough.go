@@ -2,6 +2,8 @@ package mirror
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"strconv"
 
@@ -68,4 +70,39 @@ func passHeaders(w http.ResponseWriter, d v1.Hash, size int64) {
 		h.Set("Content-Length", strconv.FormatInt(size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// copyHoldingLast copies src to dst but writes the last byte only once
+// src has ended cleanly, so that an error the store's verifying reader
+// returns at the end (a digest mismatch) leaves the response short. The
+// size of a passed-through blob may be unknown, which copyVerified needs.
+func copyHoldingLast(dst io.Writer, src io.Reader) error {
+	// buf[0] is the byte held back from the previous read; each read fills
+	// buf[1:], and one write sends the held byte and all but the last new
+	// one, so holding back costs no extra write per chunk.
+	buf := make([]byte, 1+copyChunk)
+	held := false
+	for {
+		n, err := src.Read(buf[1:])
+		if n > 0 {
+			from := 1
+			if held {
+				from = 0
+			}
+			if _, werr := dst.Write(buf[from:n]); werr != nil {
+				return werr
+			}
+			buf[0], held = buf[n], true
+		}
+		if errors.Is(err, io.EOF) {
+			if held {
+				_, werr := dst.Write(buf[:1])
+				return werr
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

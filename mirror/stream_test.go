@@ -351,6 +351,11 @@ func TestCorruptUpstreamCutsEveryClient(t *testing.T) {
 	if left := tempFiles(t, f.tempDir); len(left) != 0 {
 		t.Errorf("temp files left: %v", left)
 	}
+	// A client sees its response cut before its handler has returned and
+	// counted the failure: wait for the counts, then check them.
+	eventually(t, "every failed response counted", func() bool {
+		return f.mirror.Stats().FailedResponses[mirror.ReasonDigestMismatch] >= clients
+	})
 	st := f.mirror.Stats()
 	if st.DigestMismatches != 1 || st.FailedResponses[mirror.ReasonDigestMismatch] != clients {
 		t.Errorf("Stats: %d digest mismatches, %d responses failed for one, want 1 and %d", st.DigestMismatches, st.FailedResponses[mirror.ReasonDigestMismatch], clients)

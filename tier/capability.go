@@ -26,6 +26,8 @@ import (
 //     tier. The far tier's writes are complete-or-nothing on their own.
 //   - cache.Ingester: the near tier's ingestion, whose Commit also makes
 //     the far write a Put makes (ingest.go).
+//   - cache.FileOpener: the near tier's files (blobfile.go); a blob only
+//     the far tier holds is ErrNotFound there, for Get to serve and fill.
 //   - io.Closer: Close waits for the background far writes and closes both
 //     tiers.
 //   - Everything else that is the machine's own (lifetime counters, a

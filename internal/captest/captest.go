@@ -6,6 +6,8 @@ package captest
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -41,5 +43,34 @@ func LocalLeases(t testing.TB, c cache.LayerCache) cachetest.LeaseHarness {
 			_, err := collector.Stat(ctx, d)
 			return err == nil
 		},
+	}
+}
+
+// CorruptLocal is a cachetest.Corrupter for c, a localfs store or a
+// composition whose near store is one (found with cache.As): it damages
+// the blob's file in place, as a failing disk or another program would.
+func CorruptLocal(t *testing.T, c cache.LayerCache, d v1.Hash, how cachetest.Corruption) {
+	t.Helper()
+	store, ok := cache.As[*localfs.Store](c)
+	if !ok {
+		t.Fatalf("captest: %T has no localfs store under it", c)
+	}
+	p := filepath.Join(store.Dir(), "blobs", "sha256", d.Hex)
+	info, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch how {
+	case cachetest.Truncate:
+		err = os.Truncate(p, info.Size()/2)
+	case cachetest.FlipByte:
+		var b []byte
+		if b, err = os.ReadFile(p); err == nil {
+			b[len(b)/2] ^= 0x40
+			err = os.WriteFile(p, b, 0o644)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -126,6 +126,15 @@ func (r *Registry) Start(t testing.TB) {
 	}
 }
 
+// PID is the server process's id, for a benchmark that reads its CPU
+// time in /proc; 0 when it is stopped.
+func (r *Registry) PID() int {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Stop kills the server; Start brings it back with the same content.
 func (r *Registry) Stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
