@@ -27,6 +27,9 @@ func (c *Cache) Get(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("s3: get %s: %w", d, err)
 	}
+	if err := c.underLease(ctx, d); err != nil {
+		return nil, err
+	}
 	key := c.BlobKey(d)
 	out, err := c.client.GetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)}, noResponseChecksum)
 	if err != nil {

@@ -49,6 +49,9 @@ func checkPrefixes(prefix string, o options) error {
 		if prefix == "" && strings.HasPrefix(sub.p, "/") {
 			return fmt.Errorf(`s3: New: %s %q with an empty prefix makes keys that start with "/"`, sub.what, sub.p)
 		}
+		if strings.HasPrefix(sub.p, fleetDir) {
+			return fmt.Errorf("s3: New: %s %q is under %q, where the fleet's records and leases live", sub.what, sub.p, fleetDir)
+		}
 	}
 	return nil
 }

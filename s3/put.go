@@ -41,6 +41,9 @@ func (c *Cache) Put(ctx context.Context, d v1.Hash, size int64, r io.Reader) err
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("s3: put %s: %w", d, err)
 	}
+	if err := c.underLease(ctx, d); err != nil {
+		return err
+	}
 	key := c.BlobKey(d)
 	head, err := c.head(ctx, key)
 	switch {

@@ -62,6 +62,16 @@ type Cache struct {
 	downUntil atomic.Int64 // the endpoint is known down until then (Unix ns); 0: not
 
 	listPageSize int32 // ListObjectsV2's MaxKeys; 0: the server's default (1000)
+
+	// The fleet's shared state (fleet.go): this process's name in
+	// claims, the records' ETags, and test hooks.
+	holder      string
+	records     recordMemo
+	serverClock func() time.Time                                 // tests: the endpoint's clock
+	sleepHook   func(ctx context.Context, d time.Duration) error // tests: waiting
+	sweepWaits  atomic.Uint64                                    // records that waited for a collector
+	claimsWon   atomic.Uint64
+	claimsBusy  atomic.Uint64
 }
 
 var (
@@ -77,6 +87,8 @@ type options struct {
 	touchRefresh    time.Duration
 	timeouts        Timeouts
 	now             func() time.Time
+	leaseTTL        time.Duration
+	claimTTL        time.Duration
 }
 
 // Option configures a Cache.
@@ -151,6 +163,35 @@ func WithTouchRefresh(d time.Duration) Option {
 	}
 }
 
+// WithLeaseTTL sets how long a lease (Lease) keeps its blobs from the
+// bucket's collectors after its holder last renewed it: a process that
+// dies in the middle of a pull holds them that long. The holder renews
+// it every quarter of d. Default DefaultLeaseTTL (10 minutes); at least
+// a second.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Second {
+			return fmt.Errorf("s3: WithLeaseTTL(%v): must be at least 1s", d)
+		}
+		o.leaseTTL = d
+		return nil
+	}
+}
+
+// WithClaimTTL sets how long a claim on a reference's revalidation
+// (ClaimRevalidation) keeps other processes from asking the registry
+// when its holder neither records nor releases it (it died). Default
+// DefaultClaimTTL (1 minute); at least a second.
+func WithClaimTTL(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Second {
+			return fmt.Errorf("s3: WithClaimTTL(%v): must be at least 1s", d)
+		}
+		o.claimTTL = d
+		return nil
+	}
+}
+
 // WithClock replaces time.Now, for tests of touch-refresh and of how
 // long an endpoint is known down.
 func WithClock(now func() time.Time) Option {
@@ -183,7 +224,9 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 			ResponseHeader: DefaultResponseHeaderTimeout,
 			Stall:          DefaultStallTimeout,
 		},
-		now: time.Now,
+		now:      time.Now,
+		leaseTTL: DefaultLeaseTTL,
+		claimTTL: DefaultClaimTTL,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -207,6 +250,7 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 		bucket: bucket,
 		prefix: prefix,
 		opts:   o,
+		holder: newID(),
 	}
 	co := client.Options()
 	switch {
@@ -291,6 +335,9 @@ func (c *Cache) Check(ctx context.Context) error {
 // Stat implements cache.Stater with one HeadObject.
 func (c *Cache) Stat(ctx context.Context, d v1.Hash) (int64, error) {
 	if err := cache.ValidateDigest(d); err != nil {
+		return 0, err
+	}
+	if err := c.underLease(ctx, d); err != nil {
 		return 0, err
 	}
 	key := c.BlobKey(d)
@@ -396,7 +443,7 @@ func (c *Cache) SweepUploads(ctx context.Context, olderThan time.Duration) (int,
 // LastModified is now, if it was modified more than the touch-refresh
 // interval ago. Failures are counted, not returned: the blob is fine.
 func (c *Cache) touch(ctx context.Context, key string, size int64, modified *time.Time) {
-	if c.opts.touchRefresh <= 0 || modified == nil || size > maxCopySize {
+	if c.opts.touchRefresh <= 0 || modified == nil || size > maxCopySize || ctx.Value(noTouchKey{}) != nil {
 		return
 	}
 	now := c.opts.now()
