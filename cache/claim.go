@@ -36,4 +36,9 @@ type RevalidationClaim struct {
 	Found   bool
 	Claimed bool // the caller is to ask the registry
 	Busy    bool // not claimed because another process is asking it now
+	// Shared is whether the answer comes from records that other
+	// processes share. A store that could not ask them (a tier whose far
+	// tier keeps none, or is down) answers Claimed and not Shared: the
+	// caller goes on as if it had not asked.
+	Shared bool
 }

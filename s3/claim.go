@@ -46,7 +46,7 @@ func (c *Cache) ClaimRevalidation(ctx context.Context, name string, maxAge time.
 		}
 		doc := s.doc
 		now := c.opts.now()
-		var out cache.RevalidationClaim
+		out := cache.RevalidationClaim{Shared: true}
 		if doc.Root != nil {
 			out.Root, out.Found = copyRoot(*doc.Root), true
 			if at := resolvedAt(*doc.Root); maxAge > 0 && !at.IsZero() && now.Sub(at) < maxAge {

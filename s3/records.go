@@ -172,7 +172,9 @@ func (c *Cache) Root(ctx context.Context, name string) (v1.Descriptor, bool, err
 
 // RecordRoot implements cache.RootRecorder: desc becomes the record of
 // the reference its cache.AnnotationRefName names, unless the record
-// holds a root checked later (cache.AnnotationResolvedAt), which stays.
+// holds a root checked later (cache.AnnotationResolvedAt), which stays:
+// a process that learnt less recently what the tag points to does not
+// undo what another learnt since.
 // A write that ends this process's claim on the reference (claim.go)
 // removes the claim; another process's claim stays.
 //
@@ -199,7 +201,7 @@ func (c *Cache) RecordRoot(ctx context.Context, desc v1.Descriptor) error {
 			return err
 		}
 		doc := s.doc
-		if doc.Root != nil && !checkedBefore(*doc.Root, desc) {
+		if r := doc.Root; r != nil && (checkedBefore(desc, *r) || !checkedBefore(*r, desc) && r.Digest == desc.Digest) {
 			if doc.Claim == nil || doc.Claim.Holder != c.holder {
 				return nil // the record is as new already
 			}

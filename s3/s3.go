@@ -282,6 +282,9 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 // Bucket is the bucket's name.
 func (c *Cache) Bucket() string { return c.bucket }
 
+// Prefix is the key prefix, as given to New.
+func (c *Cache) Prefix() string { return c.prefix }
+
 // Endpoint is the S3 endpoint the client talks to, as error messages name
 // it.
 func (c *Cache) Endpoint() string { return c.endpoint }
