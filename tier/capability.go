@@ -13,14 +13,18 @@ import (
 // What a tier.Cache does with the capabilities of its tiers (cache.As
 // finds them):
 //
-//   - cache.Leaser: the near tier's leases. A pull through the tier under
-//     a lease passes the leased context to the near tier's Stat, Get and
-//     Put, so its collectors (eviction, gc, another process's) keep the
-//     pull's blobs until it records its root. The far tier is shared and
-//     is not collected by this process; a near tier without leases makes
-//     Lease return ctx unchanged, as a resolver does for such a store.
+//   - cache.Leaser: the leases of both tiers. A pull through the tier
+//     under a lease passes the leased context to the near tier's Stat,
+//     Get and Put, so its collectors (eviction, gc, another process's)
+//     keep the pull's blobs until it records its root, and to the far
+//     tier's, so the bucket's collectors (buildcache gc on it, in any
+//     process) keep what it wrote or looked at there. A tier without
+//     leases makes its part a no-op; with none, Lease returns ctx
+//     unchanged, as a resolver does for such a store.
 //   - cache.RootIndex, RootLookup, RootRecorder: the near tier's roots
-//     (index.go).
+//     (index.go), composed with the far tier's records when it keeps
+//     some (fleet.go).
+//   - cache.RevalidationClaimer: the far tier's claims (fleet.go).
 //   - cache.DeferredSyncer: PutDeferred is the near tier's (or its Put)
 //     followed by the far write every Put makes; SyncBlobs syncs the near
 //     tier. The far tier's writes are complete-or-nothing on their own.
@@ -48,16 +52,30 @@ var (
 // what the tier does not forward itself.
 func (c *Cache) Unwrap() cache.LayerCache { return c.near }
 
-// Lease implements cache.Leaser with the near tier's leases, or returns
-// ctx unchanged when the near tier has none.
+// Lease implements cache.Leaser with a lease of each tier that has
+// leases (none: ctx unchanged). release ends the far lease, then the
+// near one.
 func (c *Cache) Lease(ctx context.Context) (context.Context, func() error, error) {
-	if l, ok := cache.As[cache.Leaser](c.near); ok {
-		return l.Lease(ctx)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	return ctx, func() error { return nil }, nil
+	endNear, endFar := func() error { return nil }, func() error { return nil }
+	if l, ok := cache.As[cache.Leaser](c.near); ok {
+		leased, end, err := l.Lease(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		ctx, endNear = leased, end
+	}
+	if l, ok := cache.As[cache.Leaser](c.far); ok {
+		leased, end, err := l.Lease(ctx)
+		if err != nil {
+			endNear()
+			return nil, nil, err
+		}
+		ctx, endFar = leased, end
+	}
+	return ctx, func() error { return errors.Join(endFar(), endNear()) }, nil
 }
 
 // PutDeferred implements cache.DeferredSyncer: the near tier's

@@ -28,6 +28,17 @@
 // The roots of cache.RootIndex (what a registry.Resolver records) are the
 // near tier's: a resolver over a tier whose near tier is a localfs.Store
 // remembers its references across restarts, as it would over the store.
+//
+// # A fleet over one bucket
+//
+// When the far tier keeps records of its own (an s3.Cache), the tier
+// records every root there too and looks up there what the near tier
+// lacks, forwards the far tier's revalidation claims, and leases in both
+// tiers, so that many processes over one bucket, each with its own near
+// tier, behave as one cache: a fresh process serves a tag the fleet
+// knows, a tag costs one registry request per max age across the fleet,
+// and the bucket's collector keeps what any pull is working on
+// (fleet.go; the s3 package's doc, # Fleet).
 package tier
 
 import (
@@ -58,6 +69,9 @@ type Cache struct {
 	farErrors  atomic.Uint64
 	farSkipped atomic.Uint64
 
+	farRecordHits atomic.Uint64 // fleet.go
+	backfilled    atomic.Uint64
+
 	memIndex rootindex.Memory // the roots, when the near tier keeps none
 
 	bg     context.Context // of probes; cancelled by Close
@@ -69,6 +83,8 @@ type Cache struct {
 	inflight map[string]chan struct{} // background far writes by digest
 	lastErr  error
 	health   farHealth
+
+	farRecorded map[string]v1.Hash // reference -> the digest last recorded in the far tier: fleet.go
 }
 
 var (
