@@ -91,6 +91,15 @@ func (r *Resolver) resolveTop(ctx context.Context, ref name.Reference, maxAge ti
 			local = &cache.ResolvedImage{Digest: rec.desc.Digest}
 		}
 	}
+	served, release, err := r.askFleetTop(ctx, refName, &rec, &local, maxAge)
+	if served || err != nil {
+		return local, err
+	}
+	defer func() {
+		if local == nil {
+			release() // failed with nothing to serve: let another process try now
+		}
+	}()
 	if local == nil {
 		if err := r.rememberedNotFound(refName); err != nil {
 			return nil, err

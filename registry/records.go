@@ -23,6 +23,7 @@ type record struct {
 	desc       v1.Descriptor
 	resolvedAt time.Time // as the index records it
 	latest     time.Time // a later revalidation not yet written, if any
+	claimed    bool      // this process claimed its revalidation from the shared records: fleet.go
 }
 
 // lastChecked is when the reference was last known to point to desc.
@@ -58,7 +59,7 @@ func (r *Resolver) root(ctx context.Context, refName string) (v1.Descriptor, boo
 // index only when its recorded time is older than persistInterval.
 func (r *Resolver) revalidated(ctx context.Context, refName string, rec *record) error {
 	now := r.o.now()
-	if now.Sub(rec.resolvedAt) < persistInterval && !rec.resolvedAt.After(now) {
+	if now.Sub(rec.resolvedAt) < persistInterval && !rec.resolvedAt.After(now) && !rec.claimed {
 		r.mu.Lock()
 		r.checked[refName] = now
 		r.mu.Unlock()

@@ -29,10 +29,11 @@ import (
 // cache.LayerCache and records each reference's digest as a root of the
 // store's index, so a restart remembers it and GC keeps it.
 type Resolver struct {
-	store  cache.LayerCache
-	index  cache.RootIndex
-	client *regclient.Client
-	o      options
+	store   cache.LayerCache
+	index   cache.RootIndex
+	claimer cache.RevalidationClaimer // records shared with other processes, if any: fleet.go
+	client  *regclient.Client
+	o       options
 
 	resolves flight.Group[string, *cache.ResolvedImage]
 	blobs    flight.Group[string, struct{}]
@@ -77,6 +78,7 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 	return &Resolver{
 		store:    store,
 		index:    idx,
+		claimer:  claimerOf(store),
 		o:        o,
 		checked:  map[string]time.Time{},
 		client:   c,
@@ -171,18 +173,26 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		}
 	}
 	var local *cache.ResolvedImage
-	if rec != nil {
+	examine := func() error { // what the store holds of rec's image
+		local = nil
+		if rec == nil {
+			return nil
+		}
 		why.StoredDigest = rec.desc.Digest
 		if at := rec.lastChecked(); !at.IsZero() {
 			why.LastChecked, why.Age = at, r.o.now().Sub(at)
 		}
 		local, err = r.complete(ctx, rec.desc, platforms)
 		if err != nil && !errors.Is(err, cache.ErrNotFound) && !errors.Is(err, cache.ErrCorrupt) {
-			return nil, err
+			return err
 		}
 		if local == nil {
 			why.Missing = r.missing(ctx, rec.desc, platforms)
 		}
+		return nil
+	}
+	if err := examine(); err != nil {
+		return nil, err
 	}
 	hit := func(reason string) (*cache.ResolvedImage, error) {
 		r.stats.hits.Add(1)
@@ -224,7 +234,28 @@ func (r *Resolver) resolve(ctx context.Context, ref name.Reference, platforms []
 		}
 		return pullMissing()
 	}
-	// PullAlways.
+	// PullAlways. Processes sharing the store's records ask the registry
+	// once per max age between them (fleet.go).
+	if _, isDigest := ref.(name.Digest); !isDigest {
+		fleet, err := r.askFleet(ctx, refName, rec, ro.MaxAge)
+		if err != nil {
+			return nil, err
+		}
+		if fleet.rec != rec {
+			rec = fleet.rec
+			if err := examine(); err != nil {
+				return nil, err
+			}
+		}
+		if fleet.serve != "" && local != nil {
+			return hit(fleet.serve)
+		}
+		defer func() {
+			if local == nil {
+				fleet.release() // failed with nothing to serve: let another process try now
+			}
+		}()
+	}
 	if local != nil && ro.MaxAge > 0 && r.o.now().Sub(rec.lastChecked()) < ro.MaxAge {
 		return hit(fmt.Sprintf("checked %s ago, within the max age of %s: no request", why.Age.Round(time.Second), ro.MaxAge))
 	}
