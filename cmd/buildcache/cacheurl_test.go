@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/buildcache/buildcache/internal/testserver"
 )
@@ -44,9 +50,11 @@ func TestWarmThenLsThroughATier(t *testing.T) {
 	}
 }
 
-// TestWarmOnS3ThenGCRefused: warm and resolve work on an S3 cache (the
-// real versitygw); ls, gc and verify need what S3 lacks and say so.
-func TestWarmOnS3ThenGCRefused(t *testing.T) {
+// TestWarmOnS3ThenGC: warm and resolve work on an S3 cache (the real
+// versitygw) and record the image in the bucket, which ls lists; gc
+// collects the bucket, keeping every blob the record reaches and
+// removing one nothing reaches; verify needs what S3 lacks and says so.
+func TestWarmOnS3ThenGC(t *testing.T) {
 	ti := pushTestImage(t)
 	srv := testserver.StartS3(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
@@ -65,23 +73,36 @@ func TestWarmOnS3ThenGCRefused(t *testing.T) {
 	if w := image(t, doc, 0); w["fetched_bytes"] == nil || w["blobs"] != float64(testImageBlobs) {
 		t.Fatalf("second warm on S3 = %v", w)
 	}
-	for _, tc := range []struct{ cmd, needs string }{
-		{"gc", "garbage collector"},
-		{"verify", "blob check"},
-		{"ls", "roots"},
-	} {
-		stdout, stderr, code := cli(t, "--cache", s3url, tc.cmd)
-		if code != exitUsage || !strings.Contains(stderr, tc.cmd+" needs") || !strings.Contains(stderr, tc.needs) ||
-			!strings.Contains(stderr, "scheme s3") || !strings.Contains(stderr, "s3://"+bucket+"/cache") {
-			t.Errorf("%s on S3: exit %d, stderr %q: want exit 2 naming the scheme and what is missing\n%s", tc.cmd, code, stderr, stdout)
-		}
-		if strings.Contains(stdout+stderr, srv.SecretKey) || strings.Contains(stderr, "endpoint=") {
-			t.Errorf("%s on S3 printed the secret or the query string: %s", tc.cmd, stderr)
-		}
+	if img := image(t, cliJSON(t, 0, "--cache", s3url, "ls"), 0); img["ref"] != ti.ref || img["blobs"] != float64(testImageBlobs) {
+		t.Errorf("ls on S3 = %v, want the record of %s", img, ti.ref)
 	}
-	// stats counts the bucket's blobs; its counters are this process's.
-	if doc := cliJSON(t, 0, "--cache", s3url, "stats"); doc["blobs"] != float64(testImageBlobs) || doc["lifetime"] != false || doc["images"] != nil {
-		t.Errorf("stats on S3 = %v, want %d blobs, no lifetime counters, no images", doc, testImageBlobs)
+	garbage := []byte("a blob nothing references")
+	sum := sha256.Sum256(garbage)
+	if _, err := srv.Client().PutObject(t.Context(), &awss3.PutObjectInput{Bucket: &bucket,
+		Key: aws.String("cacheblobs/sha256:" + hex.EncodeToString(sum[:])), Body: bytes.NewReader(garbage)}); err != nil {
+		t.Fatal(err)
+	}
+	doc = cliJSON(t, 0, "--cache", s3url, "gc", "--max-bytes", "0", "--min-age", "0s")
+	if doc["removed"] != float64(1) || doc["reachable"] != float64(testImageBlobs) || doc["records"] != float64(1) {
+		t.Errorf("gc on S3 = %v, want the unreferenced blob removed and the %d reachable kept", doc, testImageBlobs)
+	}
+	// A tier's far tier is the same bucket: gc --far collects it.
+	doc = cliJSON(t, 0, "--cache", tierURL(t.TempDir(), s3url), "gc", "--far", "--dry-run", "--max-bytes", "0", "--min-age", "0s")
+	if doc["dry_run"] != true || doc["records"] != float64(1) || doc["removed"] != float64(0) {
+		t.Errorf("gc --far --dry-run of a tier over the bucket = %v", doc)
+	}
+	stdout, stderr, code := cli(t, "--cache", s3url, "verify")
+	if code != exitUsage || !strings.Contains(stderr, "verify needs") || !strings.Contains(stderr, "blob check") ||
+		!strings.Contains(stderr, "scheme s3") || !strings.Contains(stderr, "s3://"+bucket+"/cache") {
+		t.Errorf("verify on S3: exit %d, stderr %q: want exit 2 naming the scheme and what is missing\n%s", code, stderr, stdout)
+	}
+	if strings.Contains(stdout+stderr, srv.SecretKey) || strings.Contains(stderr, "endpoint=") {
+		t.Errorf("verify on S3 printed the secret or the query string: %s", stderr)
+	}
+	// stats counts the bucket's blobs and records; its counters are this
+	// process's.
+	if doc := cliJSON(t, 0, "--cache", s3url, "stats"); doc["blobs"] != float64(testImageBlobs) || doc["lifetime"] != false || doc["images"] != float64(1) {
+		t.Errorf("stats on S3 = %v, want %d blobs, no lifetime counters, one image", doc, testImageBlobs)
 	}
 }
 

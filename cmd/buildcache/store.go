@@ -238,9 +238,9 @@ verify exit 1. With --json: {"checked", "bytes", "bad": [{"digest",
 
 func (a *app) gcCommand() *cobra.Command {
 	var (
-		maxBytes    int64
-		ttl, olders time.Duration
-		dryRun      bool
+		maxBytes            int64
+		ttl, olders, minAge time.Duration
+		dryRun, far         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
@@ -269,7 +269,7 @@ are listed with --dry-run only; reachable counts the
 blobs index.json reaches, recorded those of them that recorded images
 (entries with a reference name) reach, leased those kept for pulls in
 progress.
-
+` + gcBucketHelp + `
 ` + seeExitCodes,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
@@ -277,6 +277,12 @@ progress.
 			c, err := a.openCache(ctx, true)
 			if err != nil {
 				return err
+			}
+			if b, ok, err := a.bucketOf(c, far); err != nil || ok {
+				if err != nil {
+					return err
+				}
+				return a.gcBucket(cmd, b, bucketGCFlags{maxBytes, ttl, olders, minAge, dryRun})
 			}
 			store, err := a.localStoreFor(c, "gc", "a local store's garbage collector (localfs GC)")
 			if err != nil {
@@ -380,6 +386,8 @@ progress.
 	fl.Var(durationValue{&ttl}, "ttl", "remove unneeded blobs unused for longer than this (e.g. 14d)")
 	fl.Var(sizeValue{&maxBytes}, "max-bytes", "remove least recently used unneeded blobs until all blobs fit in this (e.g. 10GiB)")
 	fl.BoolVar(&dryRun, "dry-run", false, "remove nothing; list what would be removed and why")
+	fl.BoolVar(&far, "far", false, "collect the far tier (a bucket) of a tier:// cache instead of its near tier")
+	fl.Var(durationValue{&minAge}, "min-age", "on a bucket: keep every blob younger than this (default 1h)")
 	return cmd
 }
 
