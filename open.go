@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -93,7 +94,9 @@ var builtinSchemes = []string{"file", "mem", "oci", "s3", "tier"}
 // manifests_prefix and touch_refresh set the BuildKit-compatible layout
 // options of package s3; timeout=D bounds each wait on the S3 endpoint
 // (connecting, an answer's headers, the next bytes of a body: s3.WithTimeouts,
-// default 10s, 10s and 30s). The host of an oci:// URL is the registry, even a
+// default 10s, 10s and 30s); lease_ttl and claim_ttl set how long a lease
+// or a revalidation claim of a process that died holds (s3.WithLeaseTTL,
+// s3.WithClaimTTL). The host of an oci:// URL is the registry, even a
 // single label ("oci://harbor/team/cache" is repository team/cache on
 // harbor, see ocirepo.NewAt). Unknown query parameters are an
 // error, so a typo is never silently ignored. Errors name the URL without
@@ -261,7 +264,7 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("s3 URL must not carry credentials: they come from the AWS SDK's default chain")
 	}
-	q, err := query(u, "region", "endpoint", "use_path_style", "blobs_prefix", "manifests_prefix", "touch_refresh", "timeout")
+	q, err := query(u, "region", "endpoint", "use_path_style", "blobs_prefix", "manifests_prefix", "touch_refresh", "timeout", "lease_ttl", "claim_ttl")
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +317,15 @@ func openS3(ctx context.Context, u *url.URL) (cache.LayerCacheCloser, error) {
 			return nil, fmt.Errorf("timeout: %w", err)
 		}
 		opts = append(opts, bcs3.WithTimeouts(bcs3.Timeouts{Connect: d, ResponseHeader: d, Stall: d}))
+	}
+	for key, opt := range map[string]func(time.Duration) bcs3.Option{"lease_ttl": bcs3.WithLeaseTTL, "claim_ttl": bcs3.WithClaimTTL} {
+		if v := q.Get(key); v != "" {
+			d, err := units.ParseDuration(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+			opts = append(opts, opt(d))
+		}
 	}
 	return bcs3.New(client, u.Host, strings.TrimPrefix(u.Path, "/"), opts...)
 }

@@ -157,6 +157,8 @@ func TestOpenS3(t *testing.T) {
 		"s3://user:pass@" + bucket + "/p",
 		"s3:///nobucket",
 		"s3://" + bucket + "?use_path_style=maybe",
+		"s3://" + bucket + "?lease_ttl=10ms", // less than a second
+		"s3://" + bucket + "?claim_ttl=soon",
 	} {
 		if _, err := buildcache.Open(t.Context(), bad); err == nil {
 			t.Errorf("Open(%q) succeeded", bad)
