@@ -248,6 +248,11 @@ func (col *collection) repair(ctx context.Context) error {
 func (col *collection) cleanup(ctx context.Context) error {
 	c := col.c
 	for _, l := range col.leases.expired {
+		// Renewed since it was read? A store that ignores If-Match on
+		// DELETE (MinIO) would delete it all the same: look first.
+		if head, err := c.head(ctx, l.key); err != nil || aws.ToString(head.ETag) != l.etag {
+			continue
+		}
 		if err := c.deleteKey(ctx, l.key, l.etag); err != nil {
 			return c.remoteErr("gc: remove expired lease", l.key, err)
 		}

@@ -35,9 +35,10 @@ const DefaultLeaseTTL = 10 * time.Minute
 type leaseKey struct{}
 
 type leaseDoc struct {
-	Holder string        `json:"holder"`
-	TTL    time.Duration `json:"ttl"` // nanoseconds
-	Blobs  []string      `json:"blobs"`
+	Holder  string        `json:"holder"`
+	TTL     time.Duration `json:"ttl"`     // nanoseconds
+	Written time.Time     `json:"written"` // by the holder's clock: every write differs, and so does its ETag
+	Blobs   []string      `json:"blobs"`
 }
 
 type lease struct {
@@ -168,8 +169,8 @@ func (l *lease) writeLocked(ctx context.Context) error {
 	ch := make(chan struct{})
 	l.writing = ch
 	l.mu.Unlock()
-	_, err := l.c.putJSON(ctx, l.key, leaseDoc{Holder: l.holder, TTL: l.c.opts.leaseTTL, Blobs: names}, "", false)
 	at := l.c.opts.now()
+	_, err := l.c.putJSON(ctx, l.key, leaseDoc{Holder: l.holder, TTL: l.c.opts.leaseTTL, Written: at, Blobs: names}, "", false)
 	if err == nil && fresh {
 		err = l.c.waitSweepers(ctx)
 	} else if err != nil {

@@ -31,9 +31,10 @@ type S3Server struct {
 	AccessKey string
 	SecretKey string
 
-	bin  string
-	dir  string // one directory per bucket
-	addr string
+	bin   string
+	dir   string // one directory per bucket
+	addr  string
+	minio bool // MinIO, not versitygw: minio.go
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -103,6 +104,9 @@ func (s *S3Server) Start(t testing.TB) {
 	s.log = &LockedBuffer{}
 	cmd := exec.Command(s.bin, "--port", s.addr, "--access", s.AccessKey, "--secret", s.SecretKey,
 		"--region", s.Region, "--quiet", "posix", s.dir)
+	if s.minio {
+		cmd = s.minioCommand()
+	}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", s.bin, err)
