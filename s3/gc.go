@@ -107,7 +107,7 @@ func (col *collection) run(ctx context.Context) error {
 				col.count(pass, &col.rep.Reachable)
 			case col.leases.blobs.Has(d):
 				col.count(pass, &col.rep.Leased)
-			case age < col.o.minAge:
+			case col.o.minAge > 0 && age < col.o.minAge:
 				col.count(pass, &col.rep.Young)
 			case col.o.ttl > 0 && age > col.o.ttl:
 				gone, err := col.remove(ctx, GCCandidate{d, size, modified, ReasonExpired})
