@@ -225,17 +225,48 @@
 //
 // # Scaling out
 //
-// Several mirror processes can serve one shared cache: give each a
-// tier.New(near, far) store whose near tier is its own localfs directory
-// and whose far tier is one S3 bucket (buildcache serve --cache tier://…).
-// A blob or manifest any instance fetched is in the bucket, and every
-// other instance serves it by digest with no upstream request for its
-// bytes, filling its near tier as it streams. Each instance keeps its own
-// tag records (the near tier's roots) and its own knowledge of which
-// repository holds what (# Repositories), so the first request for a tag
-// on an instance costs that instance one upstream request for the tag's
-// manifest, a first pull by digest one HEAD of the top manifest, and a
-// fresh instance cannot serve an image while the upstream is down. No
-// coordination between instances is needed: content is addressed by
-// digest and stored verified.
+// Several mirror processes (and CI runners using the same cache) can
+// serve as one: give each a tier.New(near, far) store whose near tier is
+// its own localfs directory and whose far tier is one S3 bucket
+// (buildcache serve --cache tier://…). No process talks to another; the
+// bucket is the only thing they share, and S3's conditional writes the
+// only coordination (the s3 package's doc, # Fleet).
+//
+// Shared, in the bucket: every blob and manifest by digest (one replica
+// fetches it, every replica serves it with no upstream request), and a
+// record per tag (its top digest and when it was last checked), written
+// conditionally so racing replicas never lose each other's. Each replica
+// keeps: its near tier (a copy of what it served, filled from the bucket
+// as it streams), its own copy of the tag records it used, and what it
+// knows of which repository holds what (# Repositories: a fresh replica
+// learns it from the first request of a pull, or, for a pull by digest
+// of a manifest it has not served, with one upstream HEAD).
+//
+// What a client sees: a tag checked by any replica less than WithMaxAge
+// ago is served by every replica with no upstream request, a fresh
+// replica included; an older one is revalidated by one replica (it claims
+// the revalidation in the record) while the others serve the record's
+// digest, so a tag costs one upstream request per max age across the
+// fleet; a tag nobody has yet is pulled by one replica while the others
+// wait for its record. With the upstream down, a fresh replica serves
+// every tag the fleet has recorded (Stale past the max age). A tag moved
+// upstream is seen by the fleet within one max age; replicas may answer a
+// tag with different digests for at most that long, as one replica would.
+// Digests are served verified wherever they come from.
+//
+// The bucket is collected by `buildcache gc --cache s3://…` (or --far
+// with the tier's URL) under a byte budget: it keeps whatever a record or
+// BuildKit's own S3 cache manifests reach and whatever a pull in progress
+// on any replica holds in a lease (an object in the bucket, expiring when
+// its replica stops renewing it), so a replica killed in the middle of a
+// pull leaves nothing the next collection does not remove. A bucket that
+// does not answer leaves each replica its near tier and the upstream
+// (package tier, # A far tier that is down).
+//
+// The bucket must offer what S3, MinIO, Ceph RGW and versitygw do: GET,
+// PUT, DELETE, LIST (ListObjectsV2), multipart uploads and conditional
+// writes (If-None-Match: * and If-Match on PUT). On a store without
+// conditional writes the fleet still serves correctly and the collector
+// stays safe, but a tag may cost one upstream request per replica per
+// max age, as without a fleet.
 package mirror

@@ -74,9 +74,10 @@
 // No error contains a credential.
 //
 // The credentials need s3:GetObject, s3:PutObject and s3:DeleteObject on
-// the keys, and s3:ListBucket on the bucket for Walk and Check (and, on
-// AWS, for a HeadObject of a missing key to be a 404 rather than a 403);
-// SweepUploads needs s3:ListBucketMultipartUploads and
+// the keys, and s3:ListBucket on the bucket for Walk, Check, GC, a lease
+// write (one LIST of buildcache/gc/) and Index (and, on AWS, for a
+// HeadObject of a missing key to be a 404 rather than a 403);
+// SweepUploads and GC need s3:ListBucketMultipartUploads and
 // s3:AbortMultipartUpload.
 //
 // # Timeouts
@@ -109,6 +110,82 @@
 // an endpoint that is down costs one bounded wait, then one failed
 // connection per call; a tier.Cache over the bucket leaves it alone for a
 // while meanwhile (package tier).
+//
+// # Fleet
+//
+// Many processes over one bucket (mirror replicas, CI runners, each with
+// a near tier of its own: package tier) share more than blobs, all under
+// <prefix>buildcache/, with no database and no process talking to
+// another; S3's conditional writes are the coordination:
+//
+//   - Records (cache.RootIndex, RootLookup, RootRecorder): one object per
+//     reference, buildcache/records/<reference>, holding the root a
+//     resolver recorded (the top digest, media type, size, reference and
+//     when it was last checked). Root is one GET; RecordRoot one PUT
+//     with If-Match (If-None-Match: * to create) on the ETag read, and a
+//     write refused reads again and decides again, so a record is never
+//     replaced by one checked earlier. A record of a new digest is written
+//     only once its top is in the bucket, after what it reaches there is
+//     leased (below).
+//   - Claims (cache.RevalidationClaimer): a resolver about to ask a
+//     registry about a reference whose record is older than its max age
+//     (or that has none) writes a claim into the record, conditionally;
+//     one process wins and asks, the others serve the record (or wait for
+//     the winner's record when they have nothing), so a tag costs one
+//     registry request per max age across the fleet. A claim expires
+//     after WithClaimTTL (1 minute) if its holder died.
+//   - Leases (cache.Leaser): an object per pull, buildcache/leases/<id>,
+//     naming each blob before the pull looks at it or writes it, rewritten
+//     every quarter of WithLeaseTTL (10 minutes) while the pull lives.
+//     GC keeps what live leases name; a lease not rewritten for its TTL
+//     (its process died) is ignored, then deleted.
+//   - Collectors announce themselves (buildcache/gc/<start>-<window>-<id>)
+//     and delete only within their window; a lease write that finds one
+//     waits until it is gone (sweep.go says why that is enough).
+//
+// Clocks: leases and collectors' markers are judged by the endpoint's
+// clock (LastModified against the Date of a response); records and
+// claims carry their writers' clocks, where a few seconds of skew cost an
+// extra registry request, never a wrong answer.
+//
+// A store without conditional writes (one that ignores If-Match and
+// If-None-Match on PUT) still works: records are written last writer
+// wins, so a record may go back to an older check (one more registry
+// request later), and racing claims may both win (each process asks the
+// registry, as without a fleet). Leases, collectors and what a
+// collection keeps need no conditional write. versitygw (v1.8.0) and
+// MinIO honour both on PUT, with one winner among racing writers; MinIO
+// ignores If-Match on DELETE, so a record pruned or an expired lease
+// deleted while its writer rewrote it goes (the writer writes it again:
+// GC looks at a lease again right before deleting it).
+//
+// # Collection
+//
+// GC collects the bucket: it keeps every blob that a record reaches
+// (walking the manifests in the bucket), that BuildKit's own cache
+// manifests (<prefix>manifests/…, read as BuildKit writes them: their
+// layers name blobs) list, that a live lease names, or that was modified
+// less than GCMinAge ago (1 hour: BuildKit uploads blobs before the
+// manifest that lists them, under no lease). Of the rest, GCTTL removes
+// those not used for longer than the TTL and GCMaxBytes the least
+// recently used until the bucket fits; a blob's last use is its
+// LastModified, which WithTouchRefresh refreshes at most once per
+// interval when it is read or put again, as BuildKit's touch_refresh
+// does. A BuildKit manifest written during the collection that lists a
+// blob it removed (BuildKit's export found the blob there before the
+// removal) is deleted, so BuildKit misses the cache cleanly instead of
+// failing on a 404. GCPruneRecords drops old records first; expired
+// leases, dead collectors' markers and multipart uploads older than
+// GCMinAge go too. GCDryRun removes nothing.
+//
+// Its cost: a LIST of the leases, records and manifests (a page per 1000
+// keys), a GET of each lease, record, BuildKit manifest and manifest the
+// records reach, one listing of the blobs (a page per 1000 keys), and a
+// DeleteObjects per 1000 blobs removed. Its memory: the digests the roots
+// reach and the leases name (32 bytes each, in a map), and at most
+// 100,000 candidates for the budget; with more, it lists the blobs again
+// after removing those. A second collector that starts while one runs
+// does nothing (Skipped).
 //
 // # Memory
 //

@@ -23,10 +23,13 @@
 //	verify [--remove]
 //	    Hash every blob; report (or remove) the bad ones and list the blobs
 //	    recorded images need that are missing.
-//	gc [--prune-older-than D] [--ttl D] [--max-bytes N]
+//	gc [--prune-older-than D] [--ttl D] [--max-bytes N] [--dry-run] [--far] [--min-age D]
 //	    Drop the records of images not resolved for D, then remove blobs no
 //	    recorded image reaches: unused for longer than --ttl, or least
-//	    recently used beyond --max-bytes (0 for either: all of them).
+//	    recently used beyond --max-bytes (0 for either: all of them). On a
+//	    bucket (s3://, or --far for a tier's far tier) it keeps what every
+//	    process's records, BuildKit's cache manifests and live leases
+//	    reach, and what is younger than --min-age (1h).
 //	serve --upstream NS=URL... [--listen 127.0.0.1:5000] [--default-upstream NS]
 //	      [--max-age D] [--tls-cert F --tls-key F] [--htpasswd F] [--token-file F]
 //	      [--log-format text|json] [--metrics-listen ADDR] [--shutdown-timeout D]
@@ -53,13 +56,16 @@
 //
 //	warm, resolve  any cache; the resolver's records persist where the cache
 //	               keeps roots (a local store, or a tier whose near tier is one)
-//	ls             a cache whose roots outlive the process
-//	gc, verify     a local store's collector and blob check
+//	ls             a cache whose roots outlive the process (a local store,
+//	               a tier whose near tier is one, a bucket's records)
+//	gc             a local store (a tier's near one), or a bucket: s3://,
+//	               or with --far the far tier of a tier://
+//	verify         a local store's blob check
 //	stats          any cache; lifetime counters from a local store, else
 //	               this process's counters
 //
 // A command the cache cannot serve exits 2, naming the scheme and what it
-// lacks ("gc needs a local store's garbage collector (localfs GC); the
+// lacks ("verify needs a local store's blob check (localfs Verify); the
 // cache s3://bucket/prefix (scheme s3) has none"); so does a URL that
 // cannot be opened.
 //
