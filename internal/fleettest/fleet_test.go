@@ -289,7 +289,6 @@ func TestFleet(t *testing.T) {
 		}
 	}
 
-
 	// A replica killed in the middle of the large pull.
 	partial := make(chan error, 1)
 	go func() {
