@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,9 +19,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/imagewalk"
@@ -75,132 +71,13 @@ func (f *fleet) replica(name string, args ...string) *proc {
 	return start(f.t, name, f.bin, f.env, argv...)
 }
 
-// s3Client is a client of the bucket for the test's own checks.
+// bucketCache is a Cache of the bucket for the test's own checks.
 func (f *fleet) bucketCache() *s3cache.Cache {
 	c, err := s3cache.New(f.s3.Client(), f.bucket, prefix)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	return c
-}
-
-// pulled is what a client got: digests it verified itself.
-type pulled struct {
-	top     v1.Hash
-	corrupt int // blobs whose bytes did not match their digest
-	blobs   int
-}
-
-// pull pulls every platform of ref through a mirror, as a daemon does
-// (index, manifests, configs, layers), and hashes every layer it reads.
-func pull(ctx context.Context, ref string) (pulled, error) {
-	var p pulled
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return p, err
-	}
-	idx, err := remote.Index(r, remote.WithContext(ctx))
-	if err != nil {
-		return p, err
-	}
-	if p.top, err = idx.Digest(); err != nil {
-		return p, err
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return p, err
-	}
-	for _, d := range im.Manifests {
-		img, err := idx.Image(d.Digest)
-		if err != nil {
-			return p, err
-		}
-		if _, err := img.RawConfigFile(); err != nil { // verified against its digest by the client
-			return p, err
-		}
-		layers, err := img.Layers()
-		if err != nil {
-			return p, err
-		}
-		for _, l := range layers {
-			want, err := l.Digest()
-			if err != nil {
-				return p, err
-			}
-			rc, err := l.Compressed()
-			if err != nil {
-				return p, err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, rc)
-			rc.Close()
-			p.blobs++
-			if err != nil {
-				if strings.Contains(err.Error(), "digest") {
-					p.corrupt++ // a body cut short or wrong: the client refused it
-					continue
-				}
-				return p, err
-			}
-			if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != want.String() {
-				p.corrupt++
-			}
-		}
-	}
-	return p, nil
-}
-
-// collectors runs n `buildcache gc` loops on the bucket with the byte
-// budget until stop, and counts what they did.
-type collectors struct {
-	runs, skipped, removed, failed atomic.Int64
-	outage                         atomic.Int64 // odd while the bucket is stopped: failures then are expected
-	stop                           chan struct{}
-	done                           sync.WaitGroup
-}
-
-func (f *fleet) collect(n int) *collectors {
-	c := &collectors{stop: make(chan struct{})}
-	for i := range n {
-		c.done.Go(func() {
-			for {
-				select {
-				case <-c.stop:
-					return
-				default:
-				}
-				before := c.outage.Load()
-				p := start(f.t, fmt.Sprintf("gc-%d", i), f.bin, f.env, "--cache", f.bucketURL(), "--json",
-					"gc", "--max-bytes", fmt.Sprint(f.budget), "--min-age", "0s", "--prune-older-than", "30d")
-				code := p.wait()
-				c.runs.Add(1)
-				var rep struct {
-					Removed int  `json:"removed"`
-					Skipped bool `json:"skipped"`
-				}
-				out := p.out.String()
-				if after := c.outage.Load(); code != 0 && (before != after || before%2 == 1) {
-					continue // the bucket was stopped during the run
-				}
-				if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep) != nil {
-					c.failed.Add(1)
-					f.t.Errorf("gc-%d exited %d:\n%s", i, code, tail(out, 10))
-					return
-				}
-				c.removed.Add(int64(rep.Removed))
-				if rep.Skipped {
-					c.skipped.Add(1)
-				}
-				time.Sleep(100 * time.Millisecond) // pacing, not synchronisation
-			}
-		})
-	}
-	return c
-}
-
-func (c *collectors) halt() {
-	close(c.stop)
-	c.done.Wait()
 }
 
 // TestFleet is the fleet of issue 21 with real processes; see the
@@ -401,129 +278,4 @@ func TestFleet(t *testing.T) {
 	if served[maxAge] != len(tops) || served["0s"] != len(tops) {
 		t.Errorf("fresh replicas served %v of %d tags with the upstream stopped", served, len(tops))
 	}
-}
-
-// pullSome reads the first n bytes of the largest layer of ref's first
-// image through a mirror, then stops.
-func pullSome(ctx context.Context, ref string, n int64) (int64, error) {
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return 0, err
-	}
-	idx, err := remote.Index(r, remote.WithContext(ctx))
-	if err != nil {
-		return 0, err
-	}
-	im, err := idx.IndexManifest()
-	if err != nil || len(im.Manifests) == 0 {
-		return 0, fmt.Errorf("index: %v", err)
-	}
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		return 0, err
-	}
-	layers, err := img.Layers()
-	if err != nil || len(layers) == 0 {
-		return 0, fmt.Errorf("layers: %v", err)
-	}
-	rc, err := layers[len(layers)-1].Compressed()
-	if err != nil {
-		return 0, err
-	}
-	defer rc.Close()
-	return io.CopyN(io.Discard, rc, n)
-}
-
-// imageBytes is what an index and everything under it weigh.
-func imageBytes(t *testing.T, idx v1.ImageIndex) int64 {
-	t.Helper()
-	raw, err := idx.RawManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := int64(len(raw))
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range im.Manifests {
-		img, err := idx.Image(d.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := img.Manifest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += d.Size + m.Config.Size
-		for _, l := range m.Layers {
-			total += l.Size
-		}
-	}
-	return total
-}
-
-func keys(t *testing.T, f *fleet, p string) []string {
-	t.Helper()
-	out, err := f.s3.Client().ListObjectsV2(context.Background(), &awss3.ListObjectsV2Input{Bucket: aws.String(f.bucket), Prefix: aws.String(p)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ks []string
-	for _, o := range out.Contents {
-		ks = append(ks, aws.ToString(o.Key))
-	}
-	return ks
-}
-
-// verifyBucket reads every blob of the bucket through the verifying Get
-// and returns how many did not match and the blobs' bytes.
-func verifyBucket(t *testing.T, f *fleet, b *s3cache.Cache) (bad int, total int64) {
-	t.Helper()
-	ctx := t.Context()
-	err := b.Walk(ctx, func(d v1.Hash, size int64) error {
-		total += size
-		rc, err := b.Get(ctx, d)
-		if err != nil {
-			if errors.Is(err, cache.ErrNotFound) {
-				total -= size // removed since it was listed
-				return nil
-			}
-			return err
-		}
-		defer rc.Close()
-		if _, err := io.Copy(io.Discard, rc); err != nil {
-			bad++
-			t.Errorf("blob %s in the bucket: %v", d, err)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bad, total
-}
-
-// largestLayer is the largest layer of idx's first image.
-func largestLayer(t *testing.T, idx v1.ImageIndex) v1.Hash {
-	t.Helper()
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var best v1.Descriptor
-	for _, l := range m.Layers {
-		if l.Size > best.Size {
-			best = l
-		}
-	}
-	return best.Digest
 }
