@@ -382,17 +382,8 @@ func TestBuildCacheRoundTrip(t *testing.T) {
 		{"s3", func(t *testing.T, _ *localfs.Store) ([]client.CacheOptionsEntry, []client.CacheOptionsEntry, func(*testing.T)) {
 			s3 := testserver.StartS3(t)
 			bucket := s3.NewBucket(t)
-			// The daemon talks to S3, not this process: it gets the
-			// credentials as attributes.
-			attrs := map[string]string{
-				"bucket": bucket, "region": s3.Region, "prefix": "buildkit/",
-				"endpoint_url": s3.Endpoint, "use_path_style": "true",
-				"access_key_id": s3.AccessKey, "secret_access_key": s3.SecretKey,
-			}
-			exp := maps.Clone(attrs)
-			exp["mode"] = "max"
-			return []client.CacheOptionsEntry{{Type: "s3", Attrs: attrs}},
-				[]client.CacheOptionsEntry{{Type: "s3", Attrs: exp}},
+			imports, exports := s3CacheEntries(s3, bucket)
+			return imports, exports,
 				func(t *testing.T) {
 					objs, err := os.ReadDir(filepath.Join(s3.Dir(), bucket, "buildkit", "blobs"))
 					if err != nil || len(objs) == 0 {
@@ -434,18 +425,7 @@ func TestBuildCacheRoundTrip(t *testing.T) {
 
 			d.PruneAll(t)
 			second := build(buildkit.WithCache(imports, nil))
-			var dockerfileSteps []buildkit.Step
-			for _, kind := range []string{"] COPY msg", "] RUN "} {
-				dockerfileSteps = append(dockerfileSteps, stepsNamed(second, kind)...)
-			}
-			if len(dockerfileSteps) != 4 {
-				t.Fatalf("second build: want COPY and RUN for two platforms, got %v", stepNames(second))
-			}
-			for _, st := range dockerfileSteps {
-				if !st.Cached {
-					t.Errorf("second build: step %q was not cached", st.Name)
-				}
-			}
+			dockerfileSteps := requireCached(t, "second build", second)
 			if second.Cached < len(dockerfileSteps) || second.Cached > second.Total {
 				t.Errorf("second build: Cached=%d Total=%d", second.Cached, second.Total)
 			}
@@ -619,4 +599,23 @@ func untar(t *testing.T, path string) string {
 			}
 		}
 	}
+}
+
+// requireCached checks that the COPY and RUN steps of the round-trip
+// Dockerfile, for both platforms, came from the cache, and returns them.
+func requireCached(t *testing.T, what string, res *buildkit.Result) []buildkit.Step {
+	t.Helper()
+	var steps []buildkit.Step
+	for _, kind := range []string{"] COPY msg", "] RUN "} {
+		steps = append(steps, stepsNamed(res, kind)...)
+	}
+	if len(steps) != 4 {
+		t.Fatalf("%s: want COPY and RUN for two platforms, got %v", what, stepNames(res))
+	}
+	for _, st := range steps {
+		if !st.Cached {
+			t.Errorf("%s: step %q was not cached", what, st.Name)
+		}
+	}
+	return steps
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/reach"
 )
 
 // serveManifest answers a manifest request. A tag goes through the
@@ -100,19 +100,7 @@ func writeManifest(w http.ResponseWriter, req *http.Request, d v1.Hash, mt types
 
 // readManifest reads manifest d from the store, verified by its Get.
 func (m *Mirror) readManifest(ctx context.Context, d v1.Hash) ([]byte, error) {
-	rc, err := m.store.Get(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > cache.MaxManifestBytes {
-		return nil, fmt.Errorf("mirror: %s is larger than %d bytes, not a manifest", d, cache.MaxManifestBytes)
-	}
-	return b, nil
+	return reach.GetterOf(m.store.Get)(ctx, v1.Descriptor{Digest: d})
 }
 
 // mediaTypeOf is a manifest's own mediaType or, for an OCI manifest that

@@ -52,6 +52,18 @@ func (rs *replicas) replica(opts ...registry.Option) *registry.Resolver {
 	return newResolver(t, store, append([]registry.Option{registry.WithClock(rs.clock.Now)}, opts...)...)
 }
 
+// countTag counts the registry's manifest requests for tag.
+func countTag(reg *fakeRegistry, tag string) *atomic.Int32 {
+	var n atomic.Int32
+	reg.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/manifests/"+tag) {
+			n.Add(1)
+		}
+		return false
+	})
+	return &n
+}
+
 // TestFleetFreshReplicaServesTheFleetsRecord: what one replica resolved,
 // a fresh replica serves with no registry request within the max age,
 // and stale, from the bucket, with the registry down.
@@ -91,13 +103,7 @@ func TestFleetOneRequestPerMaxAge(t *testing.T) {
 	reg := newFakeRegistry(t)
 	ref := reg.host + "/team/app:v1"
 	push(t, ref, twoPlatformIndex(t, 4<<10))
-	var tagRequests atomic.Int32
-	reg.setFault(func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, "/manifests/v1") {
-			tagRequests.Add(1)
-		}
-		return false
-	})
+	tagRequests := countTag(reg, "v1")
 	rs := newReplicas(t)
 	ctx := t.Context()
 	fleet := []*registry.Resolver{rs.replica(), rs.replica(), rs.replica()}
@@ -126,13 +132,7 @@ func TestFleetConcurrentColdPullsOnce(t *testing.T) {
 	reg := newFakeRegistry(t)
 	ref := reg.host + "/team/app:v1"
 	top := push(t, ref, twoPlatformIndex(t, 4<<10))
-	var tagRequests atomic.Int32
-	reg.setFault(func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.HasSuffix(r.URL.Path, "/manifests/v1") {
-			tagRequests.Add(1)
-		}
-		return false
-	})
+	tagRequests := countTag(reg, "v1")
 	rs := newReplicas(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // hang guard
 	defer cancel()

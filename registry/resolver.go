@@ -79,6 +79,7 @@ func NewResolver(store cache.LayerCache, opts ...Option) (*Resolver, error) {
 		store:    store,
 		index:    idx,
 		claimer:  claimerOf(store),
+		walks:    walkCache{Max: maxWalks},
 		o:        o,
 		checked:  map[string]time.Time{},
 		client:   c,
@@ -423,7 +424,7 @@ func (r *Resolver) readBlob(ctx context.Context, d v1.Hash, limit int64) ([]byte
 // or an error wrapping ErrNotFound naming what is missing.
 func (r *Resolver) complete(ctx context.Context, top v1.Descriptor, platforms []string) (*cache.ResolvedImage, error) {
 	key := newWalkKey(top.Digest, platforms)
-	w, ok := r.walks.get(key)
+	w, ok := r.walks.Get(key)
 	if ok {
 		// The manifests were read before; only whether every blob is still
 		// stored can have changed.
@@ -447,7 +448,7 @@ func (r *Resolver) complete(ctx context.Context, top v1.Descriptor, platforms []
 		}
 	}
 	if !ok {
-		r.walks.put(key, w)
+		r.walks.Put(key, w)
 	}
 	return &cache.ResolvedImage{Digest: top.Digest, Manifests: maps.Clone(w.manifests)}, nil
 }

@@ -2,9 +2,10 @@ package registry
 
 import (
 	"strings"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildcache/buildcache/internal/memo"
 )
 
 // maxWalks bounds the walks a Resolver remembers; when full it starts over,
@@ -18,10 +19,7 @@ const maxWalks = 4096
 // checks with a Stat each on every call. It keeps a warm hit from reading
 // and hashing the manifests again (issue 12: a warm PullIfNotPresent
 // resolve should cost microseconds).
-type walkCache struct {
-	mu    sync.Mutex
-	walks map[walkKey]walk
-}
+type walkCache = memo.Map[walkKey, walk] // of at most maxWalks
 
 type walkKey struct {
 	top       v1.Hash
@@ -35,22 +33,6 @@ type walk struct {
 
 func newWalkKey(top v1.Hash, platforms []string) walkKey {
 	return walkKey{top: top, platforms: strings.Join(platforms, "\x00")}
-}
-
-func (c *walkCache) get(k walkKey) (walk, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	w, ok := c.walks[k]
-	return w, ok
-}
-
-func (c *walkCache) put(k walkKey, w walk) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.walks == nil || len(c.walks) >= maxWalks {
-		c.walks = make(map[walkKey]walk)
-	}
-	c.walks[k] = w
 }
 
 // walkOf is what complete remembers of manifests.

@@ -90,7 +90,7 @@ func (c *Cache) ClaimRevalidation(ctx context.Context, name string, maxAge time.
 // record still holds it as this process last wrote it (a RecordRoot
 // since has ended it already: no request).
 func (c *Cache) releaseClaim(name string) {
-	s, ok := c.records.get(name)
+	s, ok := c.records.Get(name)
 	if !ok || s.doc.Claim == nil || s.doc.Claim.Holder != c.holder {
 		return
 	}
@@ -101,7 +101,7 @@ func (c *Cache) releaseClaim(name string) {
 	if doc.Root == nil {
 		key, _ := c.recordKey(name)
 		_ = c.deleteKey(ctx, key, s.etag)
-		c.records.forget(name)
+		c.records.Delete(name)
 		return
 	}
 	_, _ = c.writeRecord(ctx, name, doc, s.etag) // a conflict: someone wrote since, and our claim is gone or expires

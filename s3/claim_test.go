@@ -80,10 +80,8 @@ func TestClaimRevalidationOnePerMaxAge(t *testing.T) {
 // TestClaimColdReferenceOnePull: processes that have nothing of a
 // reference wait for the one that claimed it, and find its record.
 func TestClaimColdReferenceOnePull(t *testing.T) {
-	f := newFleet(t)
+	f, puller, top := withImage(t)
 	ctx := t.Context()
-	puller := f.proc()
-	top, _ := image(t, puller, "v1")
 	const name = "r.example/cold:v1"
 	cl, _, err := puller.ClaimRevalidation(ctx, name, time.Minute)
 	if err != nil || !cl.Claimed || cl.Found {

@@ -98,6 +98,15 @@ func image(t *testing.T, c cache.Putter, tag string, layers ...[]byte) (v1.Descr
 	return v1.Descriptor{MediaType: types.OCIImageIndex, Digest: id, Size: int64(len(ib))}, all
 }
 
+// withImage is a fleet, a process of it and an image it put in the
+// bucket (its index's descriptor).
+func withImage(t *testing.T) (*fleet, *s3cache.Cache, v1.Descriptor) {
+	f := newFleet(t)
+	c := f.proc()
+	top, _ := image(t, c, "v1")
+	return f, c, top
+}
+
 // root is desc recorded for name, checked at at.
 func root(desc v1.Descriptor, name string, at time.Time) v1.Descriptor {
 	desc.Annotations = map[string]string{

@@ -3,6 +3,7 @@ package s3_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,15 +80,7 @@ func summary(r s3cache.GCReport) GCSummary {
 	return GCSummary{r.Blobs, r.Removed, r.Reachable, r.Leased, r.Young, r.Records, r.BuildKitManifests}
 }
 
-func cmpHash(a, b v1.Hash) int {
-	switch {
-	case a.Hex < b.Hex:
-		return -1
-	case a.Hex > b.Hex:
-		return 1
-	}
-	return 0
-}
+func cmpHash(a, b v1.Hash) int { return strings.Compare(a.Hex, b.Hex) }
 
 func errorsIsNotFound(err error) bool { return errors.Is(err, cache.ErrNotFound) }
 

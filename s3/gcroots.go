@@ -86,7 +86,7 @@ func (c *Cache) readRoots(ctx context.Context, o gcOptions) (*roots, error) {
 				if err := c.deleteKey(ctx, key, s.etag); err != nil {
 					return c.remoteErr("gc: prune record", key, err)
 				}
-				c.records.forget(name)
+				c.records.Delete(name)
 			}
 			if doc.Root != nil {
 				r.pruned = append(r.pruned, name)

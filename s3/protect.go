@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -92,21 +91,9 @@ func (c *Cache) presentReach(ctx context.Context, desc v1.Descriptor) (reach.Set
 	return present, err
 }
 
-// readManifest reads a small blob through the verifying Get.
+// readManifest reads a manifest through the verifying Get.
 func (c *Cache) readManifest(ctx context.Context, d v1.Hash) ([]byte, error) {
-	rc, err := c.Get(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > cache.MaxManifestBytes {
-		return nil, fmt.Errorf("s3: %s is larger than %d bytes, not a manifest", d, cache.MaxManifestBytes)
-	}
-	return b, nil
+	return reach.GetterOf(c.Get)(ctx, v1.Descriptor{Digest: d})
 }
 
 // statAll stats each of ds, statConcurrency at a time, and hands each

@@ -94,7 +94,7 @@ func (c *Cache) UpdateIndex(ctx context.Context, fn func(*v1.IndexManifest) erro
 			if err := c.deleteKey(ctx, key, s.etag); err != nil {
 				return c.remoteErr("delete record", key, err)
 			}
-			c.records.forget(name)
+			c.records.Delete(name)
 		}
 		for name, d := range want {
 			s, found := recs[name]

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -58,34 +57,6 @@ type recordState struct {
 	doc  recordDoc
 }
 
-// recordMemo remembers the records' ETags.
-type recordMemo struct {
-	mu sync.Mutex
-	m  map[string]recordState
-}
-
-func (r *recordMemo) get(name string) (recordState, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s, ok := r.m[name]
-	return s, ok
-}
-
-func (r *recordMemo) put(name string, s recordState) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil || len(r.m) >= maxRememberedETags {
-		r.m = map[string]recordState{}
-	}
-	r.m[name] = s
-}
-
-func (r *recordMemo) forget(name string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.m, name)
-}
-
 var (
 	_ cache.RootIndex    = (*Cache)(nil)
 	_ cache.RootLookup   = (*Cache)(nil)
@@ -115,7 +86,7 @@ func (c *Cache) readRecord(ctx context.Context, name string) (recordState, bool,
 			if nerr := c.notFound(ctx, "record", v1.Hash{}, key); !errors.Is(nerr, cache.ErrNotFound) {
 				return recordState{}, false, nerr // no bucket
 			}
-			c.records.forget(name)
+			c.records.Delete(name)
 			return recordState{}, false, nil
 		}
 		return recordState{}, false, c.remoteErr("read record", key, err)
@@ -128,7 +99,7 @@ func (c *Cache) readRecord(ctx context.Context, name string) (recordState, bool,
 		doc.Root = nil // a record copied under another name: not this reference's
 	}
 	s := recordState{etag: etag, doc: doc}
-	c.records.put(name, s)
+	c.records.Put(name, s)
 	return s, true, nil
 }
 
@@ -142,19 +113,19 @@ func (c *Cache) writeRecord(ctx context.Context, name string, doc recordDoc, eta
 	}
 	newTag, err := c.putJSON(ctx, key, doc, etag, etag == "")
 	if err != nil {
-		c.records.forget(name)
+		c.records.Delete(name)
 		if isConflict(err) {
 			return false, nil
 		}
 		return false, c.remoteErr("write record", key, err)
 	}
-	c.records.put(name, recordState{etag: newTag, doc: doc})
+	c.records.Put(name, recordState{etag: newTag, doc: doc})
 	return true, nil
 }
 
 // state is what this process knows of name's record, read if unknown.
 func (c *Cache) state(ctx context.Context, name string) (recordState, bool, error) {
-	if s, ok := c.records.get(name); ok {
+	if s, ok := c.records.Get(name); ok {
 		return s, true, nil
 	}
 	return c.readRecord(ctx, name)

@@ -105,9 +105,7 @@ func TestRecordsConcurrentWritersLoseNothing(t *testing.T) {
 // TestRecordOfMissingTop: a record is only written for a top the bucket
 // holds, so that it never points to nothing.
 func TestRecordOfMissingTop(t *testing.T) {
-	f := newFleet(t)
-	c := f.proc()
-	top, _ := image(t, c, "v1")
+	f, c, top := withImage(t)
 	top.Digest = digestOf([]byte("not stored"))
 	err := c.RecordRoot(t.Context(), root(top, "r.example/app:v1", f.clock.Now()))
 	if !errors.Is(err, cache.ErrNotFound) {
@@ -121,10 +119,8 @@ func TestRecordOfMissingTop(t *testing.T) {
 // TestUpdateIndexPrunes: a resolver's Prune (UpdateIndex) deletes the
 // records it drops and leaves the others.
 func TestUpdateIndexPrunes(t *testing.T) {
-	f := newFleet(t)
-	c := f.proc()
+	f, c, top := withImage(t)
 	ctx := t.Context()
-	top, _ := image(t, c, "v1")
 	for _, n := range []string{"a", "b", "c"} {
 		if err := c.RecordRoot(ctx, root(top, "r.example/"+n+":v1", f.clock.Now())); err != nil {
 			t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/memo"
 	"github.com/buildcache/buildcache/s3/s3loc"
 )
 
@@ -66,7 +67,7 @@ type Cache struct {
 	// The fleet's shared state (fleet.go): this process's name in
 	// claims, the records' ETags, and test hooks.
 	holder      string
-	records     recordMemo
+	records     memo.Map[string, recordState]                    // the records' ETags, at most maxRememberedETags
 	serverClock func() time.Time                                 // tests: the endpoint's clock
 	sleepHook   func(ctx context.Context, d time.Duration) error // tests: waiting
 	sweepWaits  atomic.Uint64                                    // records that waited for a collector
@@ -169,13 +170,7 @@ func WithTouchRefresh(d time.Duration) Option {
 // it every quarter of d. Default DefaultLeaseTTL (10 minutes); at least
 // a second.
 func WithLeaseTTL(d time.Duration) Option {
-	return func(o *options) error {
-		if d < time.Second {
-			return fmt.Errorf("s3: WithLeaseTTL(%v): must be at least 1s", d)
-		}
-		o.leaseTTL = d
-		return nil
-	}
+	return func(o *options) error { return atLeastASecond("WithLeaseTTL", d, &o.leaseTTL) }
 }
 
 // WithClaimTTL sets how long a claim on a reference's revalidation
@@ -183,13 +178,17 @@ func WithLeaseTTL(d time.Duration) Option {
 // when its holder neither records nor releases it (it died). Default
 // DefaultClaimTTL (1 minute); at least a second.
 func WithClaimTTL(d time.Duration) Option {
-	return func(o *options) error {
-		if d < time.Second {
-			return fmt.Errorf("s3: WithClaimTTL(%v): must be at least 1s", d)
-		}
-		o.claimTTL = d
-		return nil
+	return func(o *options) error { return atLeastASecond("WithClaimTTL", d, &o.claimTTL) }
+}
+
+// atLeastASecond sets *to to d, a TTL of the fleet's shared state, which
+// must be at least a second.
+func atLeastASecond(option string, d time.Duration, to *time.Duration) error {
+	if d < time.Second {
+		return fmt.Errorf("s3: %s(%v): must be at least 1s", option, d)
 	}
+	*to = d
+	return nil
 }
 
 // WithClock replaces time.Now, for tests of touch-refresh and of how
@@ -252,6 +251,7 @@ func New(client *awss3.Client, bucket, prefix string, opts ...Option) (*Cache, e
 		opts:   o,
 		holder: newID(),
 	}
+	c.records.Max = maxRememberedETags
 	co := client.Options()
 	switch {
 	case co.BaseEndpoint != nil && *co.BaseEndpoint != "":
@@ -382,28 +382,13 @@ func (c *Cache) Delete(ctx context.Context, d v1.Hash) error {
 // not blobs and are skipped.
 func (c *Cache) Walk(ctx context.Context, fn func(d v1.Hash, size int64) error) error {
 	prefix := c.blobsKeyPrefix()
-	in := &awss3.ListObjectsV2Input{Bucket: aws.String(c.bucket), Prefix: aws.String(prefix)}
-	if c.listPageSize > 0 {
-		in.MaxKeys = aws.Int32(c.listPageSize)
-	}
-	pages := awss3.NewListObjectsV2Paginator(c.client, in)
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	return c.listKeys(ctx, prefix, func(key string, size int64, _ time.Time, _ string, _ time.Time) error {
+		d, err := cache.ParseDigest(strings.TrimPrefix(key, prefix))
 		if err != nil {
-			return c.remoteErr("walk", prefix, err)
+			return nil
 		}
-		c.bucketOK.Store(true)
-		for _, obj := range page.Contents {
-			d, err := cache.ParseDigest(strings.TrimPrefix(aws.ToString(obj.Key), prefix))
-			if err != nil {
-				continue
-			}
-			if err := fn(d, aws.ToInt64(obj.Size)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+		return fn(d, size)
+	})
 }
 
 // SweepUploads aborts the multipart uploads under the blobs prefix that

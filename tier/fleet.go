@@ -3,7 +3,6 @@ package tier
 import (
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"time"
 
@@ -80,9 +79,8 @@ func (c *Cache) recordFar(ctx context.Context, desc v1.Descriptor) {
 		return
 	}
 	name := desc.Annotations[cache.AnnotationRefName]
-	c.mu.Lock()
-	known := c.farRecorded[name] == desc.Digest
-	c.mu.Unlock()
+	last, _ := c.farRecorded.Get(name)
+	known := last == desc.Digest
 	var err error
 	if !known {
 		err = c.backfill(ctx, desc)
@@ -96,12 +94,7 @@ func (c *Cache) recordFar(ctx context.Context, desc v1.Descriptor) {
 		}
 	}
 	if err == nil {
-		c.mu.Lock()
-		if c.farRecorded == nil || len(c.farRecorded) >= maxFarRecorded {
-			c.farRecorded = map[string]v1.Hash{}
-		}
-		c.farRecorded[name] = desc.Digest
-		c.mu.Unlock()
+		c.farRecorded.Put(name, desc.Digest)
 	}
 	c.farDone(ctx, err)
 }
@@ -117,15 +110,7 @@ const maxFarRecorded = 10000
 // while this machine kept it.
 func (c *Cache) backfill(ctx context.Context, desc v1.Descriptor) error {
 	var present []v1.Hash
-	get := func(ctx context.Context, d v1.Descriptor) ([]byte, error) {
-		rc, err := c.near.Get(ctx, d.Digest)
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		return io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes))
-	}
-	if _, err := reach.Walk(ctx, desc, get, reach.Set{}, func(d v1.Hash, _ bool) { present = append(present, d) }); err != nil {
+	if _, err := reach.Walk(ctx, desc, reach.GetterOf(c.near.Get), reach.Set{}, func(d v1.Hash, _ bool) { present = append(present, d) }); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)

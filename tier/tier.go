@@ -54,6 +54,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/memo"
 	"github.com/buildcache/buildcache/internal/rootindex"
 )
 
@@ -72,7 +73,8 @@ type Cache struct {
 	farRecordHits atomic.Uint64 // fleet.go
 	backfilled    atomic.Uint64
 
-	memIndex rootindex.Memory // the roots, when the near tier keeps none
+	memIndex    rootindex.Memory          // the roots, when the near tier keeps none
+	farRecorded memo.Map[string, v1.Hash] // reference -> the digest last recorded in the far tier: fleet.go
 
 	bg     context.Context // of probes; cancelled by Close
 	stopBg context.CancelFunc
@@ -83,8 +85,6 @@ type Cache struct {
 	inflight map[string]chan struct{} // background far writes by digest
 	lastErr  error
 	health   farHealth
-
-	farRecorded map[string]v1.Hash // reference -> the digest last recorded in the far tier: fleet.go
 }
 
 var (
@@ -137,6 +137,7 @@ func New(near, far cache.LayerCache, opts ...Option) (*Cache, error) {
 		return nil, errors.New("tier: New needs a near and a far tier")
 	}
 	c := &Cache{near: near, far: far, inflight: map[string]chan struct{}{}}
+	c.farRecorded.Max = maxFarRecorded
 	c.o = options{logger: slog.New(slog.DiscardHandler), now: time.Now}
 	for _, opt := range opts {
 		if err := opt(&c.o); err != nil {

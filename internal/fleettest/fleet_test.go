@@ -105,11 +105,13 @@ func TestFleet(t *testing.T) {
 	for _, tag := range tags {
 		idx := ti.RandomIndex(platforms, 128<<10, 2)
 		tops[tag] = ti.Push(f.reg.Host+"/"+tag, idx)
-		reachable += imageBytes(t, idx)
+		n, _ := imageFacts(t, idx)
+		reachable += n
 	}
 	big := ti.RandomIndex([]string{"linux/amd64"}, 48<<20, 1)
 	tops["big:v1"] = ti.Push(f.reg.Host+"/big:v1", big)
-	reachable += imageBytes(t, big)
+	n, bigLayer := imageFacts(t, big)
+	reachable += n
 	// Garbage nobody references, and a budget the collectors must
 	// bring the bucket under: everything reachable and 1 MiB.
 	f.budget = reachable + 1<<20
@@ -176,7 +178,6 @@ func TestFleet(t *testing.T) {
 		t.Fatalf("first MiB of the large image through replica-1: %v", err)
 	}
 	replicas[0].kill()
-	bigLayer := largestLayer(t, big)
 	if _, err := b.Stat(ctx, bigLayer); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("the large layer is in the bucket already (%v): replica-1 was not killed in the middle of its pull", err)
 	}

@@ -176,18 +176,20 @@ func pullSome(ctx context.Context, ref string, n int64) (int64, error) {
 	return io.CopyN(io.Discard, rc, n)
 }
 
-// imageBytes is what an index and everything under it weigh.
-func imageBytes(t *testing.T, idx v1.ImageIndex) int64 {
+// imageFacts is what an index and everything under it weigh, and the
+// largest layer of its images.
+func imageFacts(t *testing.T, idx v1.ImageIndex) (total int64, largest v1.Hash) {
 	t.Helper()
 	raw, err := idx.RawManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := int64(len(raw))
+	total = int64(len(raw))
 	im, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var big int64
 	for _, d := range im.Manifests {
 		img, err := idx.Image(d.Digest)
 		if err != nil {
@@ -200,9 +202,12 @@ func imageBytes(t *testing.T, idx v1.ImageIndex) int64 {
 		total += d.Size + m.Config.Size
 		for _, l := range m.Layers {
 			total += l.Size
+			if l.Size > big {
+				big, largest = l.Size, l.Digest
+			}
 		}
 	}
-	return total
+	return total, largest
 }
 
 // keys lists the bucket's keys under p.
@@ -245,28 +250,4 @@ func verifyBucket(t *testing.T, f *fleet, b *s3cache.Cache) (bad int, total int6
 		t.Fatal(err)
 	}
 	return bad, total
-}
-
-// largestLayer is the largest layer of idx's first image.
-func largestLayer(t *testing.T, idx v1.ImageIndex) v1.Hash {
-	t.Helper()
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := idx.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var best v1.Descriptor
-	for _, l := range m.Layers {
-		if l.Size > best.Size {
-			best = l
-		}
-	}
-	return best.Digest
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -74,6 +75,26 @@ func (s Set) Has(d v1.Hash) bool {
 // most cache.MaxManifestBytes; a blob that is not there is an error
 // wrapping cache.ErrNotFound.
 type Getter func(ctx context.Context, desc v1.Descriptor) ([]byte, error)
+
+// GetterOf makes a Getter of a store's verifying Get: a manifest is read
+// whole, and one larger than cache.MaxManifestBytes is an error.
+func GetterOf(get func(context.Context, v1.Hash) (io.ReadCloser, error)) Getter {
+	return func(ctx context.Context, desc v1.Descriptor) ([]byte, error) {
+		rc, err := get(ctx, desc.Digest)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, cache.MaxManifestBytes+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(b) > cache.MaxManifestBytes {
+			return nil, fmt.Errorf("%s is larger than %d bytes, not a manifest", desc.Digest, cache.MaxManifestBytes)
+		}
+		return b, nil
+	}
+}
 
 // IsManifest reports whether a descriptor of media type mt names a
 // manifest or an index, whose references a walk follows.

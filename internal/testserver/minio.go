@@ -40,23 +40,7 @@ func StartMinIO(t testing.TB) *S3Server {
 	if _, err := os.Stat(bin); bin == "" || err != nil {
 		unavailable(t, fmt.Errorf("no MinIO found: %s", MinIOInstallHint))
 	}
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &S3Server{
-		Region:    "us-east-1",
-		AccessKey: "buildcache-test-key",
-		SecretKey: "buildcache-test-secret-never-shown",
-		bin:       bin,
-		dir:       t.TempDir(),
-		addr:      fmt.Sprintf("127.0.0.1:%d", port),
-		minio:     true,
-	}
-	s.Endpoint = "http://" + s.addr
-	s.Start(t)
-	t.Cleanup(s.Stop)
-	return s
+	return launchS3(t, bin, true)
 }
 
 func (s *S3Server) minioCommand() *exec.Cmd {

@@ -71,6 +71,14 @@ func StartS3(t testing.TB) *S3Server {
 	if err != nil {
 		unavailable(t, err)
 	}
+	return launchS3(t, bin, false)
+}
+
+// launchS3 starts the server bin (MinIO when minio) on a free port of
+// 127.0.0.1 with its storage in a temp dir, waits until it answers, and
+// stops it when the test ends.
+func launchS3(t testing.TB, bin string, minio bool) *S3Server {
+	t.Helper()
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +90,7 @@ func StartS3(t testing.TB) *S3Server {
 		bin:       bin,
 		dir:       t.TempDir(),
 		addr:      fmt.Sprintf("127.0.0.1:%d", port),
+		minio:     minio,
 	}
 	s.Endpoint = "http://" + s.addr
 	s.Start(t)
