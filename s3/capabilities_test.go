@@ -7,6 +7,7 @@ import (
 	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/internal/captest"
 	"github.com/buildcache/buildcache/internal/testserver"
+	s3cache "github.com/buildcache/buildcache/s3"
 )
 
 // TestCapabilityLeaser runs the lease suite localfs runs on the bucket's
@@ -22,4 +23,18 @@ func TestCapabilityLeaser(t *testing.T) {
 func TestCapabilityRootIndex(t *testing.T) {
 	srv := testserver.StartS3(t)
 	cachetest.RunRootIndex(t, func(t *testing.T) cache.LayerCache { return newCache(t, srv) })
+}
+
+// TestCapabilityRevalidationClaimer runs the claim suite on two Caches
+// of one bucket.
+func TestCapabilityRevalidationClaimer(t *testing.T) {
+	srv := testserver.StartS3(t)
+	cachetest.RunRevalidationClaimer(t, func(t *testing.T) (cache.LayerCache, cache.LayerCache) {
+		a := newCache(t, srv)
+		b, err := s3cache.New(srv.Client(), a.Bucket(), a.Prefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/cache/cachetest"
 	"github.com/buildcache/buildcache/internal/testserver"
 	s3cache "github.com/buildcache/buildcache/s3"
 	"github.com/buildcache/buildcache/tier"
@@ -194,4 +195,14 @@ func TestTierFarRecordsDown(t *testing.T) {
 	if err := o.c.LastFarError(); err == nil || !errors.Is(err, cache.ErrOffline) {
 		t.Fatalf("LastFarError = %v", err)
 	}
+}
+
+// TestCapabilityRevalidationClaimer runs the claim suite that the bucket
+// runs on two tiers over it, each with its own near tier.
+func TestCapabilityRevalidationClaimer(t *testing.T) {
+	srv := testserver.StartS3(t)
+	cachetest.RunRevalidationClaimer(t, func(t *testing.T) (cache.LayerCache, cache.LayerCache) {
+		f := &bucketFleet{t: t, srv: srv, bucket: srv.NewBucket(t)}
+		return f.tier(), f.tier()
+	})
 }
