@@ -9,10 +9,11 @@ import (
 
 // A LayerCache may do more than the five methods of the interface: keep
 // blobs safe from its collectors for a pull in progress (Leaser), keep
-// named roots (RootIndex, RootLookup, RootRecorder), sync a group of new
-// blobs at once (DeferredSyncer), keep counters across processes
-// (CounterAdder), take a blob in while it is read back (Ingester), hold
-// resources until closed (io.Closer). Callers find these capabilities
+// named roots (RootIndex, RootLookup, RootRecorder), share them with
+// other processes and coordinate their revalidation (RevalidationClaimer),
+// sync a group of new blobs at once (DeferredSyncer), keep counters across
+// processes (CounterAdder), take a blob in while it is read back
+// (Ingester), hold resources until closed (io.Closer). Callers find these capabilities
 // with As, which looks through wrappers: a tier, or any store that wraps
 // another and says so with Unwrap. A wrapper either
 // implements a capability itself, so that it keeps its guarantee for the
