@@ -123,7 +123,7 @@ func TestFleet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f.up.tagRequests()
+	f.up.manifestRequests()
 
 	gc := f.collect(2)
 	replicas := []*proc{f.replica("replica-1", "--max-age", maxAge), f.replica("replica-2", "--max-age", maxAge), f.replica("replica-3", "--max-age", maxAge)}
@@ -144,6 +144,7 @@ func TestFleet(t *testing.T) {
 		})
 	}
 	runners.Wait()
+	warmTags, _ := f.up.manifestRequests()
 	// Ten pulls of each tag spread over the replicas, three at a time.
 	for _, tag := range tags {
 		var wg sync.WaitGroup
@@ -161,8 +162,13 @@ func TestFleet(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	perTag := f.up.tagRequests()
+	pullTags, pullRepos := f.up.manifestRequests()
+	perTag := map[string]int{}
 	for _, tag := range tags {
+		perTag[tag] = warmTags[tag] + pullTags[tag]
+		if repo, _, _ := strings.Cut(tag, ":"); tag != "app4:v1" && pullRepos[repo] != 0 {
+			t.Errorf("%s, warmed by the runners: 10 pulls through the replicas made %d upstream manifest requests, want 0", tag, pullRepos[repo])
+		}
 		if n := perTag[tag]; n != 1 {
 			t.Errorf("%s: %d upstream requests for the tag across 2 runners and 3 replicas within one max age, want 1", tag, n)
 		}
@@ -268,6 +274,7 @@ func TestFleet(t *testing.T) {
 		t.Errorf("%d collections failed", gc.failed.Load())
 	}
 	t.Logf("fleet on %s: upstream requests per tag within one max age across 2 runners and 3 replicas: %v", f.s3.Kind(), perTag)
+	t.Logf("10 pulls of each tag spread over 3 replicas (max age %s): upstream manifest requests of any kind, by repository: %v (app4, not warmed: its tag once, then its platform manifests by digest once for the fleet)", maxAge, pullRepos)
 	t.Logf("bucket stopped: the replicas served %d of %d pulls from their near directories", servedBucketDown, (len(replicas)-1)*len(tags))
 	t.Logf("upstream stopped: a fresh replica served %d of %d tags within the max age and %d of %d stale (max age 0)", served[maxAge], len(tops), served["0s"], len(tops))
 	t.Logf("replica-1 killed in the middle of a 48 MiB pull: %d lease objects in the bucket then, %d after its lease TTL (%s) and a collection",

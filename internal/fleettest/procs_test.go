@@ -112,9 +112,10 @@ func tail(s string, n int) string {
 type counter struct {
 	host string
 
-	mu   sync.Mutex
-	tags map[string]int // "name:tag" -> manifest requests by tag
-	all  int
+	mu    sync.Mutex
+	tags  map[string]int // "name:tag" -> manifest requests by tag
+	repos map[string]int // "name" -> manifest requests, by tag or digest
+	all   int
 }
 
 const (
@@ -125,7 +126,7 @@ const (
 var tagPath = regexp.MustCompile(`^/v2/(.+)/manifests/([A-Za-z0-9_][A-Za-z0-9_.-]*)$`)
 
 func startCounter(t *testing.T, target string) *counter {
-	c := &counter{tags: map[string]int{}}
+	c := &counter{tags: map[string]int{}, repos: map[string]int{}}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if resp.ContentLength > slowAbove && strings.Contains(resp.Request.URL.Path, "/blobs/") {
@@ -139,6 +140,9 @@ func startCounter(t *testing.T, target string) *counter {
 		if m := tagPath.FindStringSubmatch(r.URL.Path); m != nil {
 			c.tags[m[1]+":"+m[2]]++
 		}
+		if name, _, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v2/"), "/manifests/"); ok {
+			c.repos[name]++
+		}
 		c.mu.Unlock()
 		rp.ServeHTTP(w, r)
 	}))
@@ -146,14 +150,14 @@ func startCounter(t *testing.T, target string) *counter {
 	return c
 }
 
-// tagRequests returns the manifest requests by tag so far, and resets
-// them.
-func (c *counter) tagRequests() map[string]int {
+// manifestRequests returns the manifest requests by tag and by
+// repository so far, and resets them.
+func (c *counter) manifestRequests() (byTag, byRepo map[string]int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := c.tags
-	c.tags = map[string]int{}
-	return out
+	byTag, byRepo = c.tags, c.repos
+	c.tags, c.repos = map[string]int{}, map[string]int{}
+	return byTag, byRepo
 }
 
 type slowBody struct{ io.ReadCloser }
