@@ -1,0 +1,88 @@
+//go:build linux
+
+package localfs_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/localfs"
+)
+
+// probe runs ProbeWrite and checks that it left no file in the temp
+// directory, whatever its outcome.
+func probe(t *testing.T, s *localfs.Store) error {
+	t.Helper()
+	err := s.ProbeWrite(t.Context())
+	left, rerr := os.ReadDir(filepath.Join(s.Dir(), ".buildcache", "tmp"))
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if len(left) != 0 {
+		t.Fatalf("ProbeWrite (%v) left %d entries in the temp directory, the first %s", err, len(left), left[0].Name())
+	}
+	return err
+}
+
+// A full file system fails the probe with ErrNoSpace, and it passes again
+// once there is room.
+func TestProbeWriteFullDisk(t *testing.T) {
+	mnt := mountTmpfs(t, tmpfsOpts)
+	s, err := localfs.Open(filepath.Join(mnt, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := probe(t, s); err != nil {
+		t.Fatalf("probe of a store with room: %v", err)
+	}
+	filler := filepath.Join(mnt, "filler")
+	fillDisk(t, filler)
+	err = probe(t, s)
+	if !errors.Is(err, cache.ErrNoSpace) {
+		t.Fatalf("probe on a full disk: %v, want ErrNoSpace", err)
+	}
+	t.Logf("full disk: %v", err)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe(t, s); err != nil {
+		t.Fatalf("probe once there is room again: %v", err)
+	}
+}
+
+// A file system remounted read-only under an open store fails the probe
+// (EROFS), which passes again once it is writable.
+func TestProbeWriteReadOnly(t *testing.T) {
+	mnt := mountTmpfs(t, tmpfsOpts)
+	s, err := localfs.Open(filepath.Join(mnt, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := probe(t, s); err != nil {
+		t.Fatalf("probe of a writable store: %v", err)
+	}
+	remount := func(flags uintptr) {
+		t.Helper()
+		if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|flags, tmpfsOpts); err != nil {
+			t.Fatalf("remount %s (flags %#x): %v", mnt, flags, err)
+		}
+	}
+	remount(unix.MS_RDONLY)
+	defer remount(0)
+	err = s.ProbeWrite(t.Context())
+	if !errors.Is(err, syscall.EROFS) {
+		t.Fatalf("probe on a read-only file system: %v, want EROFS", err)
+	}
+	remount(0)
+	if err := probe(t, s); err != nil {
+		t.Fatalf("probe once writable again: %v", err)
+	}
+}
