@@ -9,9 +9,8 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 )
 
@@ -69,19 +68,12 @@ func TestProbeWriteReadOnly(t *testing.T) {
 	if err := probe(t, s); err != nil {
 		t.Fatalf("probe of a writable store: %v", err)
 	}
-	remount := func(flags uintptr) {
-		t.Helper()
-		if err := unix.Mount("", mnt, "", unix.MS_REMOUNT|flags, tmpfsOpts); err != nil {
-			t.Fatalf("remount %s (flags %#x): %v", mnt, flags, err)
-		}
-	}
-	remount(unix.MS_RDONLY)
-	defer remount(0)
+	testserver.RemountTmpfs(t, mnt, tmpfsOpts, true)
 	err = s.ProbeWrite(t.Context())
+	testserver.RemountTmpfs(t, mnt, tmpfsOpts, false)
 	if !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("probe on a read-only file system: %v, want EROFS", err)
 	}
-	remount(0)
 	if err := probe(t, s); err != nil {
 		t.Fatalf("probe once writable again: %v", err)
 	}

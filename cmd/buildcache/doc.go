@@ -30,10 +30,11 @@
 //	serve --upstream NS=URL... [--listen 127.0.0.1:5000] [--default-upstream NS]
 //	      [--max-age D] [--tls-cert F --tls-key F] [--htpasswd F] [--token-file F]
 //	      [--log-format text|json] [--metrics-listen ADDR] [--shutdown-timeout D]
-//	      [--stale-budget D] [--not-found-ttl D]
+//	      [--shutdown-delay D] [--stale-budget D] [--not-found-ttl D]
 //	    Serve the cache as a pull-through registry mirror for Docker,
 //	    containerd, the kubelet and buildkitd, until SIGTERM or SIGINT;
-//	    loopback only unless --allow-remote. `buildcache serve --help` says more.
+//	    loopback only unless --allow-remote; /healthz and /readyz for probes.
+//	    `buildcache serve --help` says more.
 //	stats
 //	    Blob count, bytes, recorded images and the store's lifetime
 //	    counters: hits, misses, bytes in and out, evictions, corruptions,
