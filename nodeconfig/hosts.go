@@ -49,6 +49,9 @@ func endpoint(what, s string) (string, error) {
 	if strings.ContainsAny(s, "\"\\' \t\r\n") || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return "", bad("quotes, backslashes, spaces and control characters are not allowed")
 	}
+	if l := strings.ToLower(s); !strings.HasPrefix(l, "http://") && !strings.HasPrefix(l, "https://") {
+		return "", bad("want an http:// or https:// URL")
+	}
 	u, err := url.Parse(strings.TrimSuffix(s, "/"))
 	if err != nil {
 		return "", bad(err.Error())

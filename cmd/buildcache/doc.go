@@ -35,6 +35,12 @@
 //	    containerd, the kubelet and buildkitd, until SIGTERM or SIGINT;
 //	    loopback only unless --allow-remote; /healthz and /readyz for probes.
 //	    `buildcache serve --help` says more.
+//	node-config --registry NS=URL... [--mirror URL] [--hosts-dir DIR] [--wait D]
+//	      [--remove | --until-signal]
+//	    Once the node's mirror answers /readyz, write containerd's hosts.toml
+//	    for each registry: the mirror first, the registry's server as the
+//	    fallback; --remove restores what they replaced. `buildcache
+//	    node-config --help` says which containerd settings it needs.
 //	stats
 //	    Blob count, bytes, recorded images and the store's lifetime
 //	    counters: hits, misses, bytes in and out, evictions, corruptions,
