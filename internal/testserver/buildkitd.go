@@ -45,21 +45,28 @@ var errUnavailable = errors.New("unavailable")
 // buildkitdBinary finds buildkitd: $BUILDCACHE_BUILDKITD_BIN, buildkitd on
 // PATH, or buildkitd in $(go env GOPATH)/bin, where scripts/test puts it.
 func buildkitdBinary() (string, error) {
-	if p := os.Getenv("BUILDCACHE_BUILDKITD_BIN"); p != "" {
+	return toolBinary("BUILDCACHE_BUILDKITD_BIN", "buildkitd", BuildkitdInstallHint)
+}
+
+// toolBinary finds a program: $env, name on PATH, or name in $(go env
+// GOPATH)/bin, where scripts/test builds the ones Debian lacks; missing,
+// the error says hint and wraps errUnavailable.
+func toolBinary(env, name, hint string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		return p, nil
 	}
-	if p, err := exec.LookPath("buildkitd"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
 	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
 		for _, dir := range filepath.SplitList(strings.TrimSpace(string(gopath))) {
-			p := filepath.Join(dir, "bin", "buildkitd")
+			p := filepath.Join(dir, "bin", name)
 			if info, err := os.Stat(p); err == nil && !info.IsDir() {
 				return p, nil
 			}
 		}
 	}
-	return "", fmt.Errorf("no buildkitd found: %s: %w", BuildkitdInstallHint, errUnavailable)
+	return "", fmt.Errorf("no %s found: %s: %w", name, hint, errUnavailable)
 }
 
 // StartBuildkitd starts a buildkitd of its own for this test and waits

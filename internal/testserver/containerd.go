@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,14 +18,21 @@ import (
 // ContainerdInstallHint says how to get what StartContainerd needs.
 const ContainerdInstallHint = "apt-get install containerd (scripts/test does it), or set BUILDCACHE_CONTAINERD_BIN and BUILDCACHE_CTR_BIN"
 
+// CrictlInstallHint says how to get what StartContainerdCRI needs beyond
+// containerd.
+const CrictlInstallHint = "go install sigs.k8s.io/cri-tools/cmd/crictl@v1.34.0 (scripts/test does it; Debian has no cri-tools), or set BUILDCACHE_CRICTL_BIN"
+
 // Containerd is a running containerd of one test: its root, state and
-// gRPC socket in temp dirs, no CRI plugin, so that it only needs what
-// pulling needs (content store, metadata, a snapshotter to unpack into).
+// gRPC socket in temp dirs, no CRI plugin (StartContainerd), so that it
+// only needs what pulling needs (content store, metadata, a snapshotter
+// to unpack into), or with the CRI plugin's image service
+// (StartContainerdCRI), which the kubelet pulls through.
 type Containerd struct {
 	Addr string // socket path, for ctr --address
 	Root string // --root: content store, metadata, snapshots
 
 	ctr    string
+	crictl string // StartContainerdCRI's
 	dir    string // socket and state directory (short: ~108 byte socket path limit)
 	cmd    *exec.Cmd
 	exited chan error
@@ -59,13 +67,34 @@ func containerdBinaries() (containerd, ctr string, err error) {
 // skips (fails under CI).
 func StartContainerd(t testing.TB) *Containerd {
 	t.Helper()
-	return startForTest(t, "containerd", func(c *Containerd) string { return c.Root }, launchContainerd)
+	return startForTest(t, "containerd", func(c *Containerd) string { return c.Root },
+		func() (*Containerd, error) { return launchContainerd("") })
 }
 
-func launchContainerd() (*Containerd, error) {
+// StartContainerdCRI is StartContainerd with the CRI plugin loaded, its
+// registry config_path set to hostsDir (containerd's hosts.toml files,
+// read on every pull) and its images unpacked with the native
+// snapshotter, for Crictl. The CRI plugin's runtime side (CNI, cgroups,
+// runc) is not set up: it serves image pulls, not pods. Without crictl
+// the test skips (fails under CI).
+func StartContainerdCRI(t testing.TB, hostsDir string) *Containerd {
+	t.Helper()
+	return startForTest(t, "containerd", func(c *Containerd) string { return c.Root },
+		func() (*Containerd, error) { return launchContainerd(hostsDir) })
+}
+
+// launchContainerd starts containerd, with the CRI plugin when hostsDir
+// is not empty.
+func launchContainerd(hostsDir string) (*Containerd, error) {
 	bin, ctr, err := containerdBinaries()
 	if err != nil {
 		return nil, err
+	}
+	var crictl string
+	if hostsDir != "" {
+		if crictl, err = toolBinary("BUILDCACHE_CRICTL_BIN", "crictl", CrictlInstallHint); err != nil {
+			return nil, err
+		}
 	}
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("containerd needs root here: %w", errUnavailable)
@@ -75,26 +104,45 @@ func launchContainerd() (*Containerd, error) {
 		return nil, err
 	}
 	c := &Containerd{
-		Addr: filepath.Join(dir, "c.sock"),
-		Root: filepath.Join(dir, "root"),
-		ctr:  ctr,
-		dir:  dir,
-		log:  &LockedBuffer{},
+		Addr:   filepath.Join(dir, "c.sock"),
+		Root:   filepath.Join(dir, "root"),
+		ctr:    ctr,
+		crictl: crictl,
+		dir:    dir,
+		log:    &LockedBuffer{},
 	}
-	// Only the plugins a pull needs: CRI would want CNI and a kubelet, and
+	// Only the plugins a pull needs: CRI would want CNI and a kubelet
+	// (loaded only for StartContainerdCRI, for its image service), and
 	// the snapshotters below need file systems or devices a test machine
 	// lacks (they would only log errors). "opt" would install into /opt.
+	disabled, cri := `"io.containerd.grpc.v1.cri", `, ""
+	if hostsDir != "" {
+		disabled = ""
+		cri = fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_cgroup = true
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf"), hostsDir)
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+disabled_plugins = [%s"io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
 
 [grpc]
   address = %q
 
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
-`, c.Root, filepath.Join(dir, "state"), c.Addr, filepath.Join(dir, "opt"))
+%s`, c.Root, filepath.Join(dir, "state"), disabled, c.Addr, filepath.Join(dir, "opt"), cri)
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		os.RemoveAll(dir)
@@ -157,6 +205,25 @@ func (c *Containerd) Ctr(ctx context.Context, args ...string) (string, error) {
 
 func (c *Containerd) command(ctx context.Context, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, c.ctr, append([]string{"--address", c.Addr}, args...)...)
+}
+
+// Crictl runs `crictl --runtime-endpoint unix://<socket> --image-endpoint
+// unix://<socket> args…` against a containerd of StartContainerdCRI and
+// returns its combined output; the error includes the output.
+func (c *Containerd) Crictl(ctx context.Context, args ...string) (string, error) {
+	if c.crictl == "" {
+		return "", errors.New("testserver: Crictl on a containerd without CRI (StartContainerdCRI)")
+	}
+	cfg := filepath.Join(c.dir, "crictl.yaml") // not /etc/crictl.yaml
+	ep := "unix://" + c.Addr
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 120\n", ep, ep), 0o644); err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, c.crictl, append([]string{"--config", cfg}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("crictl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
 
 // Log is what the daemon printed so far.
