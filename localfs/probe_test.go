@@ -29,21 +29,29 @@ func probe(t *testing.T, s *localfs.Store) error {
 	return err
 }
 
-// A full file system fails the probe with ErrNoSpace, and it passes again
-// once there is room.
-func TestProbeWriteFullDisk(t *testing.T) {
+// storeOnTmpfs opens a store on a tmpfs of its own, checks that it
+// passes the probe, and returns the mount point with it.
+func storeOnTmpfs(t *testing.T) (string, *localfs.Store) {
+	t.Helper()
 	mnt := mountTmpfs(t, tmpfsOpts)
 	s, err := localfs.Open(filepath.Join(mnt, "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	if err := probe(t, s); err != nil {
-		t.Fatalf("probe of a store with room: %v", err)
+		t.Fatalf("probe of a new store: %v", err)
 	}
+	return mnt, s
+}
+
+// A full file system fails the probe with ErrNoSpace, and it passes again
+// once there is room.
+func TestProbeWriteFullDisk(t *testing.T) {
+	mnt, s := storeOnTmpfs(t)
 	filler := filepath.Join(mnt, "filler")
 	fillDisk(t, filler)
-	err = probe(t, s)
+	err := probe(t, s)
 	if !errors.Is(err, cache.ErrNoSpace) {
 		t.Fatalf("probe on a full disk: %v, want ErrNoSpace", err)
 	}
@@ -59,17 +67,9 @@ func TestProbeWriteFullDisk(t *testing.T) {
 // A file system remounted read-only under an open store fails the probe
 // (EROFS), which passes again once it is writable.
 func TestProbeWriteReadOnly(t *testing.T) {
-	mnt := mountTmpfs(t, tmpfsOpts)
-	s, err := localfs.Open(filepath.Join(mnt, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := probe(t, s); err != nil {
-		t.Fatalf("probe of a writable store: %v", err)
-	}
+	mnt, s := storeOnTmpfs(t)
 	testserver.RemountTmpfs(t, mnt, tmpfsOpts, true)
-	err = s.ProbeWrite(t.Context())
+	err := s.ProbeWrite(t.Context())
 	testserver.RemountTmpfs(t, mnt, tmpfsOpts, false)
 	if !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("probe on a read-only file system: %v, want EROFS", err)

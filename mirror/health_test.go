@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/memory"
 	"github.com/buildcache/buildcache/mirror"
@@ -193,7 +194,7 @@ func TestHealthProbeTimeout(t *testing.T) {
 // logged; shutdown makes it not ready for good while /healthz stays 200.
 func TestHealthFollowsStoreAndShutdown(t *testing.T) {
 	store := newProbedStore(t)
-	var logged logLines
+	var logged testserver.LockedBuffer
 	h := newHealth(t, store, mirror.WithProbeInterval(0), mirror.WithHealthLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 	ready := func(want int) {
 		t.Helper()
@@ -222,7 +223,7 @@ func TestHealthFollowsStoreAndShutdown(t *testing.T) {
 	if status, _ := probe(h, http.MethodGet, mirror.HealthzPath); status != 200 {
 		t.Errorf("/healthz after Shutdown = %d, want 200", status)
 	}
-	lines := logged.lines()
+	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
 	want := []string{"msg=ready", `msg="not ready" reason="store not writable" error="mirror: store not writable: read-only file system"`,
 		"msg=ready", `msg="not ready" reason="shutting down"`}
 	if len(lines) != len(want) {
@@ -233,24 +234,6 @@ func TestHealthFollowsStoreAndShutdown(t *testing.T) {
 			t.Errorf("log line %d = %s, want %s", i, lines[i], w)
 		}
 	}
-}
-
-// logLines collects what a slog text handler writes.
-type logLines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logLines) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.b.String()), "\n")
 }
 
 // A Server given WithHealth answers the probes ahead of its handler and

@@ -9,8 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -31,13 +29,10 @@ type Containerd struct {
 	Addr string // socket path, for ctr --address
 	Root string // --root: content store, metadata, snapshots
 
+	*proc
 	ctr    string
 	crictl string // StartContainerdCRI's
 	dir    string // socket and state directory (short: ~108 byte socket path limit)
-	cmd    *exec.Cmd
-	exited chan error
-	log    *LockedBuffer
-	once   sync.Once
 }
 
 // containerdBinaries finds containerd and ctr: the BUILDCACHE_* variables
@@ -109,7 +104,6 @@ func launchContainerd(hostsDir string) (*Containerd, error) {
 		ctr:    ctr,
 		crictl: crictl,
 		dir:    dir,
-		log:    &LockedBuffer{},
 	}
 	// Only the plugins a pull needs: CRI would want CNI and a kubelet
 	// (loaded only for StartContainerdCRI, for its image service), and
@@ -148,49 +142,28 @@ disabled_plugins = [%s"io.containerd.snapshotter.v1.aufs", "io.containerd.snapsh
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	c.cmd = exec.Command(bin, "--config", cfgPath)
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	if err := c.cmd.Start(); err != nil {
+	if c.proc, err = startProc("containerd", bin, "--config", cfgPath); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, err
 	}
-	c.exited = make(chan error, 1)
-	go func(ch chan<- error) { ch <- c.cmd.Wait() }(c.exited)
-	if err := c.waitReady(30 * time.Second); err != nil {
+	// Ready when the socket accepts connections and `ctr version` gets
+	// the server's answer.
+	err = c.waitReady(30*time.Second, c.Addr, func(ctx context.Context) error {
+		conn, err := net.DialTimeout("unix", c.Addr, time.Second)
+		if err != nil {
+			return err
+		}
+		conn.Close()
+		if out, err := c.command(ctx, "version").CombinedOutput(); err != nil {
+			return fmt.Errorf("ctr version: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
 		c.Stop()
-		return nil, fmt.Errorf("%v\n%s", err, c.log)
+		return nil, fmt.Errorf("%v\n%s", err, c.Log())
 	}
 	return c, nil
-}
-
-// waitReady waits until the socket accepts connections and `ctr version`
-// gets the server's answer.
-func (c *Containerd) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case err := <-c.exited:
-			c.exited <- err
-			return fmt.Errorf("containerd exited before answering on %s: %v", c.Addr, err)
-		default:
-		}
-		if conn, err := net.DialTimeout("unix", c.Addr, time.Second); err == nil {
-			conn.Close()
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
-			out, err := c.command(ctx, "version").CombinedOutput()
-			cancel()
-			if err == nil {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("ctr version on %s: %v\n%s", c.Addr, err, out)
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd did not listen on %s within %s", c.Addr, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // Ctr runs `ctr --address <socket> args…` and returns its combined
@@ -226,23 +199,11 @@ func (c *Containerd) Crictl(ctx context.Context, args ...string) (string, error)
 	return string(out), nil
 }
 
-// Log is what the daemon printed so far.
-func (c *Containerd) Log() string { return c.log.String() }
-
 // Stop stops the daemon (SIGTERM, SIGKILL after 15 s), unmounts what it
 // left mounted under its directory and removes it. It is safe to call
 // more than once.
 func (c *Containerd) Stop() {
-	c.once.Do(func() {
-		if c.cmd != nil && c.cmd.Process != nil {
-			c.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-c.exited:
-			case <-time.After(15 * time.Second):
-				c.cmd.Process.Kill()
-				<-c.exited
-			}
-		}
+	c.stop(15*time.Second, func() {
 		unmountUnder(c.dir)
 		os.RemoveAll(c.dir)
 	})

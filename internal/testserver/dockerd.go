@@ -7,8 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -25,12 +23,9 @@ type Dockerd struct {
 	Host string // "unix:///tmp/dk…/docker.sock", for docker -H
 	Root string // --data-root: images, build cache
 
+	*proc
 	docker string
 	dir    string
-	cmd    *exec.Cmd
-	exited chan error
-	log    *LockedBuffer
-	once   sync.Once
 }
 
 // dockerBinaries finds dockerd and the docker CLI: the BUILDCACHE_*
@@ -76,7 +71,7 @@ func launchDockerd(mirror string) (*Dockerd, error) {
 		return nil, err
 	}
 	d := &Dockerd{Host: "unix://" + filepath.Join(dir, "docker.sock"), Root: filepath.Join(dir, "root"),
-		docker: docker, dir: dir, log: &LockedBuffer{}}
+		docker: docker, dir: dir}
 	// Its own daemon.json, not /etc/docker's, and its trust key in its
 	// directory rather than /etc/docker/key.json (Docker 20.10 writes one).
 	cfg := filepath.Join(dir, "daemon.json")
@@ -84,7 +79,7 @@ func launchDockerd(mirror string) (*Dockerd, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	d.cmd = exec.Command(bin,
+	d.proc, err = startProc("dockerd", bin,
 		"--config-file", cfg,
 		"--data-root", d.Root,
 		"--exec-root", filepath.Join(dir, "exec"),
@@ -92,41 +87,22 @@ func launchDockerd(mirror string) (*Dockerd, error) {
 		"--host", d.Host,
 		"--iptables=false", "--bridge=none", "--storage-driver=vfs",
 		"--registry-mirror", mirror)
-	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
-	if err := d.cmd.Start(); err != nil {
+	if err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, err
 	}
-	d.exited = make(chan error, 1)
-	go func(ch chan<- error) { ch <- d.cmd.Wait() }(d.exited)
-	if err := d.waitReady(60 * time.Second); err != nil {
+	// Ready when `docker version` gets the daemon's answer.
+	err = d.waitReady(60*time.Second, d.Host, func(ctx context.Context) error {
+		if out, err := d.command(ctx, "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
+			return fmt.Errorf("docker version: %v\n%s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
 		d.Stop()
-		return nil, fmt.Errorf("%v\n%s", err, d.log)
+		return nil, fmt.Errorf("%v\n%s", err, d.Log())
 	}
 	return d, nil
-}
-
-// waitReady waits until `docker version` gets the daemon's answer.
-func (d *Dockerd) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case err := <-d.exited:
-			d.exited <- err
-			return fmt.Errorf("dockerd exited before answering on %s: %v", d.Host, err)
-		default:
-		}
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		out, err := d.command(ctx, "version", "--format", "{{.Server.Version}}").CombinedOutput()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dockerd did not answer on %s within %s: %v\n%s", d.Host, timeout, err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // Docker runs `docker -H <socket> args…` with a client configuration of
@@ -148,23 +124,11 @@ func (d *Dockerd) command(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Log is what the daemon printed so far.
-func (d *Dockerd) Log() string { return d.log.String() }
-
 // Stop stops the daemon (SIGTERM, SIGKILL after 30 s), which stops its
 // containerd, unmounts what they left mounted under its directory and
 // removes it. It is safe to call more than once.
 func (d *Dockerd) Stop() {
-	d.once.Do(func() {
-		if d.cmd != nil && d.cmd.Process != nil {
-			d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.exited:
-			case <-time.After(30 * time.Second):
-				d.cmd.Process.Kill()
-				<-d.exited
-			}
-		}
+	d.stop(30*time.Second, func() {
 		unmountUnder(d.dir)
 		os.RemoveAll(d.dir)
 	})
