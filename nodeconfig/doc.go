@@ -51,8 +51,9 @@
 // CRI plugin, deprecated since 1.5: with config_path also set, the CRI
 // plugin fails to load ("`mirrors` cannot be set when `config_path` is
 // provided") and the kubelet cannot pull at all. A directory name is the registry's host as image references
-// name it (docker.io, not registry-1.docker.io; host:port with a port);
-// _default applies to every registry without a directory of its own.
+// name it (docker.io, not registry-1.docker.io; host:port with a port).
+// containerd's _default directory is not written: its server line would
+// send every registry's pulls to one server.
 //
 // # Docker
 //

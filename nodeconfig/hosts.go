@@ -12,8 +12,9 @@ import (
 type Registry struct {
 	// Name is the registry as containerd names it in an image reference,
 	// and the directory of its hosts.toml under the hosts directory:
-	// "docker.io", "ghcr.io", "registry.example:5000"; "_default" for
-	// every registry that has no directory of its own.
+	// "docker.io", "ghcr.io", "registry.example:5000". Not containerd's
+	// _default: its server line would send every registry's pulls to one
+	// server, and the mirror serves only the registries it maps.
 	Name string
 	// Server is the registry's own endpoint, tried when the mirror
 	// fails: "https://registry-1.docker.io". scheme://host[:port] only.
@@ -28,13 +29,13 @@ const ourMarker = "# Written by buildcache node-config."
 // that Remove removes the directory too (if nothing else is in it).
 const createdDirMarker = "# buildcache node-config created this directory."
 
-var registryNameRe = regexp.MustCompile(`^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?)$`)
+var registryNameRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`)
 
 // ValidName reports why name is not a registry name this package writes
-// a directory for: a host, a host:port or _default; never a path.
+// a directory for: a host or a host:port; never a path, nor _default.
 func ValidName(name string) error {
 	if !registryNameRe.MatchString(name) || strings.Contains(name, "..") {
-		return fmt.Errorf("nodeconfig: registry %q: want a registry host[:port] (docker.io, registry.example:5000) or _default", name)
+		return fmt.Errorf("nodeconfig: registry %q: want a registry host[:port] (docker.io, registry.example:5000)", name)
 	}
 	return nil
 }

@@ -61,7 +61,7 @@ func TestHostsTOML(t *testing.T) {
 // Malformed names and URLs are refused before anything is written, and
 // nothing a caller gives can add a line or a table to the file.
 func TestMalformedInput(t *testing.T) {
-	for _, name := range []string{"", ".", "..", "../etc", "a/b", ".hidden", "docker.io\n", "a\"b", "x..y", "-x", "x:", "x:123456", "host name", "docker.io/library"} {
+	for _, name := range []string{"", "_default", ".", "..", "../etc", "a/b", ".hidden", "docker.io\n", "a\"b", "x..y", "-x", "x:", "x:123456", "host name", "docker.io/library"} {
 		if _, err := nodeconfig.HostsTOML(mirrorURL, nodeconfig.Registry{Name: name, Server: "https://x.example"}); err == nil {
 			t.Errorf("registry name %q accepted", name)
 		}
@@ -93,7 +93,7 @@ func TestMalformedInput(t *testing.T) {
 			t.Errorf("Apply(%v) succeeded", regs)
 		}
 	}
-	for _, name := range []string{"_default", "registry.example:5000", "127.0.0.1:5000", "Localhost"} {
+	for _, name := range []string{"docker.io", "registry.example:5000", "127.0.0.1:5000", "Localhost"} {
 		if err := nodeconfig.ValidName(name); err != nil {
 			t.Errorf("ValidName(%q) = %v", name, err)
 		}
