@@ -169,7 +169,7 @@ their roots, gc and verify on a local directory (or a tier's near one).
 	pf.StringArrayVar(&a.insecure, "insecure-registry", nil, "talk plain HTTP to this registry `host:port` (repeatable; only loopback registries use it otherwise)")
 	pf.Var(durationValue{&a.timeout}, "timeout", timeoutHelp)
 
-	root.AddCommand(a.warmCommand(), a.resolveCommand(), a.lsCommand(), a.verifyCommand(), a.gcCommand(), a.statsCommand(), a.serveCommand())
+	root.AddCommand(a.warmCommand(), a.resolveCommand(), a.lsCommand(), a.verifyCommand(), a.gcCommand(), a.statsCommand(), a.serveCommand(), a.nodeConfigCommand())
 	return root
 }
 
