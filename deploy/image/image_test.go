@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +22,11 @@ import (
 
 	"github.com/containerd/containerd/v2/core/content"
 	contentlocal "github.com/containerd/containerd/v2/plugins/content/local"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/client/llb"
@@ -107,6 +113,58 @@ func TestImageReproducible(t *testing.T) {
 		t.Fatalf("two builds of the same source: %s and %s\n%s\n%s", d1, d2, m1, m2)
 	}
 	t.Logf("two builds, one digest: %s", d1)
+}
+
+// TestImagePublish writes the image to an OCI layout and pushes it to a
+// registry, and reads both back with the same digest.
+func TestImagePublish(t *testing.T) {
+	idx, _ := builtImage(t)
+	want, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/buildcache:v0.0.0-test"
+	dir := filepath.Join(t.TempDir(), "layout")
+	if err := publish(context.Background(), idx, dir, "v0.0.0-test", ref); err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	li, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := li.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(im.Manifests) != 1 || im.Manifests[0].Digest != want || im.Manifests[0].Annotations[annRefName] != "v0.0.0-test" {
+		t.Errorf("layout index.json %+v, want %s named v0.0.0-test", im.Manifests, want)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.Digest != want || desc.MediaType != types.OCIImageIndex {
+		t.Errorf("pushed %s %s, want %s %s", desc.MediaType, desc.Digest, types.OCIImageIndex, want)
+	}
+	// An existing layout is replaced; another non-empty directory is not.
+	if err := WriteLayout(dir, idx, "again"); err != nil {
+		t.Errorf("replacing the layout: %v", err)
+	}
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "keep"), nil, 0o644)
+	if err := WriteLayout(other, idx, "x"); err == nil {
+		t.Errorf("WriteLayout replaced a directory that held no layout")
+	}
 }
 
 // TestImageContents checks every platform's image: annotations, config
@@ -323,6 +381,7 @@ func TestImageRuns(t *testing.T) {
 				t.Fatal(err)
 			}
 			logs = solve(t, c, store, local, runStep(base, cf, "buildcache serve, probed", args[:1], args[1:]...), *plat)
+			t.Logf("%s: the probe, inside the container:\n%s", p, logs)
 			for _, want := range []string{
 				"probe: uid=65532 gid=65532",
 				"probe: GET /healthz: 200",

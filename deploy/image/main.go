@@ -36,6 +36,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
@@ -118,8 +119,18 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := publish(ctx, idx, layoutDir, o.tag(), push); err != nil {
+		return err
+	}
+	fmt.Println(d)
+	return nil
+}
+
+// publish writes idx to the OCI layout at layoutDir under tag and pushes
+// it to the reference push, each when given.
+func publish(ctx context.Context, idx v1.ImageIndex, layoutDir, tag, push string) error {
 	if layoutDir != "" {
-		if err := WriteLayout(layoutDir, idx, o.tag()); err != nil {
+		if err := WriteLayout(layoutDir, idx, tag); err != nil {
 			return err
 		}
 	}
@@ -132,7 +143,6 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("pushing %s: %w", ref, err)
 		}
 	}
-	fmt.Println(d)
 	return nil
 }
 
