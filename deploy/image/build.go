@@ -283,25 +283,13 @@ func layerTar(binary, certs []byte, created time.Time) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// gzipLayer compresses the tar once, deterministically (compress/gzip
-// writes no name or time in its header), and serves both forms from
-// memory.
+// gzipLayer is the layer of tarBytes, gzipped once (compress/gzip writes
+// no name or time in its header: the same bytes give the same blob) and
+// kept in memory.
 func gzipLayer(tarBytes []byte) (v1.Layer, error) {
-	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := zw.Write(tarBytes); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	compressed := gz.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(compressed)), nil
-	}, tarball.WithMediaType(types.OCILayer))
+		return io.NopCloser(bytes.NewReader(tarBytes)), nil
+	}, tarball.WithCompressionLevel(gzip.BestCompression), tarball.WithCompressedCaching, tarball.WithMediaType(types.OCILayer))
 }
 
 // WriteLayout writes idx to an OCI image layout at dir under the ref name

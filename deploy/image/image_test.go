@@ -95,18 +95,8 @@ func builtImage(t *testing.T) (v1.ImageIndex, string) {
 // source and options, binaries included, and wants the same index digest.
 func TestImageReproducible(t *testing.T) {
 	idx, _ := builtImage(t)
-	again, err := Build(context.Background(), testOptions(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d1, err := idx.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d2, err := again.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := must(Build(context.Background(), testOptions(t)))(t)
+	d1, d2 := must(idx.Digest())(t), must(again.Digest())(t)
 	if d1 != d2 {
 		m1, _ := idx.RawManifest()
 		m2, _ := again.RawManifest()
@@ -115,14 +105,23 @@ func TestImageReproducible(t *testing.T) {
 	t.Logf("two builds, one digest: %s", d1)
 }
 
+// must(f())(t) is f's value, the test failed on f's error: for the steps
+// a test cannot go on without.
+func must[T any](v T, err error) func(*testing.T) T {
+	return func(t *testing.T) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
 // TestImagePublish writes the image to an OCI layout and pushes it to a
 // registry, and reads both back with the same digest.
 func TestImagePublish(t *testing.T) {
 	idx, _ := builtImage(t)
-	want, err := idx.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := must(idx.Digest())(t)
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	ref := strings.TrimPrefix(srv.URL, "http://") + "/buildcache:v0.0.0-test"
@@ -130,29 +129,12 @@ func TestImagePublish(t *testing.T) {
 	if err := publish(context.Background(), idx, dir, "v0.0.0-test", ref); err != nil {
 		t.Fatal(err)
 	}
-	lp, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	li, err := lp.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := li.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	lp := must(layout.FromPath(dir))(t)
+	im := must(must(lp.ImageIndex())(t).IndexManifest())(t)
 	if len(im.Manifests) != 1 || im.Manifests[0].Digest != want || im.Manifests[0].Annotations[annRefName] != "v0.0.0-test" {
 		t.Errorf("layout index.json %+v, want %s named v0.0.0-test", im.Manifests, want)
 	}
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := remote.Head(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	desc := must(remote.Head(must(name.ParseReference(ref))(t)))(t)
 	if desc.Digest != want || desc.MediaType != types.OCIImageIndex {
 		t.Errorf("pushed %s %s, want %s %s", desc.MediaType, desc.Digest, types.OCIImageIndex, want)
 	}
