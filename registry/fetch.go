@@ -50,7 +50,14 @@ func (r *Resolver) ResolveTop(ctx context.Context, ref string, maxAge time.Durat
 	}
 	key := fmt.Sprintf("top|%s|%v", parsed.Name(), maxAge)
 	res, _, err := r.resolves.Do(ctx, key, func(ctx context.Context) (*cache.ResolvedImage, error) {
-		return r.resolveTop(ctx, parsed, maxAge)
+		res, err := r.resolveTop(ctx, parsed, maxAge)
+		if err == nil {
+			err = r.admitResolved(ctx, parsed, res, true)
+		}
+		if err == nil {
+			err = r.keepWith(ctx, parsed, res, true)
+		}
+		return res, err
 	})
 	if err != nil {
 		return nil, err
@@ -153,6 +160,9 @@ func (r *Resolver) fetchTop(ctx context.Context, ref name.Reference, known *v1.D
 	}
 	if err != nil {
 		return nil, regclient.MarkOffline(err)
+	}
+	if err := r.admit(ctx, ref, top.Digest, true); err != nil {
+		return nil, err
 	}
 	if err := r.putBytes(ctx, top.Digest, raw); err != nil {
 		return nil, err
