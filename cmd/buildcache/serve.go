@@ -43,6 +43,7 @@ type serveFlags struct {
 	notFoundTTL     time.Duration
 	maxFetches      int
 	stallTimeout    time.Duration
+	trust           trustFlags // trust.go
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -112,6 +113,7 @@ kept; a second signal cuts the wait short.
 	fl.IntVar(&f.maxFetches, "max-upstream-fetches", mirror.DefaultMaxUpstreamFetches, "download at most `N` blobs from upstreams at once; more wait in line")
 	f.stallTimeout = mirror.DefaultStallTimeout
 	fl.Var(durationValue{&f.stallTimeout}, "stall-timeout", "close a response whose client takes no bytes for `D` (0: never)")
+	f.trust.add(cmd, false)
 	return cmd
 }
 
@@ -294,8 +296,12 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	res, err := registry.NewResolver(store, registry.WithClient(client), registry.WithLogger(cfg.logger),
-		registry.WithStaleBudget(f.staleBudget), registry.WithNotFoundTTL(f.notFoundTTL))
+	topts, err := f.trust.resolverOptions()
+	if err != nil {
+		return err
+	}
+	res, err := registry.NewResolver(store, append([]registry.Option{registry.WithClient(client), registry.WithLogger(cfg.logger),
+		registry.WithStaleBudget(f.staleBudget), registry.WithNotFoundTTL(f.notFoundTTL)}, topts...)...)
 	if err != nil {
 		return err
 	}
