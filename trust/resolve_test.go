@@ -35,7 +35,7 @@ type upstream struct {
 	referrers bool         // serves the referrers API
 }
 
-func newUpstream(t *testing.T, referrersAPI bool) *upstream {
+func newUpstream(t testing.TB, referrersAPI bool) *upstream {
 	u := &upstream{referrers: referrersAPI}
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(referrersAPI))
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -55,14 +55,14 @@ func newUpstream(t *testing.T, referrersAPI bool) *upstream {
 func (u *upstream) host() string { return strings.TrimPrefix(u.srv.URL, "http://") }
 
 // push pushes a fresh one-platform image as repo:tag and returns its digest.
-func (u *upstream) push(t *testing.T, repo, tag string) v1.Hash {
+func (u *upstream) push(t testing.TB, repo, tag string) v1.Hash {
 	t.Helper()
 	ti := testimage.ForTest(t)
 	return ti.Push(u.host()+"/"+repo+":"+tag, ti.RandomIndex([]string{"linux/amd64"}, 512, 1))
 }
 
 // writePolicy writes a policy file into dir and loads it.
-func writePolicy(t *testing.T, dir, yaml string) *trust.Policy {
+func writePolicy(t testing.TB, dir, yaml string) *trust.Policy {
 	t.Helper()
 	f := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
@@ -75,15 +75,20 @@ func writePolicy(t *testing.T, dir, yaml string) *trust.Policy {
 	return p
 }
 
-func newResolver(t *testing.T, v registry.Verifier, opts ...registry.Option) (*registry.Resolver, *localfs.Store) {
+// newResolver is a resolver over a fresh localfs store verifying with v
+// (nil: none).
+func newResolver(t testing.TB, v registry.Verifier, opts ...registry.Option) (*registry.Resolver, *localfs.Store) {
 	t.Helper()
 	store, err := localfs.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	res, err := registry.NewResolver(store, append([]registry.Option{registry.WithVerifier(v),
-		registry.WithDefaultPlatforms("linux/amd64"), registry.WithStaleBudget(300 * time.Millisecond)}, opts...)...)
+	base := []registry.Option{registry.WithDefaultPlatforms("linux/amd64"), registry.WithStaleBudget(300 * time.Millisecond)}
+	if v != nil {
+		base = append(base, registry.WithVerifier(v))
+	}
+	res, err := registry.NewResolver(store, append(base, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
