@@ -161,7 +161,7 @@ func (r *Resolver) fetchTop(ctx context.Context, ref name.Reference, known *v1.D
 	if err != nil {
 		return nil, regclient.MarkOffline(err)
 	}
-	if err := r.admit(ctx, ref, top.Digest, true); err != nil {
+	if err := r.admit(ctx, ref, top.Digest, sigFresh); err != nil {
 		return nil, err
 	}
 	if err := r.putBytes(ctx, top.Digest, raw); err != nil {

@@ -144,8 +144,13 @@ type Verifier interface {
 // policy loaded from a file. An image whose repository's rule is
 // VerifySkip costs nothing; otherwise its signatures are kept in the
 // store with it (as WithReferrers keeps them) and verified, from the
-// store, before it is recorded as a root, and again each time a cached
-// copy is served for a reference (a hit, a revalidation, a stale copy).
+// store: when it is pulled, right after its top manifest and before any
+// of its blobs is downloaded or its root recorded (its signatures then
+// fetched afresh: one request for cosign's .sig tag and one for its
+// referrers); and each time a cached copy is served for a reference (a
+// hit, a revalidation, a stale copy), from the signatures stored, the
+// registry asked only when none are, or, when those fail, once a minute
+// (signatureRecheck) while it answers.
 // A reference whose tag is one of cosign's for a signature
 // ("sha256-<hex>.sig", ".att", ".sbom") or of the referrers tag schema
 // ("sha256-<hex>") names a signature, not an image, and is not checked.
@@ -191,14 +196,20 @@ func (c *verifyCounts) snapshot(s *cache.ResolverStats) {
 	}
 }
 
-// admit checks image d, which ref names, against the verifier, if any.
-// fetch allows asking the registry for signatures the store lacks (or
-// that it holds but that do not verify, once signatureRecheck has
-// passed since they were fetched); without it only what is stored
-// counts. It returns nil for an admitted image, having noted in ctx's
-// tally what was found, and an *UntrustedError or the registry's error
-// otherwise.
-func (r *Resolver) admit(ctx context.Context, ref name.Reference, d v1.Hash, fetch bool) error {
+// How admit may ask the registry for an image's signatures.
+type sigFetch int
+
+const (
+	sigStored  sigFetch = iota // only what is stored counts: the registry is failing or not to be asked
+	sigMissing                 // a cached image: ask when none are stored, or once signatureRecheck has passed since those that fail were
+	sigFresh                   // an image being pulled: ask, the registry is being asked anyway
+)
+
+// admit checks image d, which ref names, against the verifier, if any,
+// asking the registry for its signatures as fetch allows. It returns nil
+// for an admitted image, having noted in ctx's tally what was found, and
+// an *UntrustedError or the registry's error otherwise.
+func (r *Resolver) admit(ctx context.Context, ref name.Reference, d v1.Hash, fetch sigFetch) error {
 	v := r.o.verifier
 	if v == nil || isSignatureTag(ref) {
 		return nil
@@ -211,11 +222,11 @@ func (r *Resolver) admit(ctx context.Context, ref name.Reference, d v1.Hash, fet
 	want, suffixes := r.signatureWants(rule.ArtifactTypes)
 	var fetchErr error
 	fetched := false
-	if fetch && !r.signaturesStored(ctx, repo, d) {
+	if fetch == sigFresh || (fetch == sigMissing && !r.signaturesStored(ctx, repo, d)) {
 		fetchErr, fetched = r.keepSignatures(ctx, repo, d, want, suffixes), true
 	}
 	signer, err := v.Verify(ctx, repo.Name(), d, r.storedSignatures(repo, d))
-	if err != nil && fetch && !fetched && r.signaturesOld(ctx, repo, d) {
+	if err != nil && fetch == sigMissing && !fetched && r.signaturesOld(ctx, repo, d) {
 		// What is stored fails: the registry may hold newer signatures.
 		if fetchErr = r.keepSignatures(ctx, repo, d, want, suffixes); fetchErr == nil {
 			signer, err = v.Verify(ctx, repo.Name(), d, r.storedSignatures(repo, d))
@@ -257,7 +268,10 @@ func (r *Resolver) admitResolved(ctx context.Context, ref name.Reference, res *c
 	if r.o.verifier == nil || res.Source == cache.Pulled {
 		return nil
 	}
-	fetch := networkOK && (res.Source == cache.Hit || res.Source == cache.Revalidated)
+	fetch := sigStored
+	if networkOK && (res.Source == cache.Hit || res.Source == cache.Revalidated) {
+		fetch = sigMissing
+	}
 	ctx, t := withTally(ctx)
 	if err := r.admit(ctx, ref, res.Digest, fetch); err != nil {
 		return err
