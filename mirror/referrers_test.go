@@ -19,23 +19,7 @@ import (
 // of repo and returns its digest.
 func attachArtifact(t *testing.T, repo string, subject v1.Hash, artifactType string) v1.Hash {
 	t.Helper()
-	rp, err := name.NewRepository(repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := remote.Head(rp.Digest(subject.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := testimage.Artifact(artifactType, []byte(artifactType), map[string]string{"org.example": "x"}, desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	if err := remote.Write(rp.Digest(d.String()), img); err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return testimage.ForTest(t).Attach(repo, subject, artifactType, []byte(artifactType), map[string]string{"org.example": "x"})
 }
 
 // getReferrers asks the mirror for subject's referrers (query: "" or
@@ -122,16 +106,7 @@ func TestSignatureTagsPassThrough(t *testing.T) {
 	m := startLocalMirror(t, up.host())
 	var want []v1.Hash
 	for _, suffix := range []string{"sig", "att", "sbom"} {
-		img, err := testimage.Artifact("application/vnd.example."+suffix, []byte(suffix), nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tag, _ := name.NewTag(repo + ":sha256-" + subject.Hex + "." + suffix)
-		if err := remote.Write(tag, img); err != nil {
-			t.Fatal(err)
-		}
-		d, _ := img.Digest()
-		want = append(want, d)
+		want = append(want, ti.PushArtifact(repo+":sha256-"+subject.Hex+"."+suffix, "application/vnd.example."+suffix, []byte(suffix), nil))
 	}
 	for _, down := range []bool{false, true} {
 		up.down.Store(down)

@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/testimage"
@@ -44,46 +42,10 @@ func newReferrersRegistry(t *testing.T, api bool) *referrersRegistry {
 	return r
 }
 
-// attach pushes an artifact of artifactType describing subject of repo
-// (with the referrers tag schema's tag where the registry has no API, as
-// go-containerregistry's remote writes it) and returns its digest.
+// attach pushes an artifact of artifactType describing subject of repo.
 func attach(t *testing.T, repo string, subject v1.Hash, artifactType string) v1.Hash {
 	t.Helper()
-	rp, err := name.NewRepository(repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := remote.Head(rp.Digest(subject.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := testimage.Artifact(artifactType, []byte(artifactType+" of "+subject.String()), nil, desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	if err := remote.Write(rp.Digest(d.String()), img); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-// tagArtifact pushes an artifact at repo:tag (cosign's "sha256-<hex>.sig").
-func tagArtifact(t *testing.T, ref, artifactType string) v1.Hash {
-	t.Helper()
-	img, err := testimage.Artifact(artifactType, []byte(ref), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	return d
+	return testimage.ForTest(t).Attach(repo, subject, artifactType, []byte(artifactType+" of "+subject.String()), nil)
 }
 
 func referrerDigests(l *registry.ReferrersList) []v1.Hash {
@@ -148,8 +110,9 @@ func TestWithReferrersKeepsThemWithTheImage(t *testing.T) {
 	r := newResolver(t, store, registry.WithReferrers(), registry.WithClock(func() time.Time { return now }))
 	repo := reg.host + "/app"
 	subject := push(t, repo+":v1", twoPlatformIndex(t, 256))
-	sigTag := tagArtifact(t, repo+":sha256-"+subject.Hex+".sig", "application/vnd.dev.cosign.simplesigning.v1+json")
-	attTag := tagArtifact(t, repo+":sha256-"+subject.Hex+".att", "application/vnd.dsse.envelope.v1+json")
+	ti := testimage.ForTest(t)
+	sigTag := ti.PushArtifact(repo+":sha256-"+subject.Hex+".sig", "application/vnd.dev.cosign.simplesigning.v1+json", []byte("sig"), nil)
+	attTag := ti.PushArtifact(repo+":sha256-"+subject.Hex+".att", "application/vnd.dsse.envelope.v1+json", []byte("att"), nil)
 	sbom := attach(t, repo, subject, "application/spdx+json")
 	if _, err := r.Resolve(t.Context(), repo+":v1", both); err != nil {
 		t.Fatal(err)

@@ -37,7 +37,7 @@ type cosignCLI struct {
 
 func newCosign(t *testing.T, keyNames ...string) *cosignCLI {
 	t.Helper()
-	c := &cosignCLI{bin: findTool(t, "BUILDCACHE_COSIGN_BIN", "cosign",
+	c := &cosignCLI{bin: testserver.RequireTool(t, "BUILDCACHE_COSIGN_BIN", "cosign",
 		"go install github.com/sigstore/cosign/v2/cmd/cosign@"+cosignVersion), home: t.TempDir(), keys: map[string]string{}}
 	for _, k := range keyNames {
 		dir := t.TempDir()
@@ -169,30 +169,6 @@ type rawManifest []byte
 
 func (r rawManifest) RawManifest() ([]byte, error)        { return r, nil }
 func (r rawManifest) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
-
-// findTool finds a binary on PATH, under $(go env GOPATH)/bin, or from
-// env; missing, the test skips, and fails under CI, where scripts/test
-// builds it.
-func findTool(t *testing.T, env, bin, install string) string {
-	t.Helper()
-	if p := os.Getenv(env); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath(bin); err == nil {
-		return p
-	}
-	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(gopath)), "bin", bin)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI: %s not found: %s", bin, install)
-	}
-	t.Skipf("skipping: %s not found: %s (scripts/test builds it), or set %s", bin, install, env)
-	return ""
-}
 
 // wantRefused checks err is the trust policy's refusal of d for reason.
 func wantRefused(t *testing.T, what string, err error, d v1.Hash, reason string) {

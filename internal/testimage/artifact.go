@@ -2,11 +2,15 @@ package testimage
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+
+	"github.com/google/go-containerregistry/pkg/name"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -55,4 +59,48 @@ func (a artifactImage) Manifest() (*v1.Manifest, error) {
 func (a artifactImage) Digest() (v1.Hash, error) {
 	h, _, err := v1.SHA256(bytes.NewReader(a.raw))
 	return h, err
+}
+
+// Attach pushes Artifact(artifactType, content, annotations) as a
+// referrer of image subject of repo ("host/name"), by digest, as cosign
+// and oras attach: a registry with the referrers API lists it, and for
+// one without, go-containerregistry's remote writes the referrers tag
+// schema's index too. It returns the artifact's digest.
+func Attach(ctx context.Context, repo string, subject v1.Hash, artifactType string, content []byte, annotations map[string]string) (v1.Hash, error) {
+	rp, err := name.NewRepository(repo)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	desc, err := remote.Head(rp.Digest(subject.String()), remote.WithContext(ctx))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	img, err := Artifact(artifactType, content, annotations, desc)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return d, remote.Write(rp.Digest(d.String()), img, remote.WithContext(ctx))
+}
+
+// PushArtifact pushes Artifact(artifactType, content, annotations) at
+// ref ("host/name:tag"), as cosign pushes its "sha256-<hex>.sig" tags,
+// and returns its digest.
+func PushArtifact(ctx context.Context, ref, artifactType string, content []byte, annotations map[string]string) (v1.Hash, error) {
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	img, err := Artifact(artifactType, content, annotations, nil)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return d, remote.Write(tag, img, remote.WithContext(ctx))
 }

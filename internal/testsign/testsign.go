@@ -23,7 +23,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
@@ -111,18 +110,8 @@ func (k *Key) Sign(t testing.TB, repo string, d v1.Hash) {
 // match it) as image d's cosign ".sig" tag.
 func PushSignature(t testing.TB, repo string, d v1.Hash, p []byte, b64sig string) {
 	t.Helper()
-	img, err := testimage.Artifact("application/vnd.dev.cosign.simplesigning.v1+json", p,
-		map[string]string{"dev.cosignproject.cosign/signature": b64sig}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(repo + ":sha256-" + d.Hex + ".sig")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img); err != nil {
-		t.Fatal(err)
-	}
+	testimage.ForTest(t).PushArtifact(repo+":sha256-"+d.Hex+".sig", "application/vnd.dev.cosign.simplesigning.v1+json", p,
+		map[string]string{"dev.cosignproject.cosign/signature": b64sig})
 }
 
 // Keyless is a virtual sigstore: a Fulcio CA, a Rekor log and a
@@ -257,30 +246,9 @@ func (k *Keyless) Bundle(t testing.TB, repo string, d v1.Hash, identity, issuer 
 }
 
 // Attach pushes content (a bundle's JSON) as a referrer of image d of
-// repo with artifactType, as cosign --new-bundle-format attaches a
-// bundle (testimage.Artifact). A registry without the referrers API gets
-// the referrers tag schema's index too (go-containerregistry's remote
-// writes it). It returns the referrer's digest.
+// repo with artifactType, as cosign --new-bundle-format attaches a bundle
+// (testimage.Attach), and returns the referrer's digest.
 func Attach(t testing.TB, repo string, d v1.Hash, artifactType string, content []byte) v1.Hash {
 	t.Helper()
-	r, err := name.NewRepository(repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject, err := remote.Head(r.Digest(d.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := testimage.Artifact(artifactType, content, nil, subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ad, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(r.Digest(ad.String()), img); err != nil {
-		t.Fatal(err)
-	}
-	return ad
+	return testimage.ForTest(t).Attach(repo, d, artifactType, content, nil)
 }
