@@ -127,11 +127,12 @@ Like warm, it stores whatever it has to pull; it shows progress bars only
 on a terminal. --explain adds, under each image, why it came from where it
 came from: the policy, the last check against --max-age, the digest the
 registry returned against the cached one, what was missing and fetched, the
-registry's error. With --json (and --explain for "why"): {"images": [{"ref", "digest", "source",
+registry's error, and what --trust-policy said of it (a refused image exits 6,
+its rule, digest and reason under it). With --json (and --explain for "why"): {"images": [{"ref", "digest", "source",
 "manifests": {platform: digest}, "remote_error", "why": {"policy",
 "max_age_seconds", "bypass", "last_checked", "age_seconds",
 "stored_digest", "remote_digest", "missing", "fetched_blobs",
-"fetched_bytes", "upstream_error", "retry_after", "reason"}, "error",
+"fetched_bytes", "upstream_error", "retry_after", "trust", "reason"}, "error",
 "exit_code"}]}.
 
 ` + exitCodesHelp,

@@ -82,6 +82,11 @@ authentication), or on --metrics-listen ADDR without it ("off": none).
 Every request is logged on stderr (method, path, status, bytes, duration,
 client address; never a header or the query's values but ns), as text or
 JSON (--log-format). The first record says "listening" with the address.
+--trust-policy FILE verifies the image a tag names before it is served
+(403 DENIED otherwise; see buildcache resolve --help), with the signatures
+kept in the cache, so it works with the upstream down too;
+/v2/<name>/referrers/<digest> serves an image's signatures and attestations.
+
 On SIGTERM or SIGINT the mirror stops accepting connections, lets requests
 in progress finish for --shutdown-timeout, then cancels them (a blob being
 fetched is not stored half), and closes the cache so its counters are
