@@ -49,6 +49,7 @@ func (r *Resolver) ResolveTop(ctx context.Context, ref string, maxAge time.Durat
 		return nil, fmt.Errorf("registry: invalid image reference %q: %w", ref, err)
 	}
 	key := fmt.Sprintf("top|%s|%v", parsed.Name(), maxAge)
+	ctx = context.WithValue(ctx, signaturesServed{}, true) // verify.go
 	res, _, err := r.resolves.Do(ctx, key, func(ctx context.Context) (*cache.ResolvedImage, error) {
 		res, err := r.resolveTop(ctx, parsed, maxAge)
 		if err == nil {

@@ -151,9 +151,11 @@ type Verifier interface {
 // hit, a revalidation, a stale copy), from the signatures stored, the
 // registry asked only when none are, or, when those fail, once a minute
 // (signatureRecheck) while it answers.
-// A reference whose tag is one of cosign's for a signature
-// ("sha256-<hex>.sig", ".att", ".sbom") or of the referrers tag schema
-// ("sha256-<hex>") names a signature, not an image, and is not checked.
+// For ResolveTop (a mirror serving a tag), a tag that is one of cosign's
+// for a signature ("sha256-<hex>.sig", ".att", ".sbom") or the referrers
+// tag schema's ("sha256-<hex>") names a signature, not an image, and is
+// not checked, so that clients verifying signatures through the mirror
+// can fetch them; Resolve (builds, warm) checks every tag.
 func WithVerifier(v Verifier) Option {
 	return func(o *options) error {
 		if v == nil {
@@ -211,7 +213,7 @@ const (
 // an *UntrustedError or the registry's error otherwise.
 func (r *Resolver) admit(ctx context.Context, ref name.Reference, d v1.Hash, fetch sigFetch) error {
 	v := r.o.verifier
-	if v == nil || isSignatureTag(ref) {
+	if v == nil || (isSignatureTag(ref) && servesSignatures(ctx)) {
 		return nil
 	}
 	repo := ref.Context()
@@ -259,6 +261,12 @@ func (r *Resolver) admit(ctx context.Context, ref name.Reference, d v1.Hash, fet
 	}
 	return nil
 }
+
+// signaturesServed marks the context of a ResolveTop: a mirror serving a
+// tag, which may be a signature's (see WithVerifier).
+type signaturesServed struct{}
+
+func servesSignatures(ctx context.Context) bool { return ctx.Value(signaturesServed{}) != nil }
 
 // admitResolved checks a resolve's answer that was not pulled (a pull is
 // checked before it downloads anything, and before it records its root):
