@@ -39,6 +39,7 @@ func TestOpenKeepsCapabilities(t *testing.T) {
 			t.Run("RootIndex", func(t *testing.T) { cachetest.RunRootIndex(t, open) })
 			t.Run("DeferredSync", func(t *testing.T) { cachetest.RunDeferredSync(t, open) })
 			t.Run("Ingester", func(t *testing.T) { cachetest.RunIngester(t, open) })
+			t.Run("WriteProber", func(t *testing.T) { cachetest.RunWriteProber(t, open) })
 			t.Run("Leaser", func(t *testing.T) {
 				cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness { return captest.LocalLeases(t, open(t)) })
 			})

@@ -11,14 +11,14 @@ import (
 // blobs safe from its collectors for a pull in progress (Leaser), keep
 // named roots (RootIndex, RootLookup, RootRecorder), sync a group of new
 // blobs at once (DeferredSyncer), keep counters across processes
-// (CounterAdder), take a blob in while it is read back (Ingester), hold
-// resources until closed (io.Closer). Callers find these capabilities
-// with As, which looks through wrappers: a tier, or any store that wraps
-// another and says so with Unwrap. A wrapper either
-// implements a capability itself, so that it keeps its guarantee for the
-// whole composition (a tier's PutDeferred writes the far tier too), or
-// lets As reach the wrapped store's through Unwrap, or says in its doc why
-// it offers neither.
+// (CounterAdder), take a blob in while it is read back (Ingester), tell
+// whether it can take a write now (WriteProber), hold resources until
+// closed (io.Closer). Callers find these capabilities with As, which
+// looks through wrappers: a tier, or any store that wraps another and
+// says so with Unwrap. A wrapper either implements a capability itself,
+// so that it keeps its guarantee for the whole composition (a tier's
+// PutDeferred writes the far tier too), or lets As reach the wrapped
+// store's through Unwrap, or says in its doc why it offers neither.
 
 // Unwrapper is implemented by a LayerCache that wraps another: a tier
 // (its near tier), an instrumenting or read-only wrapper. As looks

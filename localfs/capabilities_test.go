@@ -24,6 +24,10 @@ func TestCapabilityIngester(t *testing.T) {
 	cachetest.RunIngester(t, func(t *testing.T) cache.LayerCache { return newStore(t) })
 }
 
+func TestCapabilityWriteProber(t *testing.T) {
+	cachetest.RunWriteProber(t, func(t *testing.T) cache.LayerCache { return newStore(t) })
+}
+
 func TestCapabilityLeaser(t *testing.T) {
 	cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness {
 		return captest.LocalLeases(t, newStore(t))

@@ -11,29 +11,16 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/buildcache/buildcache/internal/testserver"
 )
 
-// mountTmpfs mounts a tmpfs with mount options opts, such as "size=8388608"
-// (the syscall behind `mount -t tmpfs -o OPTS tmpfs DIR`), on a fresh
-// directory and unmounts it when the test ends. It skips the test where
-// mounting is not allowed.
+// mountTmpfs mounts a tmpfs with mount options opts, such as "size=8388608",
+// on a fresh directory and unmounts it when the test ends
+// (testserver.MountTmpfs).
 func mountTmpfs(t *testing.T, opts string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the full-disk tests mount a small tmpfs, which needs root; run them as root (CI does)")
-	}
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-			t.Skipf("root, but this environment forbids mounting a tmpfs on %s (a container without CAP_SYS_ADMIN?): %v", dir, err)
-		}
-		t.Fatalf("mount -t tmpfs -o %s tmpfs %s: %v", opts, dir, err)
-	}
-	unmountAtCleanup(t, dir)
-	return dir
+	return testserver.MountTmpfs(t, opts)
 }
 
 // availBytes is what statfs says an unprivileged writer may still use.

@@ -204,12 +204,31 @@
 // (through log/slog) before handing it over:
 //
 //	auth, _ := mirror.NewAuth(checker, mirror.WithAuthLogger(logger))
+//	health, _ := mirror.NewHealth(res.Store(), mirror.WithHealthLogger(logger))
 //	srv, _ := mirror.NewServer(mirror.AccessLog(auth.Wrap(m), logger),
-//		mirror.WithCloseAfter(m), mirror.WithServerLogger(logger))
+//		mirror.WithCloseAfter(m), mirror.WithServerLogger(logger), mirror.WithHealth(health))
 //	l, _ := net.Listen("tcp", "127.0.0.1:5000")
 //	err := srv.Serve(ctx, l) // ctx from signal.NotifyContext
 //
 // `buildcache serve` is this with flags; see cmd/buildcache.
+//
+// # Health
+//
+// NewHealth(store) answers /healthz (200 while the process serves, also
+// while it shuts down) and /readyz (200 while the store takes writes and
+// shutdown has not begun, else 503 with a one-line reason), and
+// WithHealth(h) serves both on every listener of a Server ahead of its
+// handler, so probes need no credentials and are not access-logged (the
+// Health logs changes of readiness only). Readiness probes the store with
+// cache.WriteProber (localfs: a 4 KiB file created, synced and removed in
+// its temp directory, so a read-only or full disk or a closed store is
+// not ready), once per 2 s at most, waiting 2 s at most for a disk that
+// hangs. It does not ask the upstreams or a tier's far tier: an upstream
+// outage would take every node's mirror out of rotation together while
+// each still serves what it holds. The Server makes it not ready as soon
+// as its context ends; WithShutdownDelay then keeps serving for a while
+// before the listeners close, so a load balancer stops sending requests
+// first. See Health.
 //
 // # Authentication
 //

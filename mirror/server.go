@@ -34,14 +34,16 @@ const (
 const DefaultShutdownGrace = 30 * time.Second
 
 // A Server runs a mirror's handler on a listener with the lifecycle a
-// registry mirror needs: the timeouts above, optional TLS and a second
-// listener for metrics, and a graceful shutdown. When the context given
-// to Serve ends (SIGTERM), it stops accepting connections, lets the
-// requests in progress finish for the grace period, then cancels their
-// contexts and cuts their connections, waits (at most 5 s) for their
-// handlers to return, and closes what WithCloseAfter names: the Mirror,
-// whose Close abandons the downloads still in flight, so nothing half
-// downloaded is stored, and whatever must outlive every request.
+// registry mirror needs: the timeouts above, optional TLS, a second
+// listener for metrics, health probes (WithHealth) and a graceful
+// shutdown. When the context given to Serve ends (SIGTERM), it turns not
+// ready, serves on for the shutdown delay if any (WithShutdownDelay),
+// stops accepting connections, lets the requests in progress finish for
+// the grace period, then cancels their contexts and cuts their
+// connections, waits (at most 5 s) for their handlers to return, and
+// closes what WithCloseAfter names: the Mirror, whose Close abandons the
+// downloads still in flight, so nothing half downloaded is stored, and
+// whatever must outlive every request.
 //
 // A Server serves once.
 type Server struct {
@@ -56,6 +58,8 @@ type Server struct {
 type serverOptions struct {
 	tls     *tls.Config
 	grace   time.Duration
+	delay   time.Duration // WithShutdownDelay
+	health  *Health
 	logger  *slog.Logger
 	extra   []listening // WithMetricsListener
 	closers []io.Closer
@@ -93,6 +97,38 @@ func WithShutdownGrace(d time.Duration) ServerOption {
 			return errors.New("mirror: WithShutdownGrace: a negative grace")
 		}
 		o.grace = d
+		return nil
+	}
+}
+
+// WithShutdownDelay keeps the server accepting and serving requests for
+// d once Serve's context ends, before it closes its listeners and starts
+// the grace period, while /readyz (WithHealth) answers 503: time for a
+// load balancer or a Kubernetes Service, which learn of the shutdown
+// through the readiness probe or the endpoint's removal, both racing the
+// signal, to stop sending new requests before connections are refused.
+// Close cuts it short. Default 0: the listeners close at once.
+func WithShutdownDelay(d time.Duration) ServerOption {
+	return func(o *serverOptions) error {
+		if d < 0 {
+			return errors.New("mirror: WithShutdownDelay: a negative delay")
+		}
+		o.delay = d
+		return nil
+	}
+}
+
+// WithHealth answers HealthzPath and ReadyzPath with h on every listener,
+// ahead of the handlers (so without their authentication and access
+// logs), and makes h not ready as soon as Serve's context ends, before
+// the shutdown delay and the grace period. Default: none (those paths go
+// to the handler).
+func WithHealth(h *Health) ServerOption {
+	return func(o *serverOptions) error {
+		if h == nil {
+			return errors.New("mirror: WithHealth: nil")
+		}
+		o.health = h
 		return nil
 	}
 }
@@ -172,8 +208,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	servers := make([]*http.Server, len(all))
 	errc := make(chan error, len(all))
 	for i, ln := range all {
+		h := ln.h
+		if s.o.health != nil {
+			h = s.o.health.Route(h)
+		}
 		srv := &http.Server{
-			Handler:           s.inflight.wrap(ln.h),
+			Handler:           s.inflight.wrap(h),
 			ReadHeaderTimeout: serverReadHeaderTimeout,
 			ReadTimeout:       serverReadTimeout,
 			IdleTimeout:       serverIdleTimeout,
@@ -230,6 +270,18 @@ func (s *Server) Close() error {
 // handlers to return.
 func (s *Server) shutdown(servers []*http.Server, cancelHandlers func()) {
 	log := s.o.logger
+	if s.o.health != nil {
+		s.o.health.Shutdown()
+	}
+	if s.o.delay > 0 {
+		log.Info("not ready: still serving for the shutdown delay", "delay", s.o.delay.String())
+		t := time.NewTimer(s.o.delay)
+		select {
+		case <-t.C:
+		case <-s.closing:
+			t.Stop()
+		}
+	}
 	log.Info("shutting down", "grace", s.o.grace.String())
 	graceCtx, cancel := context.WithTimeout(context.Background(), s.o.grace)
 	defer cancel()

@@ -56,6 +56,9 @@ func TestCapabilities(t *testing.T) {
 			t.Run("Ingester", func(t *testing.T) {
 				cachetest.RunIngester(t, func(t *testing.T) cache.LayerCache { return overDisk(t, far) })
 			})
+			t.Run("WriteProber", func(t *testing.T) {
+				cachetest.RunWriteProber(t, func(t *testing.T) cache.LayerCache { return overDisk(t, far) })
+			})
 			t.Run("Leaser", func(t *testing.T) {
 				cachetest.RunLeaser(t, func(t *testing.T) cachetest.LeaseHarness {
 					return captest.LocalLeases(t, overDisk(t, far))

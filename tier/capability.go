@@ -30,6 +30,10 @@ import (
 //     the far tier holds is ErrNotFound there, for Get to serve and fill.
 //   - io.Closer: Close waits for the background far writes and closes both
 //     tiers.
+//   - cache.WriteProber: the near tier's, through Unwrap. A far tier that
+//     is down does not make the tier unwritable (its Puts go to the near
+//     tier, and the far outage is bounded and counted), so a probe does
+//     not ask it.
 //   - Everything else that is the machine's own (lifetime counters, a
 //     directory, gc, verify): through Unwrap, which returns the near tier.
 //   - cache.StatsReporter: the tier's own counters (Stats, StatsByTier).

@@ -166,7 +166,9 @@ their roots, gc and verify on a local directory (or a tier's near one).
 			return usagef("no command given")
 		},
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		Version:           buildVersion(),
 	}
+	root.SetVersionTemplate("buildcache {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.cacheDir, "cache", osDefaultCacheDir(), "the cache: a `DIR` (default $XDG_CACHE_HOME/buildcache, else ~/.cache/buildcache) or a URL: file:///dir, s3://bucket/prefix?..., oci://host/repo, tier://?near=URL&far=URL, mem://")
@@ -174,7 +176,7 @@ their roots, gc and verify on a local directory (or a tier's near one).
 	pf.StringArrayVar(&a.insecure, "insecure-registry", nil, "talk plain HTTP to this registry `host:port` (repeatable; only loopback registries use it otherwise)")
 	pf.Var(durationValue{&a.timeout}, "timeout", timeoutHelp)
 
-	root.AddCommand(a.warmCommand(), a.resolveCommand(), a.lsCommand(), a.verifyCommand(), a.gcCommand(), a.statsCommand(), a.serveCommand())
+	root.AddCommand(a.warmCommand(), a.resolveCommand(), a.lsCommand(), a.verifyCommand(), a.gcCommand(), a.statsCommand(), a.serveCommand(), a.nodeConfigCommand())
 	return root
 }
 

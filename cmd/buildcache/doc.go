@@ -31,10 +31,18 @@
 //	serve --upstream NS=URL... [--listen 127.0.0.1:5000] [--default-upstream NS]
 //	      [--max-age D] [--tls-cert F --tls-key F] [--htpasswd F] [--token-file F]
 //	      [--log-format text|json] [--metrics-listen ADDR] [--shutdown-timeout D]
-//	      [--stale-budget D] [--not-found-ttl D] [--trust-policy FILE]
+//	      [--shutdown-delay D] [--stale-budget D] [--not-found-ttl D]
+//	      [--trust-policy FILE]
 //	    Serve the cache as a pull-through registry mirror for Docker,
 //	    containerd, the kubelet and buildkitd, until SIGTERM or SIGINT;
-//	    loopback only unless --allow-remote. `buildcache serve --help` says more.
+//	    loopback only unless --allow-remote; /healthz and /readyz for probes.
+//	    `buildcache serve --help` says more.
+//	node-config --registry NS=URL... [--mirror URL] [--hosts-dir DIR] [--wait D]
+//	      [--remove | --until-signal]
+//	    Once the node's mirror answers /readyz, write containerd's hosts.toml
+//	    for each registry: the mirror first, the registry's server as the
+//	    fallback; --remove restores what they replaced. `buildcache
+//	    node-config --help` says which containerd settings it needs.
 //	stats
 //	    Blob count, bytes, recorded images and the store's lifetime
 //	    counters: hits, misses, bytes in and out, evictions, corruptions,

@@ -39,6 +39,7 @@ type serveFlags struct {
 	failedLogins    int
 	logFormat       string
 	shutdownTimeout time.Duration
+	shutdownDelay   time.Duration
 	staleBudget     time.Duration
 	notFoundTTL     time.Duration
 	maxFetches      int
@@ -79,18 +80,28 @@ unchecked; good credentials are checked once a minute, one check at a time.
 /metrics serves Prometheus metrics on the same listener (behind the same
 authentication), or on --metrics-listen ADDR without it ("off": none).
 
+/healthz answers 200 while the process serves; /readyz 200 while the
+cache takes writes (a small file written, synced and removed in its temp
+directory, at most every 2s) and the mirror is not shutting down, else
+503 with the reason. Neither needs credentials nor is logged; changes of
+readiness are. Neither asks the upstreams: an upstream outage does not
+take the mirror out of rotation, as it still serves what it holds.
+
 Every request is logged on stderr (method, path, status, bytes, duration,
 client address; never a header or the query's values but ns), as text or
 JSON (--log-format). The first record says "listening" with the address.
+
 --trust-policy FILE verifies the image a tag names before it is served
 (403 DENIED otherwise; see buildcache resolve --help), with the signatures
 kept in the cache, so it works with the upstream down too;
 /v2/<name>/referrers/<digest> serves an image's signatures and attestations.
 
-On SIGTERM or SIGINT the mirror stops accepting connections, lets requests
-in progress finish for --shutdown-timeout, then cancels them (a blob being
-fetched is not stored half), and closes the cache so its counters are
-kept; a second signal cuts the wait short.
+On SIGTERM or SIGINT the mirror turns not ready, serves on for
+--shutdown-delay (0 by default: time for a load balancer to notice), then
+stops accepting connections, lets requests in progress finish for
+--shutdown-timeout, then cancels them (a blob being fetched is not stored
+half), and closes the cache so its counters are kept; a second signal
+cuts the waits short.
 
 ` + seeExitCodes,
 		Args: cobra.NoArgs,
@@ -112,6 +123,7 @@ kept; a second signal cuts the wait short.
 	fl.StringVar(&f.logFormat, "log-format", "text", "access log format on stderr: text or json")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on `ADDR` instead of the mirror's listener, without authentication; off for none")
 	fl.Var(durationValue{&f.shutdownTimeout}, "shutdown-timeout", "on SIGTERM, let requests in progress finish for `D` (default 30s)")
+	fl.Var(durationValue{&f.shutdownDelay}, "shutdown-delay", "on SIGTERM, answer /readyz 503 and keep serving for `D` before refusing connections (default 0)")
 	f.staleBudget, f.notFoundTTL = registry.DefaultStaleBudget, registry.DefaultNotFoundTTL
 	fl.Var(durationValue{&f.staleBudget}, "stale-budget", staleBudgetHelp)
 	fl.Var(durationValue{&f.notFoundTTL}, "not-found-ttl", "answer a tag the upstream answered 404 for with that 404, without asking again, for `D`; 0: ask every time")
@@ -340,7 +352,12 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if cfg.auth != nil {
 		main = cfg.auth.Wrap(main)
 	}
-	srvOpts := []mirror.ServerOption{mirror.WithServerLogger(cfg.logger), mirror.WithCloseAfter(m)}
+	health, err := mirror.NewHealth(store, mirror.WithHealthLogger(cfg.logger))
+	if err != nil {
+		return err
+	}
+	srvOpts := []mirror.ServerOption{mirror.WithServerLogger(cfg.logger), mirror.WithCloseAfter(m),
+		mirror.WithHealth(health), mirror.WithShutdownDelay(f.shutdownDelay)}
 	if f.shutdownTimeout > 0 {
 		srvOpts = append(srvOpts, mirror.WithShutdownGrace(f.shutdownTimeout))
 	}

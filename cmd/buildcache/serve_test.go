@@ -103,7 +103,13 @@ var (
 // fresh cache directory and waits for it to listen.
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
-	s := &server{cache: t.TempDir(), stderr: newLogBuffer(), exited: make(chan int, 1)}
+	return startServeIn(t, t.TempDir(), args...)
+}
+
+// startServeIn is startServe with the cache in dir.
+func startServeIn(t *testing.T, dir string, args ...string) *server {
+	t.Helper()
+	s := &server{cache: dir, stderr: newLogBuffer(), exited: make(chan int, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	argv := append([]string{"--cache", s.cache, "serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s"}, args...)

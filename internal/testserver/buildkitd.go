@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,12 +28,8 @@ type Buildkitd struct {
 	Addr string // "unix:///tmp/bk…/buildkitd.sock", for client.New
 	Root string // --root: snapshots, content, cache metadata
 
-	bin    string
-	sock   string // socket directory (short: sockets have a ~108 byte path limit)
-	cmd    *exec.Cmd
-	exited chan error // receives cmd.Wait's result
-	log    *LockedBuffer
-	once   sync.Once
+	*proc
+	sock string // socket directory (short: sockets have a ~108 byte path limit)
 }
 
 // errUnavailable marks what is missing on the machine, as opposed to a
@@ -45,21 +39,28 @@ var errUnavailable = errors.New("unavailable")
 // buildkitdBinary finds buildkitd: $BUILDCACHE_BUILDKITD_BIN, buildkitd on
 // PATH, or buildkitd in $(go env GOPATH)/bin, where scripts/test puts it.
 func buildkitdBinary() (string, error) {
-	if p := os.Getenv("BUILDCACHE_BUILDKITD_BIN"); p != "" {
+	return toolBinary("BUILDCACHE_BUILDKITD_BIN", "buildkitd", BuildkitdInstallHint)
+}
+
+// toolBinary finds a program: $env, name on PATH, or name in $(go env
+// GOPATH)/bin, where scripts/test builds the ones Debian lacks; missing,
+// the error says hint and wraps errUnavailable.
+func toolBinary(env, name, hint string) (string, error) {
+	if p := os.Getenv(env); p != "" {
 		return p, nil
 	}
-	if p, err := exec.LookPath("buildkitd"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
 	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
 		for _, dir := range filepath.SplitList(strings.TrimSpace(string(gopath))) {
-			p := filepath.Join(dir, "bin", "buildkitd")
+			p := filepath.Join(dir, "bin", name)
 			if info, err := os.Stat(p); err == nil && !info.IsDir() {
 				return p, nil
 			}
 		}
 	}
-	return "", fmt.Errorf("no buildkitd found: %s: %w", BuildkitdInstallHint, errUnavailable)
+	return "", fmt.Errorf("no %s found: %s: %w", name, hint, errUnavailable)
 }
 
 // StartBuildkitd starts a buildkitd of its own for this test and waits
@@ -126,64 +127,44 @@ func launchBuildkitd(extra ...string) (*Buildkitd, error) {
 	b := &Buildkitd{
 		Addr: "unix://" + filepath.Join(sock, "buildkitd.sock"),
 		Root: root,
-		bin:  bin,
 		sock: sock,
-		log:  &LockedBuffer{},
 	}
-	b.cmd = exec.Command(bin, append([]string{
+	b.proc, err = startProc("buildkitd", bin, append([]string{
 		"--root", root,
 		"--addr", b.Addr,
 		"--oci-worker=true",
 		"--containerd-worker=false",
 	}, extra...)...)
-	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
-	if err := b.cmd.Start(); err != nil {
+	if err != nil {
 		b.removeDirs()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, err
 	}
-	b.exited = make(chan error, 1)
-	go func(c chan<- error) { c <- b.cmd.Wait() }(b.exited)
-	if err := b.waitReady(60 * time.Second); err != nil {
+	if err := b.waitReady(60*time.Second, b.Addr, b.ready); err != nil {
 		b.Stop()
-		return nil, fmt.Errorf("%v\n%s", err, b.log)
+		return nil, fmt.Errorf("%v\n%s", err, b.Log())
 	}
 	return b, nil
 }
 
-// waitReady waits until the socket accepts connections and ListWorkers
+// ready says whether the socket accepts connections and ListWorkers
 // answers with at least one worker.
-func (b *Buildkitd) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	path := strings.TrimPrefix(b.Addr, "unix://")
-	for {
-		select {
-		case err := <-b.exited:
-			b.exited <- err
-			return fmt.Errorf("buildkitd exited before answering on %s: %v", b.Addr, err)
-		default:
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("buildkitd did not listen on %s within %s", b.Addr, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	c, err := client.New(ctx, b.Addr)
+func (b *Buildkitd) ready(ctx context.Context) error {
+	c, err := net.DialTimeout("unix", strings.TrimPrefix(b.Addr, "unix://"), time.Second)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	ws, err := c.ListWorkers(ctx)
+	c.Close()
+	bc, err := client.New(ctx, b.Addr)
 	if err != nil {
-		return fmt.Errorf("buildkitd on %s: ListWorkers: %w", b.Addr, err)
+		return err
+	}
+	defer bc.Close()
+	ws, err := bc.ListWorkers(ctx)
+	if err != nil {
+		return fmt.Errorf("ListWorkers: %w", err)
 	}
 	if len(ws) == 0 {
-		return fmt.Errorf("buildkitd on %s has no worker", b.Addr)
+		return errors.New("no worker")
 	}
 	return nil
 }
@@ -224,26 +205,10 @@ func (b *Buildkitd) PruneAll(t testing.TB) {
 	t.Fatalf("buildkitd prune: %d cache records still there after a minute", left)
 }
 
-// Log is what the daemon printed so far.
-func (b *Buildkitd) Log() string { return b.log.String() }
-
 // Stop stops the daemon (SIGTERM, SIGKILL after 15 s), unmounts what it
 // left mounted under its root and removes its directories. It is safe to
 // call more than once.
-func (b *Buildkitd) Stop() {
-	b.once.Do(func() {
-		if b.cmd != nil && b.cmd.Process != nil {
-			b.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-b.exited:
-			case <-time.After(15 * time.Second):
-				b.cmd.Process.Kill()
-				<-b.exited
-			}
-		}
-		b.removeDirs()
-	})
-}
+func (b *Buildkitd) Stop() { b.stop(15*time.Second, b.removeDirs) }
 
 func (b *Buildkitd) removeDirs() {
 	unmountUnder(b.Root)

@@ -30,3 +30,23 @@ func TestStartContainerd(t *testing.T) {
 	c.Stop()
 	c.Stop()
 }
+
+func TestStartContainerdCRI(t *testing.T) {
+	c := StartContainerdCRI(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := c.Crictl(ctx, "images")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "IMAGE") && !strings.Contains(out, "\nIMAGE") {
+		t.Errorf("crictl images:\n%s", out)
+	}
+	out, err = c.Crictl(ctx, "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"snapshotter": "native"`) || !strings.Contains(out, `"configPath"`) {
+		t.Errorf("crictl info: not the CRI config asked for:\n%s", out)
+	}
+}

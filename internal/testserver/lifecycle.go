@@ -1,9 +1,14 @@
 package testserver
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // launched is what the servers this package starts as processes have in
@@ -74,4 +79,68 @@ func (sh *sharedServer[S]) stop() {
 	}
 	var zero S
 	sh.started, sh.s, sh.err = false, zero, nil
+}
+
+// proc is a daemon a test started (containerd, dockerd, buildkitd): its
+// command, its end and its output.
+type proc struct {
+	name   string // for messages: "containerd"
+	cmd    *exec.Cmd
+	exited chan error // cmd.Wait's result; whoever receives it puts it back
+	log    *LockedBuffer
+	once   sync.Once
+}
+
+// startProc starts bin with args, its output in a log of its own.
+func startProc(name, bin string, args ...string) (*proc, error) {
+	p := &proc{name: name, cmd: exec.Command(bin, args...), exited: make(chan error, 1), log: &LockedBuffer{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	return p, nil
+}
+
+// Log is what the daemon printed so far.
+func (p *proc) Log() string { return p.log.String() }
+
+// waitReady calls ready until it returns nil, every 20 ms, giving each
+// call a context ending at the deadline; it fails when the daemon exits,
+// or with ready's last error once timeout has passed.
+func (p *proc) waitReady(timeout time.Duration, where string, ready func(ctx context.Context) error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			return fmt.Errorf("%s exited before answering on %s: %v", p.name, where, err)
+		default:
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := ready(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer on %s within %s: %w", p.name, where, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop stops the daemon once: SIGTERM, SIGKILL after grace, then
+// cleanup (its directories). Later calls do nothing.
+func (p *proc) stop(grace time.Duration, cleanup func()) {
+	p.once.Do(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(grace):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		cleanup()
+	})
 }

@@ -2,7 +2,10 @@
 // distribution registry (StartRegistry: Debian's docker-registry, or
 // distribution's registry v3), an S3-compatible server (StartS3:
 // versitygw with POSIX storage), buildkitd with its OCI worker
-// (StartBuildkitd) and a kube-apiserver with its own etcd (SharedKube). Each listens on 127.0.0.1 (buildkitd on a unix
+// (StartBuildkitd), containerd (StartContainerd; StartContainerdCRI
+// with crictl, the kubelet's pull path), a Docker daemon with a registry
+// mirror (StartDockerd) and a kube-apiserver with its own etcd
+// (SharedKube). Each listens on 127.0.0.1 (buildkitd on a unix
 // socket), keeps its state in a temp dir and is stopped when the test
 // ends. A Registry or S3Server can be stopped and started again on the
 // same address and storage, to test what a client does while it is down.
