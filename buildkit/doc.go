@@ -30,6 +30,10 @@
 // and only the stages the target needs. It resolves each image once
 // through a cache.BaseImageResolver, for all its platforms, and reports
 // what it pinned and where it came from (hit, revalidated, pulled, stale).
+// A resolver with a trust policy (registry.WithVerifier, package trust)
+// refuses an image no trusted signature covers: PinBaseImages then fails
+// with its *registry.UntrustedError in the chain (errors.Is
+// cache.ErrUntrusted), and nothing is pinned.
 //
 // In NamedContexts mode (the default) the result is frontend attributes,
 // one per image and platform,

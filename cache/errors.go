@@ -29,4 +29,10 @@ var (
 	// API, "sha512:" and 128: ParseContentDigest). It never reaches a path
 	// or a key.
 	ErrInvalidDigest = errors.New("invalid digest")
+
+	// ErrUntrusted: a trust policy refused the image: it is unsigned, or
+	// no signature on it verifies as the policy requires. Nothing of it
+	// was recorded or served for its tag. The error names the reference,
+	// the digest and the reason (registry.UntrustedError).
+	ErrUntrusted = errors.New("refused by the trust policy")
 )

@@ -27,4 +27,11 @@ const (
 	// AnnotationResolvedAt is when the reference was last resolved or
 	// revalidated against its registry, in RFC 3339 format.
 	AnnotationResolvedAt = "dev.buildcache.resolved-at"
+	// AnnotationSubject marks a root that holds what describes another
+	// image (its signatures, attestations, SBOMs: its referrers, or the
+	// tags cosign names after it, "sha256-<hex>.sig"): the digest of that
+	// image, the subject. Such a root is kept while its subject is: a
+	// collector keeps it only when the other roots reach the subject, and
+	// a resolver's Prune drops it with the subject's last root.
+	AnnotationSubject = "dev.buildcache.subject"
 )

@@ -130,6 +130,10 @@ type Explanation struct {
 	// UpstreamError is the registry failure behind a Stale or Reserved
 	// answer ("" otherwise).
 	UpstreamError string
+	// Trust is what a trust policy's verification said of the image, when
+	// one applies ("verified: cosign signature, key cosign.pub (rule
+	// ghcr.io/acme/*)"; "" when none applies).
+	Trust string
 	// RetryAfter is when a 429 allows the registry to be asked again, when
 	// that held a pull back (Reserved; zero otherwise).
 	RetryAfter time.Time

@@ -38,6 +38,21 @@ type ResolverStats struct {
 	// received (for a shared client, its other users' too); nil when none
 	// has stated one. The map is the caller's.
 	RateLimits map[string]RateLimit
+	// Verified counts images a trust policy's verification admitted
+	// (registry.WithVerifier), and Untrusted those it did not, by reason
+	// ("unsigned", "wrong_key", "bad_signature", "identity_mismatch",
+	// "unavailable") and by what was done: refused (the policy requires a
+	// signature) or warned (admitted all the same). Nil maps when none.
+	Verified  uint64
+	Untrusted map[UntrustedKey]uint64
+}
+
+// UntrustedKey is a count of ResolverStats.Untrusted: why an image
+// failed a trust policy's verification, and whether it was refused or,
+// under a policy that only warns, admitted.
+type UntrustedKey struct {
+	Reason  string
+	Refused bool
 }
 
 // RateLimit is a registry's pull budget as its responses last stated it

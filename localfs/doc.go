@@ -194,6 +194,10 @@
 // manifests, config, layers, blobs, subject); reachable blobs are never
 // evicted or collected, nor are blobs named by a live lease. A resolver records the images it pulled as roots
 // (cache.RootIndex), and BuildKit records its cache exports there too.
+// A root annotated with cache.AnnotationSubject (an image's signatures,
+// attestations and referrers list, which a resolver keeps with it) is
+// kept only while the other roots reach its subject: it goes with the
+// image it describes.
 //
 // Unreachable blobs go in two ways. A Put that would exceed the budget or
 // the free-space floor first evicts the least recently used ones; if that

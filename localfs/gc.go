@@ -82,10 +82,15 @@ func (s *Store) reachable(ctx context.Context) (map[digestKey]reach, map[digestK
 		}
 		return nil
 	}
+	var described []v1.Descriptor // roots kept with their subject
 	for _, pass := range []bool{true, false} {
 		named = pass
 		for _, desc := range im.Manifests {
 			if (desc.Annotations[ociRefName] != "") != pass {
+				continue
+			}
+			if _, ok := desc.Annotations[cache.AnnotationSubject]; ok {
+				described = append(described, desc)
 				continue
 			}
 			if err := visit(desc, true); err != nil {
@@ -93,7 +98,36 @@ func (s *Store) reachable(ctx context.Context) (map[digestKey]reach, map[digestK
 			}
 		}
 	}
+	named = true
+	if err := visitDescribed(described, seen, visit); err != nil {
+		return nil, nil, err
+	}
 	return seen, frontier, nil
+}
+
+// visitDescribed visits the roots that describe another image
+// (cache.AnnotationSubject: its signatures, attestations, referrers)
+// whose subject is reached, until none is left whose subject is: they
+// are kept while their subject is, and one may describe another.
+func visitDescribed(described []v1.Descriptor, seen map[digestKey]reach, visit func(v1.Descriptor, bool) error) error {
+	for progress := true; progress; {
+		progress = false
+		rest := described[:0]
+		for _, desc := range described {
+			subject, err := v1.NewHash(desc.Annotations[cache.AnnotationSubject])
+			k, ok := validKey(subject)
+			if _, reached := seen[k]; err != nil || !ok || !reached {
+				rest = append(rest, desc)
+				continue
+			}
+			if err := visit(desc, true); err != nil {
+				return err
+			}
+			progress = true
+		}
+		described = rest
+	}
+	return nil
 }
 
 // ociRefName is the OCI annotation that names a root; a resolver records

@@ -23,7 +23,7 @@ func TestDependencies(t *testing.T) {
 		}
 	}
 	depcheck.Forbid(t, pkg, []string{
-		"github.com/aws/", "k8s.io/", "sigs.k8s.io/", "github.com/moby/buildkit",
+		"github.com/aws/", "k8s.io/", "sigs.k8s.io/", "github.com/moby/buildkit", "github.com/sigstore/",
 		"github.com/dgraph-io/ristretto", // memory's
 	}, nil)
 }

@@ -59,6 +59,9 @@
 //	buildcache_resolver_stale_budget_spent_total    stale answers: the registry took longer than the stale budget
 //	buildcache_resolver_stale_known_down_total      stale answers without asking a registry known to be failing
 //	buildcache_resolver_not_found_remembered_total  a remembered 404 answered without asking again
+//	buildcache_resolver_verified_total              images a trust policy's verification admitted
+//	buildcache_resolver_untrusted_total{reason,action}  images that failed it: unsigned, wrong_key, bad_signature,
+//	                                                identity_mismatch, unavailable; refused or warned
 //	buildcache_resolver_rate_limit_requests{registry}            gauge: the registry's RateLimit-Limit
 //	buildcache_resolver_rate_limit_remaining_requests{registry}  gauge: its RateLimit-Remaining
 //	buildcache_resolver_rate_limit_window_seconds{registry}      gauge: its window (;w=)

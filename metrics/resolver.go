@@ -26,6 +26,8 @@ var resolverSpecs = []promfamily.Spec[cache.ResolverStats]{
 		func(s cache.ResolverStats) uint64 { return s.StaleKnownDown }),
 	promfamily.Counter("not_found_remembered_total", "Resolves answered with the 404 the registry gave lately for the reference, without asking it again (serve --not-found-ttl).",
 		func(s cache.ResolverStats) uint64 { return s.NotFoundRemembered }),
+	promfamily.Counter("verified_total", "Images a trust policy's signature verification admitted (--trust-policy).",
+		func(s cache.ResolverStats) uint64 { return s.Verified }),
 }
 
 // ResolverCollector exports the counters of a registry.Resolver as the
@@ -34,6 +36,7 @@ type ResolverCollector struct {
 	r           ResolverStatsReporter
 	fs          []promfamily.Family[cache.ResolverStats]
 	resolutions *prometheus.Desc
+	untrusted   *prometheus.Desc // by reason and action
 	// Per registry host, from the RateLimit headers of its last answer.
 	rateLimit, rateRemaining, rateWindow *prometheus.Desc
 }
@@ -51,6 +54,9 @@ func NewResolverCollector(r ResolverStatsReporter) *ResolverCollector {
 		resolutions: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "resolutions_total"),
 			`Resolutions by where the image came from: "hit" (no request), "revalidated" (one HEAD confirmed the cached digest), "pulled" (something was downloaded), "stale" (the registry failed and the cached copy was served), "reserved" (the cached copy was served to keep within a rate-limit reserve). Concurrent calls that shared one resolution count once.`,
 			[]string{"source"}, nil),
+		untrusted: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "untrusted_total"),
+			`Images that failed a trust policy's signature verification, by reason ("unsigned", "wrong_key", "bad_signature", "identity_mismatch", "unavailable") and action ("refused": the policy requires a signature; "warned": admitted all the same).`,
+			[]string{"reason", "action"}, nil),
 		rateLimit: prometheus.NewDesc(prometheus.BuildFQName(promfamily.Namespace, "resolver", "rate_limit_requests"),
 			"Requests the registry allows per window, as its last RateLimit-Limit header said (Docker Hub counts manifest GETs, not HEADs).",
 			[]string{"registry"}, nil),
@@ -67,6 +73,7 @@ func NewResolverCollector(r ResolverStatsReporter) *ResolverCollector {
 func (rc *ResolverCollector) Describe(ch chan<- *prometheus.Desc) {
 	promfamily.Describe(rc.fs, ch)
 	ch <- rc.resolutions
+	ch <- rc.untrusted
 	ch <- rc.rateLimit
 	ch <- rc.rateRemaining
 	ch <- rc.rateWindow
@@ -81,6 +88,13 @@ func (rc *ResolverCollector) Collect(ch chan<- prometheus.Metric) {
 		n     uint64
 	}{{"hit", s.Hits}, {"revalidated", s.Revalidated}, {"pulled", s.Pulled}, {"stale", s.Stale}, {"reserved", s.Reserved}} {
 		ch <- prometheus.MustNewConstMetric(rc.resolutions, prometheus.CounterValue, float64(src.n), src.label)
+	}
+	for k, n := range s.Untrusted {
+		action := "warned"
+		if k.Refused {
+			action = "refused"
+		}
+		ch <- prometheus.MustNewConstMetric(rc.untrusted, prometheus.CounterValue, float64(n), k.Reason, action)
 	}
 	for host, rl := range s.RateLimits {
 		if !rl.Stated {

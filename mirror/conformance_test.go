@@ -3,6 +3,7 @@ package mirror_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -23,16 +25,37 @@ const conformanceHint = "GOBIN=$(mktemp -d) go install github.com/opencontainers
 	"or set BUILDCACHE_OCI_CONFORMANCE_BIN"
 
 // TestConformancePull runs the OCI distribution-spec conformance suite's
-// pull workflow against the mirror: push disabled (the mirror is
-// read-only), and the read-only data (a tag, every manifest and blob of a
-// two-platform image) pre-seeded in the upstream, so the suite's requests
-// go through the mirror's fetches as a client's would.
+// pull and content-discovery workflows against the mirror: push disabled
+// (the mirror is read-only), and the read-only data (a tag, every
+// manifest and blob of a two-platform image, and the image as a subject
+// with two referrers) pre-seeded in the upstream, so the suite's requests
+// go through the mirror's fetches as a client's would. It runs over an
+// upstream with the referrers API and over one with only the referrers
+// tag schema.
+//
+// Of content discovery, the suite's tag listing and referrers tests run:
+// the referrers of a random subject (an empty list) and of the seeded
+// subject (a valid index). Its artifactType filtering test, and the
+// checks that each referrer is listed with its descriptor, run only on
+// the data it pushes ("Artifacts with Subject", "Artifact without
+// Layers", the generated image and index): a read-only mirror can take
+// no push, so they do not apply. TestReferrersEndpoint checks filtering
+// and the listing on seeded referrers instead.
 func TestConformancePull(t *testing.T) {
 	bin := requireTool(t, "BUILDCACHE_OCI_CONFORMANCE_BIN", "oci-conformance", conformanceHint)
-	up := newUpstream(t)
+	for _, api := range []bool{true, false} {
+		t.Run(fmt.Sprintf("referrersAPI=%v", api), func(t *testing.T) { runConformance(t, bin, api) })
+	}
+}
+
+func runConformance(t *testing.T, bin string, referrersAPI bool) {
+	up := newUpstream(t, ggcrregistry.WithReferrersSupport(referrersAPI))
 	const repo = "conformance/repo1"
 	ti := testimage.ForTest(t)
-	ti.Push(up.host()+"/"+repo+":v1", ti.RandomIndex(platforms, 32<<10, 2))
+	subject := ti.Push(up.host()+"/"+repo+":v1", ti.RandomIndex(platforms, 32<<10, 2))
+	for _, at := range []string{"application/vnd.dev.cosign.artifact.sig.v1+json", "application/spdx+json"} {
+		attachArtifact(t, up.host()+"/"+repo, subject, at)
+	}
 	manifests, blobs := imageDigests(t, up.host()+"/"+repo+":v1")
 	m := startLocalMirror(t, up.host())
 
@@ -54,7 +77,7 @@ func TestConformancePull(t *testing.T) {
 		"OCI_API_MANIFESTS_DELETE=false",
 		"OCI_API_TAGS_DELETE=false",
 		"OCI_API_TAGS_LIST=true",
-		"OCI_API_REFERRER=false", // the mirror serves no referrers API
+		"OCI_API_REFERRER=true",
 		"OCI_API_BLOBS_DIGEST_HEADER=true",
 		// The suite checks a manifest's Docker-Content-Digest only on
 		// the responses it keeps, and for read-only data it keeps none:
@@ -64,6 +87,7 @@ func TestConformancePull(t *testing.T) {
 		"OCI_RO_DATA_TAGS=v1",
 		"OCI_RO_DATA_MANIFESTS="+strings.Join(manifests, " "),
 		"OCI_RO_DATA_BLOBS="+strings.Join(blobs, " "),
+		"OCI_RO_DATA_REFERRERS="+subject.String(),
 	)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -81,7 +105,7 @@ func TestConformancePull(t *testing.T) {
 		"OCI Conformance Result: Pass",
 		"Ping", "Blob get", "Blob head",
 		"Manifest get by digest", "Manifest get by tag", "Manifest head by digest", "Manifest head by tag",
-		"Read Only Inputs", "Invalid Manifest Digest", "Tag listing",
+		"Read Only Inputs", "Invalid Manifest Digest", "Tag listing", "Referrers",
 	} {
 		if !reportSays(report, want) {
 			t.Errorf("the conformance report does not say %q passed", want)
@@ -90,7 +114,8 @@ func TestConformancePull(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^\s*FAIL\.*:\s*0$`).MatchString(report) || !regexp.MustCompile(`(?m)^\s*Error\.*:\s*0$`).MatchString(report) {
 		t.Error("the conformance report counts failures or errors")
 	}
-	if served := m.clientCounts(); served["GET blobs"] < len(blobs) || served["GET manifests"] < len(manifests) {
+	served := m.clientCounts()
+	if served["GET blobs"] < len(blobs) || served["GET manifests"] < len(manifests) {
 		t.Errorf("the suite asked the mirror %v; want every one of %d manifests and %d blobs", served, len(manifests), len(blobs))
 	}
 }

@@ -48,10 +48,24 @@
 //     them, also when the upstream ignores n or sends no Link. The roots
 //     are read once a minute at most, whatever the number of requests
 //     (see tagview.go), and what the mirror serves shows at once.
+//   - GET /v2/<name>/referrers/<digest>[?artifactType=]: the subject's
+//     referrers as an OCI index (OCI distribution spec 1.1), from the
+//     upstream's referrers API or, for an upstream without one, its
+//     referrers tag schema ("sha256-<hex>" tag); kept with the subject
+//     (registry.Resolver.Referrers) and served from the store when the
+//     upstream is down. artifactType is applied here, whatever the
+//     upstream supports, and said with OCI-Filters-Applied. A subject
+//     nobody refers to has an empty index. The referrers listed may be
+//     fetched by digest under the name. cosign's "sha256-<hex>.sig",
+//     ".att" and ".sbom" signatures are ordinary tags.
+//   - With a trust policy on the resolver (registry.WithVerifier), a tag
+//     whose image the policy refuses is 403 DENIED, naming the digest and
+//     the reason (failed responses reason "untrusted"); content asked for
+//     by digest is served as it is.
 //   - Every other method: 405 UNSUPPORTED. Errors carry OCI error bodies
 //     (MANIFEST_UNKNOWN, BLOB_UNKNOWN, NAME_UNKNOWN, NAME_INVALID,
 //     DIGEST_INVALID, MANIFEST_INVALID, PAGINATION_NUMBER_INVALID,
-//     UNSUPPORTED; UNAVAILABLE with 503 when the upstream is down and
+//     UNSUPPORTED, DENIED; UNAVAILABLE with 503 when the upstream is down and
 //     nothing is cached).
 //
 // # Cold blobs

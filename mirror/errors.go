@@ -19,6 +19,7 @@ const (
 	codeManifestInvalid = "MANIFEST_INVALID"
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnavailable     = "UNAVAILABLE" // not in the spec's list; registries use it for 503
+	codeDenied          = "DENIED"
 )
 
 type errorBody struct {
@@ -45,6 +46,9 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // upstream's own message is not repeated to the client: it may name
 // internal hosts; the access log gets it (noteFailure).
 func upstreamError(w http.ResponseWriter, err error, unknown string) {
+	if untrustedError(w, err) { // referrers.go
+		return
+	}
 	noteFailure(w, reasonOf(err), err)
 	var re *regclient.RemoteError
 	switch {

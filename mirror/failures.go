@@ -27,12 +27,15 @@ const (
 	ReasonCorrupt        = "corrupt"         // a stored blob does not match its digest
 	ReasonInternal       = "internal"        // anything else: an I/O error of the store, a bug
 	ReasonAborted        = "aborted"         // cut short for a reason not recorded
+	ReasonUntrusted      = "untrusted"       // the trust policy refused the image a tag points to (403 DENIED)
 )
 
 // reasonOf classifies err, the failure of a fetch or of serving it.
 func reasonOf(err error) string {
 	var re *regclient.RemoteError
 	switch {
+	case errors.Is(err, cache.ErrUntrusted):
+		return ReasonUntrusted
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return ReasonStalled // a write past the stall timeout
 	case errors.Is(err, ErrClosed):

@@ -3,15 +3,13 @@ package mirror_test
 import (
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/buildcache/buildcache/cache"
+	"github.com/buildcache/buildcache/internal/testserver"
 	"github.com/buildcache/buildcache/localfs"
 	"github.com/buildcache/buildcache/mirror"
 	"github.com/buildcache/buildcache/regclient"
@@ -134,28 +132,8 @@ func startLocalMirror(t *testing.T, upstreamHost string, opts ...mirror.Option) 
 	return startMirror(t, upstreamHost, store, opts...)
 }
 
-// requireTool finds a client binary on PATH, or (under a name of
-// scripts/test's) in $(go env GOPATH)/bin, or from env. Missing, the test
-// skips, and fails under CI, where scripts/test installs every one.
+// requireTool finds a client binary: testserver.RequireTool.
 func requireTool(t *testing.T, env, name, hint string) string {
 	t.Helper()
-	if p := os.Getenv(env); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, dir := range filepath.SplitList(strings.TrimSpace(string(gopath))) {
-			p := filepath.Join(dir, "bin", name)
-			if info, err := os.Stat(p); err == nil && !info.IsDir() {
-				return p
-			}
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI: %s not found: %s", name, hint)
-	}
-	t.Skipf("skipping: %s not found: %s (scripts/test installs it)", name, hint)
-	return ""
+	return testserver.RequireTool(t, env, name, hint)
 }

@@ -240,7 +240,7 @@ func (m *Mirror) serve(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	name, kind, ref, ok := route(req.URL.Path)
-	if !ok || (kind != "manifests" && kind != "blobs" && !tagsRoute(kind, ref)) {
+	if !ok || (kind != "manifests" && kind != "blobs" && kind != "referrers" && !tagsRoute(kind, ref)) {
 		writeError(w, http.StatusNotFound, codeUnsupported, "not a distribution API read path")
 		return
 	}
@@ -260,6 +260,8 @@ func (m *Mirror) serve(w http.ResponseWriter, req *http.Request) {
 		m.serveManifest(ctx, w, req, repo, ref)
 	case "tags":
 		m.serveTags(ctx, w, req, repo, name)
+	case "referrers":
+		m.serveReferrers(ctx, w, req, repo, ref) // referrers.go
 	default:
 		m.serveBlob(ctx, w, req, repo, ref)
 	}

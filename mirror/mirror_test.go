@@ -54,9 +54,9 @@ type upstream struct {
 	down     atomic.Bool
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t *testing.T, opts ...ggcrregistry.Option) *upstream {
 	u := &upstream{}
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	reg := ggcrregistry.New(append([]ggcrregistry.Option{ggcrregistry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v2/" {
 			u.requests.Add(1)

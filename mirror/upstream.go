@@ -43,6 +43,11 @@ type Upstream interface {
 	GetManifest(ctx context.Context, repo string, d v1.Hash) (v1.Descriptor, []byte, error)
 	// ListTags lists a page of repo's tags (registry.Resolver.ListTags).
 	ListTags(ctx context.Context, repo string, n int, last string) (*registry.TagList, error)
+	// Referrers lists the referrers of subject in repo, from the
+	// upstream's referrers API or its referrers tag schema, stored with
+	// subject and served from the store when the upstream is down
+	// (registry.Resolver.Referrers).
+	Referrers(ctx context.Context, repo string, subject v1.Hash, maxAge time.Duration) (*registry.ReferrersList, error)
 }
 
 var _ Upstream = (*registry.Resolver)(nil)

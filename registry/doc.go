@@ -106,6 +106,31 @@
 // fsync per pull instead of one per blob. A crash before then can lose blobs of that pull
 // but never leaves a root pointing to missing ones.
 //
+// # Signatures, referrers and trust
+//
+// Referrers(ctx, repo, digest, maxAge) lists what refers to an image
+// (OCI 1.1: signatures, attestations, SBOMs): the registry's referrers
+// API, or its referrers tag schema ("sha256-<hex>") where it has none,
+// stored as the root "<repo>:sha256-<hex>" and served Stale when the
+// registry fails. WithReferrers(artifactTypes...) keeps, with every image
+// a resolve pulls, its referrers and cosign's "sha256-<hex>.sig", ".att"
+// and ".sbom" tags, with their manifests and blobs. Each such root is
+// marked with the image it describes (cache.AnnotationSubject): the
+// store's collector keeps it while it keeps the image, and Prune drops it
+// once the image is gone, never for its own age.
+//
+// WithVerifier(v) checks images against a trust policy (package trust;
+// registry itself links no sigstore): a pull right after its top
+// manifest, before any blob is downloaded or its root recorded, and a
+// cached copy each time it is served for a reference, from the
+// signatures the store holds, so a verification works with the registry
+// down. A refused image is an *UntrustedError (errors.Is(err,
+// cache.ErrUntrusted)) naming the reference, digest, rule and reason;
+// nothing of it is recorded. Verdicts are counted in Stats (Verified,
+// Untrusted by reason, refused or warned) and explained in
+// ResolvedImage.Why.Trust. A tag that names a signature
+// ("sha256-<hex>.sig") is not itself checked.
+//
 // # Errors
 //
 // A registry's failure is a *regclient.RemoteError (errors.As), with the

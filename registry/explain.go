@@ -16,6 +16,7 @@ import (
 type tally struct {
 	blobs atomic.Int64
 	bytes atomic.Int64
+	trust atomic.Pointer[string] // what a trust policy said (verify.go)
 }
 
 type tallyKey struct{}
@@ -38,6 +39,24 @@ func (t *tally) add(blobs, bytes int64) {
 	}
 }
 
+// setTrust notes what a trust policy's verification said.
+func (t *tally) setTrust(note string) {
+	if t != nil {
+		t.trust.Store(&note)
+	}
+}
+
+// trustNote is what setTrust noted, or "".
+func (t *tally) trustNote() string {
+	if t == nil {
+		return ""
+	}
+	if p := t.trust.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // explain finishes why and sets it on res, which it returns with err.
 func explain(res *cache.ResolvedImage, err error, why cache.Explanation, t *tally, reason string) (*cache.ResolvedImage, error) {
 	if err != nil {
@@ -45,6 +64,7 @@ func explain(res *cache.ResolvedImage, err error, why cache.Explanation, t *tall
 	}
 	why.Fetched, why.FetchedBytes = int(t.blobs.Load()), t.bytes.Load()
 	why.Reason = reason
+	why.Trust = t.trustNote()
 	res.Why = why
 	return res, nil
 }

@@ -49,8 +49,16 @@ func (r *Resolver) ResolveTop(ctx context.Context, ref string, maxAge time.Durat
 		return nil, fmt.Errorf("registry: invalid image reference %q: %w", ref, err)
 	}
 	key := fmt.Sprintf("top|%s|%v", parsed.Name(), maxAge)
+	ctx = context.WithValue(ctx, signaturesServed{}, true) // verify.go
 	res, _, err := r.resolves.Do(ctx, key, func(ctx context.Context) (*cache.ResolvedImage, error) {
-		return r.resolveTop(ctx, parsed, maxAge)
+		res, err := r.resolveTop(ctx, parsed, maxAge)
+		if err == nil {
+			err = r.admitResolved(ctx, parsed, res, true)
+		}
+		if err == nil {
+			err = r.keepWith(ctx, parsed, res, true)
+		}
+		return res, err
 	})
 	if err != nil {
 		return nil, err
@@ -162,6 +170,9 @@ func (r *Resolver) fetchTop(ctx context.Context, ref name.Reference, known *v1.D
 	}
 	if err != nil {
 		return nil, regclient.MarkOffline(err)
+	}
+	if err := r.admit(ctx, ref, top.Digest, sigFresh); err != nil {
+		return nil, err
 	}
 	if err := r.putBytes(ctx, top.Digest, raw); err != nil {
 		return nil, err

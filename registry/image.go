@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -107,22 +108,64 @@ func (l *storeLayer) Compressed() (io.ReadCloser, error) {
 
 // Prune drops the records of references not resolved for longer than
 // olderThan, so GC can reclaim the blobs no other root shares. It returns
-// the references dropped.
+// the references dropped. What describes an image (its signatures and
+// referrers, roots marked cache.AnnotationSubject) is not dropped for
+// its age: it goes once its image is gone, neither a root any more nor
+// in the store (a collector does not keep it once its image is not).
 func (r *Resolver) Prune(ctx context.Context, olderThan time.Duration) ([]string, error) {
 	cutoff := r.o.now().Add(-olderThan)
+	gone, err := r.subjectsGone(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var dropped []string
-	err := r.index.UpdateIndex(ctx, func(im *v1.IndexManifest) error {
+	err = r.index.UpdateIndex(ctx, func(im *v1.IndexManifest) error {
 		dropped = nil
 		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
 			ref, ok := d.Annotations[cache.AnnotationRefName]
 			at, err := time.Parse(time.RFC3339Nano, d.Annotations[cache.AnnotationResolvedAt])
-			if !ok || err != nil || !at.Before(cutoff) {
+			if _, describes := d.Annotations[cache.AnnotationSubject]; describes || !ok || err != nil || !at.Before(cutoff) {
 				return false
 			}
 			dropped = append(dropped, ref)
 			return true
 		})
+		roots := map[string]bool{}
+		for _, d := range im.Manifests {
+			roots[d.Digest.String()] = true
+		}
+		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
+			subject, ok := d.Annotations[cache.AnnotationSubject]
+			if !ok || roots[subject] || !gone[subject] {
+				return false
+			}
+			dropped = append(dropped, d.Annotations[cache.AnnotationRefName])
+			return true
+		})
 		return nil
 	})
 	return dropped, err
+}
+
+// subjectsGone lists the subjects of the roots that describe an image
+// (cache.AnnotationSubject) that are not in the store: one Stat each,
+// before the index is locked for Prune's update.
+func (r *Resolver) subjectsGone(ctx context.Context) (map[string]bool, error) {
+	im, err := r.index.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	gone := map[string]bool{}
+	for _, d := range im.Manifests {
+		s, ok := d.Annotations[cache.AnnotationSubject]
+		if !ok {
+			continue
+		}
+		if h, err := v1.NewHash(s); err != nil {
+			gone[s] = true
+		} else if _, err := r.store.Stat(ctx, h); errors.Is(err, cache.ErrNotFound) {
+			gone[s] = true
+		}
+	}
+	return gone, nil
 }

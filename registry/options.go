@@ -24,6 +24,11 @@ type options struct {
 	logger       *slog.Logger  // nil: none
 	progress     func(Progress)
 	now          func() time.Time
+	verifier     Verifier // nil: every image admitted (verify.go)
+	// keepReferrers: WithReferrers was given; referrerTypes are its
+	// artifact types (none: every type).
+	keepReferrers bool
+	referrerTypes []string
 }
 
 func defaultOptions() options {

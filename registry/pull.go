@@ -45,6 +45,9 @@ func (r *Resolver) pull(ctx context.Context, ref name.Reference, known *v1.Descr
 	if dref, ok := ref.(name.Digest); ok && top.Digest.String() != dref.DigestStr() {
 		return nil, fmt.Errorf("registry: %s served a manifest with digest %s: %w", ref, top.Digest, cache.ErrDigestMismatch)
 	}
+	if err := r.admit(ctx, ref, top.Digest, sigFresh); err != nil { // before anything of it is downloaded
+		return nil, err
+	}
 	get := func(d v1.Descriptor, config bool) ([]byte, error) {
 		if config {
 			return r.fetchConfig(ctx, repo, d, force)

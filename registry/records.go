@@ -116,6 +116,9 @@ func (r *Resolver) remember(ctx context.Context, refName string, desc v1.Descrip
 		cache.AnnotationRefName:    refName,
 		cache.AnnotationResolvedAt: r.o.now().UTC().Format(time.RFC3339Nano),
 	}
+	if subject, ok := subjectOfTag(refName); ok { // a signature's tag: kept with its image (signatures.go)
+		desc.Annotations[cache.AnnotationSubject] = subject.String()
+	}
 	desc.Platform = nil
 	r.mu.Lock()
 	delete(r.checked, refName)

@@ -47,6 +47,9 @@ type Resolver struct {
 	// reference, so a revalidation costs one HEAD and no disk sync.
 	mu      sync.Mutex
 	checked map[string]time.Time
+
+	verifyStats     verifyCounts                         // a trust policy's verdicts: verify.go
+	referrerFlights flight.Group[string, *ReferrersList] // referrers.go
 }
 
 var _ cache.BaseImageResolver = (*Resolver)(nil)
@@ -101,7 +104,7 @@ func (r *Resolver) Store() cache.LayerCache { return r.store }
 // Stats reports what the resolver has done.
 func (r *Resolver) Stats() cache.ResolverStats {
 	c := &r.stats
-	return cache.ResolverStats{
+	s := cache.ResolverStats{
 		Resolves: c.resolves.Load(), Hits: c.hits.Load(), Revalidated: c.revalidated.Load(),
 		Pulled: c.pulled.Load(), Stale: c.stale.Load(), Reserved: c.reserved.Load(),
 		BlobsFetched: c.blobs.Load(), BytesFetched: c.bytes.Load(),
@@ -111,6 +114,8 @@ func (r *Resolver) Stats() cache.ResolverStats {
 		NotFoundRemembered:      c.notFoundRemembered.Load(),
 		RateLimits:              r.client.RateLimits(),
 	}
+	r.verifyStats.snapshot(&s)
+	return s
 }
 
 // Resolve resolves ref ("golang:1.22", "registry:5000/app@sha256:...") to
@@ -135,7 +140,14 @@ func (r *Resolver) Resolve(ctx context.Context, ref string, opts ...cache.Resolv
 	platforms = normalizePlatforms(platforms)
 	key := fmt.Sprintf("%s|%s|%d|%v|%v", parsed.Name(), strings.Join(platforms, ","), ro.Policy, ro.MaxAge, ro.Bypass)
 	res, _, err := r.resolves.Do(ctx, key, func(ctx context.Context) (*cache.ResolvedImage, error) {
-		return r.resolve(ctx, parsed, platforms, ro)
+		res, err := r.resolve(ctx, parsed, platforms, ro)
+		if err == nil {
+			err = r.admitResolved(ctx, parsed, res, ro.Policy != cache.PullNever)
+		}
+		if err == nil {
+			err = r.keepWith(ctx, parsed, res, ro.Policy != cache.PullNever)
+		}
+		return res, err
 	})
 	if err != nil {
 		return nil, err

@@ -30,6 +30,7 @@ const (
 	exitNotCached = 3 // offline (policy never, registry not answering) and not cached
 	exitCorrupt   = 4 // verify found bad blobs, or a download did not match its digest
 	exitNoSpace   = 5 // not enough space in the cache
+	exitUntrusted = 6 // refused by the trust policy
 )
 
 const exitCodesHelp = `Exit codes:
@@ -42,9 +43,11 @@ const exitCodesHelp = `Exit codes:
   4  corrupt: verify found bad blobs (without --remove), or a download
      did not match its digest
   5  not enough space in the cache
+  6  refused by the trust policy (--trust-policy): unsigned, signed with
+     another key, a bad signature or another identity
 When several images fail, the exit code is that of the first one.`
 
-const seeExitCodes = "Exit codes: 0 ok, 1 failure, 2 usage error, 3 not cached, 4 corrupt, 5 no space\n(buildcache --help says more)."
+const seeExitCodes = "Exit codes: 0 ok, 1 failure, 2 usage error, 3 not cached, 4 corrupt, 5 no space, 6 untrusted\n(buildcache --help says more)."
 
 // usageError marks an error in how the command was called: exit code 2.
 type usageError struct{ err error }
@@ -73,6 +76,8 @@ func exitCode(err error) int {
 		return re.code
 	case errors.As(err, &ue), errors.Is(err, &name.ErrBadName{}):
 		return exitUsage
+	case errors.Is(err, cache.ErrUntrusted):
+		return exitUntrusted
 	case errors.Is(err, cache.ErrNoSpace):
 		return exitNoSpace
 	case errors.Is(err, cache.ErrCorrupt), errors.Is(err, cache.ErrDigestMismatch):

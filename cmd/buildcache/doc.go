@@ -8,11 +8,12 @@
 //	buildcache [--cache DIR|URL] [--json] [--insecure-registry HOST:PORT]... [--timeout D] COMMAND
 //
 //	warm IMAGE... [--platform P,P] [--policy always|if-not-present|never] [--stale-budget D]
+//	     [--trust-policy FILE] [--with-signatures]
 //	    Make sure each image's requested platforms are stored, pulling what
 //	    is missing, with progress bars on a terminal and log lines otherwise.
 //	    Prints per image its digest, where it came from (hit, revalidated,
 //	    pulled, stale), the blobs and bytes stored and those downloaded.
-//	resolve IMAGE... [--platform P,P] [--policy ...]
+//	resolve IMAGE... [--platform P,P] [--policy ...] [--trust-policy FILE]
 //	    The same resolution, printing the digest each tag points to and the
 //	    manifest digest of each platform:
 //	        IMAGE DIGEST SOURCE
@@ -34,6 +35,7 @@
 //	      [--max-age D] [--tls-cert F --tls-key F] [--htpasswd F] [--token-file F]
 //	      [--log-format text|json] [--metrics-listen ADDR] [--shutdown-timeout D]
 //	      [--shutdown-delay D] [--stale-budget D] [--not-found-ttl D]
+//	      [--trust-policy FILE]
 //	    Serve the cache as a pull-through registry mirror for Docker,
 //	    containerd, the kubelet and buildkitd, until SIGTERM or SIGINT;
 //	    loopback only unless --allow-remote; /healthz and /readyz for probes.
@@ -119,6 +121,7 @@
 //	4  corrupt: verify found bad blobs (without --remove), or a download
 //	   did not match its digest (cache.ErrCorrupt, cache.ErrDigestMismatch)
 //	5  not enough space in the cache (cache.ErrNoSpace)
+//	6  refused by the trust policy (--trust-policy; cache.ErrUntrusted)
 //
 // warm and resolve go on after an image fails; the exit code is then that
 // of the first failure.

@@ -27,6 +27,7 @@ type explanationJSON struct {
 	FetchedBytes  int64    `json:"fetched_bytes"`
 	UpstreamError string   `json:"upstream_error,omitempty"`
 	RetryAfter    string   `json:"retry_after,omitempty"` // RFC 3339, UTC
+	Trust         string   `json:"trust,omitempty"`       // what the trust policy said
 	Reason        string   `json:"reason"`
 }
 
@@ -34,7 +35,7 @@ func explanationOf(w cache.Explanation) *explanationJSON {
 	e := &explanationJSON{
 		Policy: w.Policy.String(), MaxAgeSeconds: w.MaxAge.Seconds(), Bypass: w.Bypass,
 		FetchedBlobs: w.Fetched, FetchedBytes: w.FetchedBytes,
-		UpstreamError: redact.String(w.UpstreamError), Reason: w.Reason,
+		UpstreamError: redact.String(w.UpstreamError), Reason: w.Reason, Trust: w.Trust,
 	}
 	if !w.LastChecked.IsZero() {
 		e.LastChecked, e.AgeSeconds = w.LastChecked.UTC().Format(time.RFC3339), w.Age.Seconds()
@@ -65,6 +66,12 @@ func printExplanation(w io.Writer, e *explanationJSON) {
 		return
 	}
 	fmt.Fprintf(w, "  why: %s\n", e.Reason)
+	if e.Trust != "" {
+		fmt.Fprintf(w, "    trust: %s\n", e.Trust)
+	}
+	if e.Policy == "" {
+		return // a refusal: nothing was served
+	}
 	line := "policy " + e.Policy
 	if e.Bypass {
 		line += ", cache bypassed"

@@ -26,6 +26,7 @@ type resolveFlags struct {
 	reserve   int
 	explain   bool
 	stale     time.Duration // --stale-budget
+	trust     trustFlags    // trust.go
 }
 
 func (f *resolveFlags) add(cmd *cobra.Command) {
@@ -37,6 +38,7 @@ func (f *resolveFlags) add(cmd *cobra.Command) {
 	f.stale = registry.DefaultStaleBudget
 	fl.Var(durationValue{&f.stale}, "stale-budget", staleBudgetHelp)
 	fl.IntVar(&f.reserve, "rate-limit-reserve", -1, "keep the last `N` pulls of a registry's rate limit (RateLimit-Remaining) for uncached images: a moved tag with a cached copy is served from the cache (source reserved); -1 is off")
+	f.trust.add(cmd, cmd.Name() == "warm")
 }
 
 // resolverOptions are the Resolver's options the flags ask for.
@@ -125,11 +127,12 @@ Like warm, it stores whatever it has to pull; it shows progress bars only
 on a terminal. --explain adds, under each image, why it came from where it
 came from: the policy, the last check against --max-age, the digest the
 registry returned against the cached one, what was missing and fetched, the
-registry's error. With --json (and --explain for "why"): {"images": [{"ref", "digest", "source",
+registry's error, and what --trust-policy said of it (a refused image exits 6,
+its rule, digest and reason under it). With --json (and --explain for "why"): {"images": [{"ref", "digest", "source",
 "manifests": {platform: digest}, "remote_error", "why": {"policy",
 "max_age_seconds", "bypass", "last_checked", "age_seconds",
 "stored_digest", "remote_digest", "missing", "fetched_blobs",
-"fetched_bytes", "upstream_error", "retry_after", "reason"}, "error",
+"fetched_bytes", "upstream_error", "retry_after", "trust", "reason"}, "error",
 "exit_code"}]}.
 
 ` + exitCodesHelp,
@@ -207,7 +210,11 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 	if err != nil {
 		return err
 	}
-	b, err := a.newBatch(ctx, logProgress, f.resolverOptions()...)
+	topts, err := f.trust.resolverOptions()
+	if err != nil {
+		return err
+	}
+	b, err := a.newBatch(ctx, logProgress, append(f.resolverOptions(), topts...)...)
 	if err != nil {
 		return err
 	}
@@ -219,6 +226,9 @@ func runBatch[T any](ctx context.Context, a *app, f *resolveFlags, refs []string
 		r := b.resolve(ctx, ref, opts)
 		if !f.explain {
 			r.Why = nil // --json says why only when asked: its documents stay as they were
+		} else if r.Why != nil && r.Error != "" && !a.json {
+			fmt.Fprintf(a.stdout, "%s refused\n", r.Ref)
+			printExplanation(a.stdout, r.Why)
 		}
 		out = append(out, row(ctx, b, r))
 	}
@@ -275,6 +285,7 @@ func (b *batch) resolve(ctx context.Context, ref string, opts []cache.ResolveOpt
 	r := resolved{imageResult: imageResult{Ref: ref}, fetched: statsDelta(b.res.Stats(), before)}
 	if err != nil {
 		b.fail(&r.imageResult, err)
+		r.Why = untrustedWhy(err)
 		return r
 	}
 	r.img = img

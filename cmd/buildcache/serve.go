@@ -44,6 +44,7 @@ type serveFlags struct {
 	notFoundTTL     time.Duration
 	maxFetches      int
 	stallTimeout    time.Duration
+	trust           trustFlags // trust.go
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -89,6 +90,12 @@ take the mirror out of rotation, as it still serves what it holds.
 Every request is logged on stderr (method, path, status, bytes, duration,
 client address; never a header or the query's values but ns), as text or
 JSON (--log-format). The first record says "listening" with the address.
+
+--trust-policy FILE verifies the image a tag names before it is served
+(403 DENIED otherwise; see buildcache resolve --help), with the signatures
+kept in the cache, so it works with the upstream down too;
+/v2/<name>/referrers/<digest> serves an image's signatures and attestations.
+
 On SIGTERM or SIGINT the mirror turns not ready, serves on for
 --shutdown-delay (0 by default: time for a load balancer to notice), then
 stops accepting connections, lets requests in progress finish for
@@ -123,6 +130,7 @@ cuts the waits short.
 	fl.IntVar(&f.maxFetches, "max-upstream-fetches", mirror.DefaultMaxUpstreamFetches, "download at most `N` blobs from upstreams at once; more wait in line")
 	f.stallTimeout = mirror.DefaultStallTimeout
 	fl.Var(durationValue{&f.stallTimeout}, "stall-timeout", "close a response whose client takes no bytes for `D` (0: never)")
+	f.trust.add(cmd, false)
 	return cmd
 }
 
@@ -305,8 +313,12 @@ func (a *app) serve(ctx context.Context, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	res, err := registry.NewResolver(store, registry.WithClient(client), registry.WithLogger(cfg.logger),
-		registry.WithStaleBudget(f.staleBudget), registry.WithNotFoundTTL(f.notFoundTTL))
+	topts, err := f.trust.resolverOptions()
+	if err != nil {
+		return err
+	}
+	res, err := registry.NewResolver(store, append([]registry.Option{registry.WithClient(client), registry.WithLogger(cfg.logger),
+		registry.WithStaleBudget(f.staleBudget), registry.WithNotFoundTTL(f.notFoundTTL)}, topts...)...)
 	if err != nil {
 		return err
 	}

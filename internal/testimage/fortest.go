@@ -70,3 +70,19 @@ func (h Test) Store(store cache.Putter, idx v1.ImageIndex) v1.Hash {
 	h.check(err)
 	return d
 }
+
+// Attach is the package's Attach.
+func (h Test) Attach(repo string, subject v1.Hash, artifactType string, content []byte, annotations map[string]string) v1.Hash {
+	h.t.Helper()
+	d, err := Attach(context.Background(), repo, subject, artifactType, content, annotations)
+	h.check(err)
+	return d
+}
+
+// PushArtifact is the package's PushArtifact.
+func (h Test) PushArtifact(ref, artifactType string, content []byte, annotations map[string]string) v1.Hash {
+	h.t.Helper()
+	d, err := PushArtifact(context.Background(), ref, artifactType, content, annotations)
+	h.check(err)
+	return d
+}
