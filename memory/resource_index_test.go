@@ -139,7 +139,11 @@ func TestResourceIndexRealClock(t *testing.T) {
 		if _, err := short.Get(ctx, "k", load); err != nil {
 			t.Fatal(err)
 		}
-		rcWaitFor(t, "the entry's timer", func() bool { n, _ := short.idx.size(); return n == 0 })
+		// The timer removes the entry, then counts it: wait for both.
+		rcWaitFor(t, "the entry's timer", func() bool {
+			n, _ := short.idx.size()
+			return n == 0 && short.Stats().Evictions > 0
+		})
 		if s := short.Stats(); s.Evictions != 1 {
 			t.Fatalf("TTL %v: %d evictions, want 1 (the expired entry)", ttl, s.Evictions)
 		}
