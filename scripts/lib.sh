@@ -14,17 +14,23 @@ step() {
   printf '== [%d:%02d] %s\n' $((t / 60)) $((t % 60)) "$*"
 }
 
-declare -A build_pid build_log build_label
+declare -A build_pid build_log build_label build_time
 
 # start_build NAME LABEL CMD...: runs CMD in the background, its output
-# in a log shown only if it fails.
+# in a log shown only if it fails, its wall and CPU time shown when it is
+# waited for: on 2 cores the run's length is its CPU time, so a run
+# that grew shows which build grew.
 start_build() {
   local name=$1 label=$2
   shift 2
   build_log[$name]=$(mktemp)
+  build_time[$name]=$(mktemp)
   build_label[$name]=$label
   step "building $label in the background"
-  "$@" >"${build_log[$name]}" 2>&1 &
+  (
+    TIMEFORMAT='%0R s wall, %0U s user + %0S s system CPU'
+    time "$@" >"${build_log[$name]}" 2>&1
+  ) 2>"${build_time[$name]}" &
   build_pid[$name]=$!
 }
 
@@ -35,11 +41,12 @@ wait_build() {
   [ -n "${build_pid[$name]:-}" ] || return 0
   step "waiting for ${build_label[$name]}"
   if ! wait "${build_pid[$name]}"; then
-    cat "${build_log[$name]}" >&2
+    cat "${build_log[$name]}" "${build_time[$name]}" >&2
     echo "building ${build_label[$name]} failed" >&2
     exit 1
   fi
-  rm -f "${build_log[$name]}"
+  step "built ${build_label[$name]}: $(cat "${build_time[$name]}")"
+  rm -f "${build_log[$name]}" "${build_time[$name]}"
   unset "build_pid[$name]"
 }
 
@@ -61,4 +68,14 @@ fuzz() {
     fi
   fi
   rm -f "$log"
+}
+
+# cpu_total prints the CPU time of this script and every process it
+# waited for: with the wall time, how busy the machine was.
+cpu_total() {
+  local f
+  f=$(mktemp)
+  times >"$f" # not in a subshell: a subshell's children are not these
+  echo "CPU of this run (user, system): $(tail -1 "$f")"
+  rm -f "$f"
 }

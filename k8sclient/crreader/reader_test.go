@@ -124,6 +124,11 @@ func (e *env) installGadgets(t *testing.T) {
 	for {
 		_, err := dyn.Resource(gadgetsGVR).Namespace(e.ns).List(t.Context(), metav1.ListOptions{Limit: 1})
 		if err == nil {
+			// Served is not yet discovered: the mapper's discovery
+			// document is updated after the resource is served.
+			_, err = e.mapper.RESTMapping(schema.GroupKind{Group: gadgetsGVR.Group, Kind: "Gadget"}, gadgetsGVR.Version)
+		}
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
