@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/buildcache/buildcache/internal/staticbuild"
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/internal/testserver"
 )
@@ -346,14 +347,7 @@ type servedProcess struct {
 // upstream, until the benchmark ends.
 func startServe(tb testing.TB, upstream string) servedProcess {
 	tb.Helper()
-	bin := os.Getenv("BUILDCACHE_BIN")
-	if bin == "" {
-		bin = filepath.Join(tb.TempDir(), "buildcache")
-		build := exec.Command("go", "build", "-o", bin, "github.com/buildcache/buildcache/cmd/buildcache")
-		if out, err := build.CombinedOutput(); err != nil {
-			tb.Fatalf("go build ./cmd/buildcache: %v\n%s", err, out)
-		}
-	}
+	bin := staticbuild.ForTest(tb) // as it ships: static, no cgo
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

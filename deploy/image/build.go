@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/buildcache/buildcache/internal/staticbuild"
 )
 
 // Defaults of Options.
@@ -140,7 +141,7 @@ func Build(ctx context.Context, o Options) (v1.ImageIndex, error) {
 			}
 			defer os.RemoveAll(dir)
 			bin = filepath.Join(dir, "buildcache")
-			if err := buildBinary(ctx, o.ModuleDir, plat.Architecture, o.version(), bin); err != nil {
+			if err := staticbuild.Build(ctx, o.ModuleDir, plat.Architecture, o.version(), bin); err != nil {
 				return nil, err
 			}
 		}
@@ -152,22 +153,6 @@ func Build(ctx context.Context, o Options) (v1.ImageIndex, error) {
 	}
 	idx = mutate.AppendManifests(idx, adds...)
 	return mutate.Annotations(idx, ann).(v1.ImageIndex), nil
-}
-
-// buildBinary builds a static buildcache for linux/goarch at out: no cgo,
-// no paths of this machine, no VCS stamp (a dirty work tree would change
-// the bytes; the revision is an annotation), no symbol tables.
-func buildBinary(ctx context.Context, moduleDir, goarch, version, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", "-s -w -X main.version="+version,
-		"-o", out, "./cmd/buildcache")
-	cmd.Dir = moduleDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch,
-		"GOFLAGS=", "GOAMD64=v1", "GOARM64=v8.0", "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/buildcache for linux/%s: %v\n%s", goarch, err, b)
-	}
-	return nil
 }
 
 // platformImage is one platform's image: the layer, the config (entry

@@ -23,6 +23,7 @@ import (
 
 	"github.com/buildcache/buildcache/cache"
 	"github.com/buildcache/buildcache/internal/imagewalk"
+	"github.com/buildcache/buildcache/internal/staticbuild"
 	"github.com/buildcache/buildcache/internal/testimage"
 	"github.com/buildcache/buildcache/internal/testserver"
 	s3cache "github.com/buildcache/buildcache/s3"
@@ -88,7 +89,7 @@ func TestFleet(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute) // hang guard
 	defer cancel()
-	f := &fleet{t: t, bin: binary(t), s3: testserver.StartS3Server(t), reg: testserver.StartRegistry(t)}
+	f := &fleet{t: t, bin: staticbuild.ForTest(t), s3: testserver.StartS3Server(t), reg: testserver.StartRegistry(t)}
 	f.bucket = f.s3.NewBucket(t)
 	f.up = startCounter(t, f.reg.Host)
 	f.env = append(os.Environ(),

@@ -6,9 +6,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,21 +16,6 @@ import (
 
 	"github.com/buildcache/buildcache/internal/testserver"
 )
-
-// binary builds cmd/buildcache once per test run, or takes
-// $BUILDCACHE_BIN.
-func binary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("BUILDCACHE_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "buildcache")
-	build := exec.Command("go", "build", "-o", bin, "github.com/buildcache/buildcache/cmd/buildcache")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/buildcache: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // proc is a buildcache process.
 type proc struct {
