@@ -67,6 +67,10 @@ type Options struct {
 	Created   time.Time // every timestamp of the image; zero is 1970-01-01
 	Tag       string    // the ref name in a layout; "" is the version
 
+	// CompressionLevel is the layers' gzip level, 1 (fastest) to 9; zero
+	// is gzip.BestCompression. Same source, same level: same digests.
+	CompressionLevel int
+
 	// Binaries, when set, gives a prebuilt binary per platform instead of
 	// building one ("linux/arm64" -> path).
 	Binaries map[string]string
@@ -77,6 +81,16 @@ func (o Options) tag() string {
 		return o.Tag
 	}
 	return o.version()
+}
+
+func (o Options) compressionLevel() (int, error) {
+	switch {
+	case o.CompressionLevel == 0:
+		return gzip.BestCompression, nil
+	case o.CompressionLevel < gzip.BestSpeed || o.CompressionLevel > gzip.BestCompression:
+		return 0, fmt.Errorf("compression level %d: want 1 (fastest) to 9 (smallest)", o.CompressionLevel)
+	}
+	return o.CompressionLevel, nil
 }
 
 func (o Options) version() string {
@@ -118,6 +132,10 @@ func Build(ctx context.Context, o Options) (v1.ImageIndex, error) {
 	if o.CACerts == "" {
 		o.CACerts = DefaultCACerts
 	}
+	level, err := o.compressionLevel()
+	if err != nil {
+		return nil, err
+	}
 	certs, err := os.ReadFile(o.CACerts)
 	if err != nil {
 		return nil, fmt.Errorf("CA certificates (apt-get install ca-certificates, or --ca-certs FILE): %w", err)
@@ -145,7 +163,7 @@ func Build(ctx context.Context, o Options) (v1.ImageIndex, error) {
 				return nil, err
 			}
 		}
-		img, err := platformImage(*plat, bin, certs, o.Created, ann)
+		img, err := platformImage(*plat, bin, certs, o.Created, ann, level)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
@@ -157,7 +175,7 @@ func Build(ctx context.Context, o Options) (v1.ImageIndex, error) {
 
 // platformImage is one platform's image: the layer, the config (entry
 // point, user, environment, labels) and the annotations.
-func platformImage(plat v1.Platform, bin string, certs []byte, created time.Time, ann map[string]string) (v1.Image, error) {
+func platformImage(plat v1.Platform, bin string, certs []byte, created time.Time, ann map[string]string, level int) (v1.Image, error) {
 	binary, err := os.ReadFile(bin)
 	if err != nil {
 		return nil, err
@@ -166,7 +184,7 @@ func platformImage(plat v1.Platform, bin string, certs []byte, created time.Time
 	if err != nil {
 		return nil, err
 	}
-	layer, err := gzipLayer(tarBytes)
+	layer, err := gzipLayer(tarBytes, level)
 	if err != nil {
 		return nil, err
 	}
@@ -268,13 +286,13 @@ func layerTar(binary, certs []byte, created time.Time) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// gzipLayer is the layer of tarBytes, gzipped once (compress/gzip writes
-// no name or time in its header: the same bytes give the same blob) and
-// kept in memory.
-func gzipLayer(tarBytes []byte) (v1.Layer, error) {
+// gzipLayer is the layer of tarBytes, gzipped once at level (compress/gzip
+// writes no name or time in its header: the same bytes give the same
+// blob) and kept in memory.
+func gzipLayer(tarBytes []byte, level int) (v1.Layer, error) {
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(tarBytes)), nil
-	}, tarball.WithCompressionLevel(gzip.BestCompression), tarball.WithCompressedCaching, tarball.WithMediaType(types.OCILayer))
+	}, tarball.WithCompressionLevel(level), tarball.WithCompressedCaching, tarball.WithMediaType(types.OCILayer))
 }
 
 // WriteLayout writes idx to an OCI image layout at dir under the ref name

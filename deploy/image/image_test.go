@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"debug/elf"
 	"errors"
@@ -59,6 +60,9 @@ func testOptions(t *testing.T) Options {
 		Revision:  "0123456789abcdef0123456789abcdef01234567",
 		Licenses:  "NOASSERTION",
 		Created:   time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		// The release's level 9 costs minutes of CPU under the race
+		// detector; what the tests check does not depend on the level.
+		CompressionLevel: gzip.BestSpeed,
 	}
 }
 
@@ -454,4 +458,16 @@ func platformOf(idx v1.ImageIndex, p v1.Platform) (v1.Image, error) {
 
 func ocispecPlatform(p v1.Platform) ocispecs.Platform {
 	return ocispecs.Platform{OS: p.OS, Architecture: p.Architecture, Variant: p.Variant}
+}
+
+// A level gzip does not have is refused before anything is built.
+func TestBuildRefusesCompressionLevel(t *testing.T) {
+	for _, level := range []int{-1, 10} {
+		o := testOptions(t)
+		o.CompressionLevel = level
+		_, err := Build(context.Background(), o)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("compression level %d", level)) {
+			t.Errorf("level %d: %v, want an error naming the level", level, err)
+		}
+	}
 }

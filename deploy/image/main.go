@@ -23,6 +23,7 @@
 package main
 
 import (
+	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Licenses, "licenses", DefaultLicenses, "the SPDX `EXPRESSION` of the licenses (org.opencontainers.image.licenses)")
 	fs.StringVar(&o.CACerts, "ca-certs", DefaultCACerts, "the CA bundle `FILE` copied to "+caCertsPath)
 	fs.StringVar(&epoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "every timestamp, in `SECONDS` since 1970 (default $SOURCE_DATE_EPOCH, else the commit time of HEAD)")
+	fs.IntVar(&o.CompressionLevel, "compression-level", gzip.BestCompression, "the layers' gzip `LEVEL`, 1 (fastest) to 9 (smallest)")
 	fs.StringVar(&o.ModuleDir, "module", "", "the buildcache module's `DIR` (default: the current module)")
 	if err := fs.Parse(args); err != nil {
 		return err
