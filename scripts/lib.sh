@@ -70,7 +70,19 @@ wait_build() {
   unset "build_pid[$name]"
 }
 
-# fuzz TARGET PACKAGE TIME runs one fuzz target. Go 1.26's fuzz
+# builds_running [NAME...]: whether any of the named builds (none named:
+# any build) is still running.
+builds_running() {
+  local names=("$@") name pid
+  [ $# -gt 0 ] || names=("${!build_pid[@]}")
+  for name in "${names[@]}"; do
+    pid=${build_pid[$name]:-}
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
+  done
+  return 1
+}
+
+# fuzz TARGET PACKAGE TIME WORKERS runs one fuzz target. Go 1.26's fuzz
 # coordinator can fail a run with a bare "context deadline exceeded" as
 # -fuzztime ends, having found nothing (go.dev/issue/75804, fixed in
 # 1.27). A real finding writes a failing input; only a failure without
@@ -78,10 +90,10 @@ wait_build() {
 fuzz() {
   local log
   log=$(mktemp)
-  if ! go test -run '^$' -fuzz "^$1\$" -fuzztime "$3" "$2" 2>&1 | tee "$log"; then
+  if ! go test -run '^$' -fuzz "^$1\$" -fuzztime "$3" -parallel "$4" "$2" 2>&1 | tee "$log"; then
     if grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
       echo "== fuzz $1: the Go 1.26 -fuzztime deadline race, not a finding; once more"
-      go test -run '^$' -fuzz "^$1\$" -fuzztime "$3" "$2"
+      go test -run '^$' -fuzz "^$1\$" -fuzztime "$3" -parallel "$4" "$2"
     else
       rm -f "$log"
       exit 1
