@@ -10,7 +10,7 @@
 // flags give the same index digest. Every timestamp is the
 // SOURCE_DATE_EPOCH (default: the commit time of HEAD), tar entries are
 // sorted with fixed owners, modes and times, and the layers are gzipped
-// deterministically.
+// deterministically, at --compression-level (default 9, the smallest).
 //
 // Usage, from the module's root:
 //

@@ -47,7 +47,7 @@ func ForTest(tb testing.TB) string {
 	}
 	bin := filepath.Join(tb.TempDir(), "buildcache")
 	// The working directory is inside the module: go build finds it.
-	if err := Build(context.Background(), "", runtime.GOARCH, "", bin); err != nil {
+	if err := Build(tb.Context(), "", runtime.GOARCH, "", bin); err != nil { // ends with the test
 		tb.Fatal(err)
 	}
 	return bin
